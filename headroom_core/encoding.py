@@ -1,0 +1,175 @@
+"""HTTP content codings (gzip, deflate, br, zstd): whole-body and incremental decoding, re-encoding.
+
+Headroom decodes a body only to *inspect* it; when nothing changes, the raw bytes go upstream.
+Unknown or broken codings raise `EncodingError`, which callers turn into a passthrough.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+
+import brotli
+import zstandard
+
+IDENTITY = ("", "identity")
+SUPPORTED = ("gzip", "x-gzip", "deflate", "br", "zstd")
+
+
+class EncodingError(ValueError):
+    """The body could not be decoded or encoded with the declared content coding."""
+
+
+def parse_codings(header_value: str | None) -> list[str]:
+    """`Content-Encoding: gzip, br` -> ["gzip", "br"] (in the order they were applied)."""
+    if not header_value:
+        return []
+    codings = [c.strip().lower() for c in header_value.split(",")]
+    return [c for c in codings if c not in IDENTITY]
+
+
+def is_supported(header_value: str | None) -> bool:
+    return all(c in SUPPORTED for c in parse_codings(header_value))
+
+
+def _check_limit(size: int, limit: int | None) -> None:
+    if limit is not None and size > limit:
+        raise EncodingError(f"decoded body exceeds {limit} bytes")
+
+
+def _zlib_decode(data: bytes, wbits: int, limit: int | None) -> bytes:
+    d = zlib.decompressobj(wbits)
+    max_length = 0 if limit is None else limit + 1
+    out = d.decompress(data, max_length)
+    _check_limit(len(out), limit)
+    if d.unconsumed_tail:
+        raise EncodingError("decoded body exceeds limit")
+    out += d.flush()
+    if not d.eof:
+        raise EncodingError("truncated compressed body")
+    return out
+
+
+def _decode_one(data: bytes, coding: str, limit: int | None) -> bytes:
+    try:
+        if coding in ("gzip", "x-gzip"):
+            return _zlib_decode(data, 16 + zlib.MAX_WBITS, limit)
+        if coding == "deflate":
+            # RFC 9110 says zlib-wrapped; some clients send raw deflate. Accept both.
+            try:
+                return _zlib_decode(data, zlib.MAX_WBITS, limit)
+            except zlib.error:
+                return _zlib_decode(data, -zlib.MAX_WBITS, limit)
+        if coding == "br":
+            out = brotli.decompress(data)
+            _check_limit(len(out), limit)
+            return out
+        if coding == "zstd":
+            dctx = zstandard.ZstdDecompressor()
+            reader = dctx.stream_reader(data, read_across_frames=True)
+            chunks = []
+            total = 0
+            while True:
+                chunk = reader.read(1 << 20)
+                if not chunk:
+                    break
+                total += len(chunk)
+                _check_limit(total, limit)
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except EncodingError:
+        raise
+    except Exception as e:  # zlib.error, brotli.error, zstandard.ZstdError, ...
+        raise EncodingError(f"cannot decode {coding}: {e}") from e
+    raise EncodingError(f"unsupported content-encoding {coding!r}")
+
+
+def decode(data: bytes, header_value: str | None, limit: int | None = None) -> bytes:
+    """Undo every coding in `Content-Encoding` (last applied first). `limit` caps the output size."""
+    for coding in reversed(parse_codings(header_value)):
+        data = _decode_one(data, coding, limit)
+    return data
+
+
+def _encode_one(data: bytes, coding: str) -> bytes:
+    if coding in ("gzip", "x-gzip"):
+        c = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        return c.compress(data) + c.flush()
+    if coding == "deflate":
+        return zlib.compress(data)
+    if coding == "br":
+        return brotli.compress(data)
+    if coding == "zstd":
+        return zstandard.ZstdCompressor().compress(data)
+    raise EncodingError(f"unsupported content-encoding {coding!r}")
+
+
+def encode(data: bytes, header_value: str | None) -> bytes:
+    """Apply the codings of `Content-Encoding` in order, so `decode(encode(x, h), h) == x`."""
+    for coding in parse_codings(header_value):
+        data = _encode_one(data, coding)
+    return data
+
+
+class IncrementalDecoder:
+    """Decode a content-encoded byte stream chunk by chunk (for tee-ing a streamed response).
+
+    `feed(chunk)` returns whatever decoded bytes are available; `close()` flushes. Any error raises
+    `EncodingError`; the caller stops inspecting but keeps forwarding the raw bytes.
+    """
+
+    def __init__(self, header_value: str | None) -> None:
+        self._stages: list[Callable[[bytes], bytes]] = []
+        self._flushers: list[Callable[[], bytes]] = []
+        for coding in reversed(parse_codings(header_value)):
+            self._add_stage(coding)
+
+    def _add_stage(self, coding: str) -> None:
+        if coding in ("gzip", "x-gzip", "deflate"):
+            state = {"d": zlib.decompressobj(16 + zlib.MAX_WBITS if coding != "deflate" else zlib.MAX_WBITS),
+                     "raw_fallback": coding == "deflate", "started": False}
+
+            def feed(chunk: bytes, st=state) -> bytes:
+                try:
+                    out = st["d"].decompress(chunk)
+                except zlib.error:
+                    if st["raw_fallback"] and not st["started"]:
+                        st["d"] = zlib.decompressobj(-zlib.MAX_WBITS)
+                        st["raw_fallback"] = False
+                        out = st["d"].decompress(chunk)
+                    else:
+                        raise
+                st["started"] = True
+                return out
+
+            self._stages.append(feed)
+            self._flushers.append(lambda st=state: st["d"].flush())
+        elif coding == "br":
+            d = brotli.Decompressor()
+            self._stages.append(d.process)
+            self._flushers.append(lambda: b"")
+        elif coding == "zstd":
+            d = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True)
+            self._stages.append(d.decompress)
+            self._flushers.append(lambda: b"")
+        else:
+            raise EncodingError(f"unsupported content-encoding {coding!r}")
+
+    def feed(self, chunk: bytes) -> bytes:
+        try:
+            for stage in self._stages:
+                chunk = stage(chunk)
+            return chunk
+        except EncodingError:
+            raise
+        except Exception as e:
+            raise EncodingError(f"cannot decode stream: {e}") from e
+
+    def close(self) -> bytes:
+        pending = b""
+        try:
+            for stage, flush in zip(self._stages, self._flushers):
+                pending = (stage(pending) if pending else b"") + flush()
+            return pending
+        except Exception as e:
+            raise EncodingError(f"cannot flush stream: {e}") from e
