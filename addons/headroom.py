@@ -1,0 +1,202 @@
+"""Headroom: a mitmproxy addon between coding agents and model APIs.
+
+    mitmdump -s addons/headroom.py --mode reverse:https://api.anthropic.com --set connection_strategy=lazy
+
+This file is the only mitmproxy adapter: options, hooks and commands. It copies a flow's bytes and
+headers into `headroom_core` values, calls the core `Engine`, and applies the plan it returns in
+one step. Any failure leaves the flow as the client sent it (minus internal headers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.proxy import mode_specs
+
+try:
+    import headroom_core  # noqa: F401
+except ImportError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from headroom_core import config as hconfig  # noqa: E402
+from headroom_core import engine as hengine  # noqa: E402
+
+log = logging.getLogger("headroom")
+
+# Requests whose raw body is larger than this are processed in a worker thread, so a big body
+# never stalls mitmproxy's event loop; small ones are cheaper to handle inline.
+INLINE_BODY_LIMIT = 256 << 10
+
+OPTIONS = (
+    "headroom_dir", "headroom_events", "headroom_strip_prefixes", "headroom_strip_headers",
+    "headroom_hosts", "headroom_max_body", "headroom_stream_sse",
+)
+
+
+class Headroom:
+    def __init__(self) -> None:
+        self.engine: hengine.Engine | None = None
+        self.states: dict[str, hengine.FlowState] = {}
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "headroom_dir", str, "~/.headroom",
+            "Directory for all of Headroom's state: event log, response store, rewrite ledger, "
+            "kept originals.",
+        )
+        loader.add_option(
+            "headroom_events", str, "",
+            "Event log file (one JSON line per LLM flow). Empty: <headroom_dir>/events.jsonl; "
+            "'off' disables it.",
+        )
+        loader.add_option(
+            "headroom_strip_prefixes", Sequence[str], ["x-headroom-"],
+            "Header-name prefixes that never go upstream (case-insensitive). They still steer "
+            "Headroom inbound, e.g. 'x-headroom-bypass: 1'.",
+        )
+        loader.add_option(
+            "headroom_strip_headers", Sequence[str], ["proxy-connection"],
+            "Exact header names that never go upstream (proxy-internal headers).",
+        )
+        loader.add_option(
+            "headroom_hosts", Sequence[str], [],
+            "Extra upstream hosts treated as model APIs in regular (system-proxy) mode, besides "
+            "api.anthropic.com, api.openai.com and chatgpt.com. In reverse mode every host counts.",
+        )
+        loader.add_option(
+            "headroom_max_body", str, "64m",
+            "Larger request bodies (after content decoding) are forwarded without inspection.",
+        )
+        loader.add_option(
+            "headroom_stream_sse", bool, True,
+            "Stream text/event-stream responses to the client chunk by chunk (plain mitmproxy "
+            "buffers them until the end).",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if self.engine is not None and not any(o in updated for o in OPTIONS):
+            return
+        values = {name: getattr(ctx.options, name) for name in OPTIONS}
+        try:
+            cfg = hconfig.from_options(values)
+        except hconfig.ConfigError as e:
+            raise exceptions.OptionsError(str(e)) from e
+        old = self.engine
+        self.engine = hengine.Engine(cfg)
+        if old is not None:
+            old.close()
+
+    def done(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+
+    # -- hooks ----------------------------------------------------------------------------------
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live or self.engine is None:
+            return
+        engine = self.engine
+        req = _request_in(flow)
+        if req.body is not None and len(req.body) > INLINE_BODY_LIMIT:
+            plan = await asyncio.to_thread(engine.handle_request, req)
+        else:
+            plan = engine.handle_request(req)
+        _apply(flow, plan)
+        if plan.state is not None:
+            if plan.response is None:
+                engine.mark_forwarded(plan.state)
+            self.states[flow.id] = plan.state
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if self.engine is None or flow.response is None:
+            return
+        try:
+            stream = self.engine.response_headers(
+                self.states.get(flow.id), flow.response.status_code,
+                list(flow.response.headers.fields),
+            )
+        except Exception as e:  # never let a decision about streaming break the response
+            log.warning("internal_error phase=responseheaders flow=%s error=%s", flow.id,
+                        type(e).__name__)
+            return
+        if stream is not None:
+            flow.response.stream = stream
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        state = self.states.pop(flow.id, None)
+        if state is None or self.engine is None or flow.response is None:
+            return
+        resp = flow.response
+        self.engine.finish(
+            state,
+            status=resp.status_code,
+            fields=list(resp.headers.fields),
+            body=None if resp.stream else resp.raw_content,
+            response_started=resp.timestamp_start,
+            response_ended=resp.timestamp_end,
+            local=bool(flow.metadata.get("headroom_local")),
+        )
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        state = self.states.pop(flow.id, None)
+        if state is None or self.engine is None:
+            return
+        resp = flow.response
+        self.engine.finish(
+            state,
+            status=resp.status_code if resp else None,
+            fields=list(resp.headers.fields) if resp else None,
+            body=None,
+            error=flow.error.msg if flow.error else "error",
+            response_started=resp.timestamp_start if resp else None,
+            response_ended=flow.error.timestamp if flow.error else None,
+        )
+
+
+def _is_reverse(flow: http.HTTPFlow) -> bool:
+    return isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode)
+
+
+def _request_in(flow: http.HTTPFlow) -> hengine.RequestIn:
+    r = flow.request
+    upgrade = (r.headers.get("upgrade", "").lower() == "websocket")
+    return hengine.RequestIn(
+        flow_id=flow.id,
+        method=r.method,
+        scheme=r.scheme,
+        host=r.host,
+        port=r.port,
+        path=r.path,
+        fields=list(r.headers.fields),
+        body=None if r.stream else r.raw_content,
+        reverse=_is_reverse(flow),
+        websocket_upgrade=upgrade,
+    )
+
+
+def _apply(flow: http.HTTPFlow, plan: hengine.RequestPlan) -> None:
+    """Apply a plan in one step: build everything first, then assign."""
+    if plan.response is not None:
+        lr = plan.response
+        flow.response = http.Response.make(lr.status, lr.body, http.Headers(lr.fields))
+        flow.metadata["headroom_local"] = True
+        return
+    new_headers = http.Headers(plan.fields) if plan.fields is not None else None
+    if plan.body is not None:
+        body = plan.body
+        if new_headers is None:
+            new_headers = flow.request.headers.copy()
+        if "content-length" in new_headers:
+            new_headers["content-length"] = str(len(body))
+        flow.request.headers = new_headers
+        flow.request.raw_content = body
+    elif new_headers is not None:
+        flow.request.headers = new_headers
+
+
+addons = [Headroom()]

@@ -1,0 +1,119 @@
+"""Header stripping and inbound controls.
+
+Headers under configured prefixes (default `x-headroom-`) and a few proxy-internal names never go
+upstream, every duplicate and case variant removed. Before they go, they steer the addon: the
+`Controls` read from them (bypass, cache directives) apply to this flow only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+Fields = list[tuple[bytes, bytes]]
+
+DEFAULT_PREFIXES = ("x-headroom-",)
+# Non-standard hop-by-hop header some clients still send to proxies; meaningless upstream.
+DEFAULT_NAMES = ("proxy-connection",)
+
+_TRUE = {b"1", b"true", b"yes", b"on"}
+
+
+@dataclass(frozen=True, slots=True)
+class StripRules:
+    prefixes: tuple[bytes, ...] = tuple(p.encode() for p in DEFAULT_PREFIXES)
+    names: frozenset[bytes] = frozenset(n.encode() for n in DEFAULT_NAMES)
+
+    @classmethod
+    def parse(cls, prefixes: Iterable[str], names: Iterable[str] = DEFAULT_NAMES) -> StripRules:
+        """Build rules from option values; raises ValueError on names that are not tokens."""
+        ps = tuple(_token(p).lower().encode() for p in prefixes if p.strip())
+        ns = frozenset(_token(n).lower().encode() for n in names if n.strip())
+        return cls(ps, ns)
+
+    def matches(self, name: bytes) -> bool:
+        n = name.lower()
+        return n in self.names or n.startswith(self.prefixes)
+
+
+def _token(s: str) -> str:
+    s = s.strip()
+    if not s or any(c in s for c in ' \t:()<>@,;\\"/[]?={}') or not s.isascii():
+        raise ValueError(f"not a valid header name (or prefix): {s!r}")
+    return s
+
+
+@dataclass(frozen=True, slots=True)
+class Controls:
+    """Per-flow directives a client sent in internal headers (read before stripping)."""
+
+    bypass: bool = False
+    cache: str | None = None  # "bypass" | "refresh" | ... (x-headroom-cache), or None
+    no_store: bool = False  # standard `cache-control: no-cache / no-store` from the client
+
+
+def strip(fields: Sequence[tuple[bytes, bytes]], rules: StripRules) -> tuple[Fields, list[bytes]]:
+    """Split fields into (kept, stripped names). Order and case of kept fields are untouched."""
+    kept: Fields = []
+    stripped: list[bytes] = []
+    for name, value in fields:
+        if rules.matches(name):
+            stripped.append(name)
+        else:
+            kept.append((name, value))
+    return kept, stripped
+
+
+def get(fields: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """First value of a header, case-insensitively."""
+    name = name.lower()
+    for n, v in fields:
+        if n.lower() == name:
+            return v
+    return None
+
+
+def get_all(fields: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    name = name.lower()
+    return [v for n, v in fields if n.lower() == name]
+
+
+def set_value(fields: Sequence[tuple[bytes, bytes]], name: bytes, value: bytes) -> Fields:
+    """Replace the first occurrence of `name` in place (keeping its casing) and drop the others,
+    or append it when absent."""
+    out: Fields = []
+    lname = name.lower()
+    done = False
+    for n, v in fields:
+        if n.lower() == lname:
+            if not done:
+                out.append((n, value))
+                done = True
+            continue
+        out.append((n, v))
+    if not done:
+        out.append((name, value))
+    return out
+
+
+def remove(fields: Sequence[tuple[bytes, bytes]], name: bytes) -> Fields:
+    lname = name.lower()
+    return [(n, v) for n, v in fields if n.lower() != lname]
+
+
+def read_controls(fields: Iterable[tuple[bytes, bytes]]) -> Controls:
+    """Read `x-headroom-bypass`, `x-headroom-cache` and standard cache-control directives."""
+    bypass = False
+    cache: str | None = None
+    no_store = False
+    for name, value in fields:
+        n = name.lower()
+        if n == b"x-headroom-bypass":
+            bypass = bypass or value.strip().lower() in _TRUE
+        elif n == b"x-headroom-cache":
+            cache = value.strip().lower().decode("latin-1") or cache
+        elif n == b"cache-control":
+            directives = {d.strip().split(b"=")[0] for d in value.lower().split(b",")}
+            if directives & {b"no-cache", b"no-store"}:
+                no_store = True
+    return Controls(bypass=bypass, cache=cache, no_store=no_store)

@@ -1,0 +1,129 @@
+"""Run a real `mitmdump` (optionally with the Headroom addon) as a subprocess on a free port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ADDON = ROOT / "addons" / "headroom.py"
+REDIRECT = Path(__file__).resolve().parent / "redirect.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mitmdump_bin() -> str:
+    exe = Path(sys.executable).parent / "mitmdump"
+    return str(exe) if exe.exists() else (shutil.which("mitmdump") or "mitmdump")
+
+
+class Mitmdump:
+    """`with Mitmdump(mode=..., headroom=True, options={...}) as p: p.port, p.events_path`."""
+
+    def __init__(self, *, mode: str, headroom: bool = True, options: dict | None = None,
+                 redirect_to: int | None = None, extra_args: list[str] | None = None,
+                 workdir: Path | None = None) -> None:
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="headroom-e2e-"))
+        self.confdir = self.workdir / "conf"
+        self.headroom_dir = self.workdir / "headroom"
+        self.events_path = self.headroom_dir / "events.jsonl"
+        self.log_path = self.workdir / "mitmdump.log"
+        self.port = free_port()
+        self.mode = mode
+        self.headroom = headroom
+        self.options = {"headroom_dir": str(self.headroom_dir), **(options or {})}
+        self.redirect_to = redirect_to
+        self.extra_args = extra_args or []
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def ca_cert(self) -> str:
+        return str(self.confdir / "mitmproxy-ca-cert.pem")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def args(self) -> list[str]:
+        a = [mitmdump_bin(), "--mode", f"{self.mode}@{self.port}", "--listen-host", "127.0.0.1",
+             "--set", f"confdir={self.confdir}", "--set", "ssl_insecure=true",
+             "--set", "connection_strategy=lazy", "--set", "termlog_verbosity=info",
+             "--set", "flow_detail=0"]
+        if self.redirect_to:
+            a += ["-s", str(REDIRECT)]
+        if self.headroom:
+            a += ["-s", str(ADDON)]
+            for k, v in self.options.items():
+                if isinstance(v, (list, tuple)):
+                    for item in v:
+                        a += ["--set", f"{k}={item}"]
+                else:
+                    a += ["--set", f"{k}={v}"]
+        return a + self.extra_args
+
+    def start(self) -> "Mitmdump":
+        env = dict(os.environ)
+        if self.redirect_to:
+            env["HEADROOM_TEST_UPSTREAM"] = f"127.0.0.1:{self.redirect_to}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.args(), stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=env, cwd=str(ROOT))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mitmdump exited early:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"mitmdump did not listen on {self.port}:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def events(self, wait_for: int = 0, timeout: float = 10.0) -> list[dict]:
+        """Event-log records; waits until at least `wait_for` are on disk."""
+        import json
+
+        deadline = time.monotonic() + timeout
+        while True:
+            recs = []
+            if self.events_path.exists():
+                recs = [json.loads(line) for line in
+                        self.events_path.read_text().splitlines() if line.strip()]
+            if len(recs) >= wait_for or time.monotonic() > deadline:
+                return recs
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def __enter__(self) -> "Mitmdump":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,95 @@
+import gzip
+import zlib
+
+import brotli
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from headroom_core import encoding
+
+DATA = b'{"model":"m","messages":[{"role":"user","content":"' + "h\u00e9llo".encode() * 500 + b'"}]}'
+
+
+@pytest.mark.parametrize("coding", ["gzip", "x-gzip", "deflate", "br", "zstd", "identity", ""])
+def test_roundtrip(coding):
+    assert encoding.decode(encoding.encode(DATA, coding), coding) == DATA
+
+
+def test_decodes_foreign_encoders():
+    assert encoding.decode(gzip.compress(DATA), "gzip") == DATA
+    assert encoding.decode(zlib.compress(DATA), "deflate") == DATA
+    raw = zlib.compressobj(wbits=-15)
+    assert encoding.decode(raw.compress(DATA) + raw.flush(), "deflate") == DATA
+    assert encoding.decode(brotli.compress(DATA), "br") == DATA
+    assert encoding.decode(zstandard.ZstdCompressor().compress(DATA), "zstd") == DATA
+    # zstd frame without content size (as streaming compressors write it)
+    cobj = zstandard.ZstdCompressor().compressobj()
+    assert encoding.decode(cobj.compress(DATA) + cobj.flush(), "zstd") == DATA
+
+
+def test_chained_codings_undone_in_reverse_order():
+    body = brotli.compress(gzip.compress(DATA))
+    assert encoding.decode(body, "gzip, br") == DATA
+    assert encoding.encode(DATA, "gzip, br") and encoding.decode(encoding.encode(DATA, "gzip, br"), "gzip, br") == DATA
+
+
+@pytest.mark.parametrize("coding,body", [
+    ("gzip", b"not gzip"), ("br", b"\x00\x01garbage"), ("zstd", b"nope"),
+    ("gzip", gzip.compress(DATA)[:-10]),  # truncated
+    ("compress", b"x"), ("snappy", b"x"),
+])
+def test_bad_input_raises_encoding_error(coding, body):
+    with pytest.raises(encoding.EncodingError):
+        encoding.decode(body, coding)
+
+
+def test_limit_guards_against_bombs():
+    bomb = gzip.compress(b"\0" * (10 << 20))
+    with pytest.raises(encoding.EncodingError):
+        encoding.decode(bomb, "gzip", limit=1 << 20)
+    with pytest.raises(encoding.EncodingError):
+        encoding.decode(zstandard.ZstdCompressor().compress(b"\0" * (10 << 20)), "zstd", limit=1 << 20)
+    with pytest.raises(encoding.EncodingError):
+        encoding.decode(brotli.compress(b"\0" * (10 << 20)), "br", limit=1 << 20)
+    assert encoding.decode(bomb, "gzip", limit=20 << 20) == b"\0" * (10 << 20)
+
+
+def test_is_supported():
+    assert encoding.is_supported(None) and encoding.is_supported("gzip, zstd")
+    assert not encoding.is_supported("gzip, lz4")
+
+
+def _stream_encode(coding, data, pieces):
+    if coding == "gzip":
+        c = zlib.compressobj(6, zlib.DEFLATED, 31)
+        out = [c.compress(p) + c.flush(zlib.Z_SYNC_FLUSH) for p in pieces]
+        return out + [c.flush()]
+    if coding == "br":
+        c = brotli.Compressor()
+        return [c.process(p) + c.flush() for p in pieces] + [c.finish()]
+    c = zstandard.ZstdCompressor().compressobj()
+    return [c.compress(p) + c.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK) for p in pieces] + [c.flush()]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "zstd"])
+@settings(max_examples=30, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=len(DATA)), max_size=8),
+       rechunk=st.integers(min_value=1, max_value=97))
+def test_incremental_decoder_any_split(coding, cuts, rechunk):
+    bounds = sorted(set([0, len(DATA), *cuts]))
+    pieces = [DATA[a:b] for a, b in zip(bounds, bounds[1:])]
+    wire = b"".join(_stream_encode(coding, DATA, pieces))
+    dec = encoding.IncrementalDecoder(coding)
+    out = b"".join(dec.feed(wire[i:i + rechunk]) for i in range(0, len(wire), rechunk))
+    out += dec.close()
+    assert out == DATA
+
+
+def test_incremental_decoder_reports_garbage():
+    dec = encoding.IncrementalDecoder("gzip")
+    with pytest.raises(encoding.EncodingError):
+        dec.feed(b"definitely not gzip data")
+    with pytest.raises(encoding.EncodingError):
+        encoding.IncrementalDecoder("lz4")

@@ -1,0 +1,117 @@
+import json
+
+import pytest
+
+from headroom_core import encoding
+from headroom_core.config import Config
+from headroom_core.engine import Engine, RequestIn
+
+
+@pytest.fixture
+def engine(tmp_path):
+    e = Engine(Config(headroom_dir=tmp_path, events_path=tmp_path / "events.jsonl"))
+    yield e
+    e.close()
+
+
+def req(body=b'{"model":"claude-x","stream":true,"messages":[]}', path="/v1/messages",
+        host="api.anthropic.com", fields=None, reverse=False, method="POST"):
+    return RequestIn(
+        flow_id="f1", method=method, scheme="https", host=host, port=443, path=path,
+        fields=fields if fields is not None else [
+            (b"Host", b"api.anthropic.com"), (b"x-api-key", b"sk-ant-secret"),
+            (b"Content-Type", b"application/json")],
+        body=body, reverse=reverse,
+    )
+
+
+def events(tmp_path, engine):
+    engine.events.flush()
+    p = tmp_path / "events.jsonl"
+    return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
+
+
+def test_llm_flow_untouched_and_classified(engine):
+    plan = engine.handle_request(req())
+    assert plan.fields is None and plan.body is None and plan.response is None
+    st = plan.state
+    assert st.route.name == "anthropic/messages" and st.model == "claude-x" and st.stream is True
+
+
+def test_non_llm_flow_has_no_state_but_is_stripped(engine):
+    plan = engine.handle_request(req(host="example.com", fields=[(b"X-Headroom-Bypass", b"1"), (b"A", b"b")]))
+    assert plan.state is None
+    assert plan.fields == [(b"A", b"b")] and plan.body is None
+
+
+def test_bypass_turns_features_off_and_is_logged(engine, tmp_path):
+    f = [(b"x-api-key", b"k"), (b"X-Headroom-Bypass", b"1")]
+    plan = engine.handle_request(req(fields=f))
+    assert plan.fields == [(b"x-api-key", b"k")]
+    assert plan.state.decisions == {"bypass": True}
+    assert plan.state.model is None  # the body was not even parsed
+    engine.finish(plan.state, status=200, fields=[], body=b"{}")
+    (rec,) = events(tmp_path, engine)
+    assert rec["decisions"]["bypass"] is True and rec["stripped_headers"] == 1
+
+
+@pytest.mark.parametrize("body,coding,reason", [
+    (b"{not json", None, "invalid-json"),
+    (b"[1,2]", None, "not-an-object"),
+    (b"\x00garbage", b"gzip", "undecodable-body"),
+    (b"whatever", b"lz4", "unsupported-encoding"),
+])
+def test_bad_bodies_pass_through(engine, body, coding, reason):
+    f = [(b"content-type", b"application/json")] + ([(b"Content-Encoding", coding)] if coding else [])
+    plan = engine.handle_request(req(body=body, fields=f))
+    assert plan.body is None and plan.fields is None and plan.response is None
+    assert plan.state.decisions["passthrough"] == reason
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "zstd", "deflate"])
+def test_compressed_bodies_are_inspected_but_not_changed(engine, coding):
+    raw = encoding.encode(b'{"model":"gpt-5","input":"hi","stream":false}', coding)
+    plan = engine.handle_request(req(body=raw, path="/v1/responses", host="api.openai.com",
+                                     fields=[(b"Content-Encoding", coding.encode())]))
+    assert plan.body is None and plan.state.model == "gpt-5" and plan.state.stream is False
+
+
+def test_internal_error_forwards_original_and_logs(engine, tmp_path, monkeypatch, caplog):
+    def boom(*a, **k):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(engine, "_process", boom)
+    f = [(b"x-api-key", b"sk-ant-secret"), (b"x-headroom-foo", b"1")]
+    plan = engine.handle_request(req(fields=f))
+    assert plan.fields == [(b"x-api-key", b"sk-ant-secret")]  # internal header still stripped
+    assert plan.body is None and plan.response is None
+    assert "kaboom" in plan.state.decisions["error"]
+    assert any("internal_error" in r.getMessage() and "kaboom" in r.getMessage() for r in caplog.records)
+    assert not any("sk-ant-secret" in r.getMessage() for r in caplog.records)
+
+
+def test_event_record_fields_and_no_secrets(engine, tmp_path):
+    clock = iter([100.0, 100.5])
+    engine.clock = lambda: next(clock)
+    plan = engine.handle_request(req())
+    engine.mark_forwarded(plan.state)
+    rec = engine.finish(plan.state, status=200, fields=[(b"content-type", b"application/json")],
+                        body=b'{"ok":1}', response_started=100.75, response_ended=101.0)
+    assert rec["upstream_ms"] == 250.0 and rec["duration_ms"] == 500.0
+    (logged,) = events(tmp_path, engine)
+    for key in ("ts", "flow_id", "provider", "endpoint", "model", "stream", "status",
+                "req_bytes", "resp_bytes", "upstream_ms", "stripped_headers", "decisions"):
+        assert key in logged
+    assert logged["resp_bytes"] == 8 and logged["transport"] == "http"
+    text = (tmp_path / "events.jsonl").read_text()
+    assert "sk-ant-secret" not in text and '"messages":[]' not in text
+
+
+def test_sse_response_gets_a_tee_that_returns_chunks_unchanged(engine):
+    plan = engine.handle_request(req())
+    tee = engine.response_headers(plan.state, 200, [(b"Content-Type", b"text/event-stream; charset=utf-8")])
+    assert tee is not None
+    assert tee(b"data: 1\n\n") == b"data: 1\n\n"
+    assert engine.response_headers(plan.state, 200, [(b"content-type", b"application/json")]) is None
+    # SSE on a non-LLM flow is streamed too (plain mitmproxy would buffer it), without a tee.
+    assert engine.response_headers(None, 200, [(b"content-type", b"text/event-stream")])(b"x") == b"x"
