@@ -23,6 +23,7 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from headroom_core import beta  # noqa: E402
 from headroom_core import config as hconfig  # noqa: E402
 from headroom_core import engine as hengine  # noqa: E402
 
@@ -34,7 +35,8 @@ INLINE_BODY_LIMIT = 256 << 10
 
 OPTIONS = (
     "headroom_dir", "headroom_events", "headroom_strip_prefixes", "headroom_strip_headers",
-    "headroom_hosts", "headroom_max_body", "headroom_stream_sse",
+    "headroom_hosts", "headroom_max_body", "headroom_stream_sse", "headroom_namespace",
+    "headroom_beta_sticky", "headroom_beta_max_sessions", "headroom_beta_deny",
 )
 
 
@@ -76,6 +78,26 @@ class Headroom:
             "headroom_stream_sse", bool, True,
             "Stream text/event-stream responses to the client chunk by chunk (plain mitmproxy "
             "buffers them until the end).",
+        )
+
+        loader.add_option(
+            "headroom_namespace", str, "",
+            "Tenant namespace for all per-user state (sessions, store, ledger). Empty: a salted "
+            "hash of each request's credential. Set it in CI and for rotating OAuth tokens.",
+        )
+        loader.add_option(
+            "headroom_beta_sticky", bool, True,
+            "Keep re-sending anthropic-beta / OpenAI-Beta tokens a conversation already sent "
+            "upstream, even when the client drops them (a changed header can cost the prompt "
+            "cache). Only for sessions the client identifies itself.",
+        )
+        loader.add_option(
+            "headroom_beta_max_sessions", int, 1000,
+            "How many sessions' beta tokens to remember (least recently used are forgotten).",
+        )
+        loader.add_option(
+            "headroom_beta_deny", Sequence[str], list(beta.DEFAULT_DENY),
+            "Beta tokens (fnmatch patterns) never made sticky, e.g. entitlement-gated ones.",
         )
 
     def configure(self, updated: set[str]) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import routing
+from . import beta, routing
 from .headers import StripRules
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.I)
@@ -34,6 +34,10 @@ class Config:
     hosts: frozenset[str] = frozenset(routing.DEFAULT_HOSTS)
     max_body: int = 64 << 20  # larger (decoded) bodies are forwarded without inspection
     stream_sse: bool = True
+    namespace: str | None = None  # explicit tenant namespace (CI, rotating OAuth tokens)
+    beta_sticky: bool = True
+    beta_max_sessions: int = 1000
+    beta_deny: tuple[str, ...] = beta.DEFAULT_DENY
 
 
 def parse_size(option: str, value: str | int) -> int:
@@ -77,4 +81,30 @@ def from_options(o: Mapping[str, Any]) -> Config:
         hosts=hosts,
         max_body=parse_size("headroom_max_body", o.get("headroom_max_body", "64m")),
         stream_sse=bool(o.get("headroom_stream_sse", True)),
+        namespace=_namespace(o.get("headroom_namespace", "")),
+        beta_sticky=bool(o.get("headroom_beta_sticky", True)),
+        beta_max_sessions=_positive("headroom_beta_max_sessions",
+                                    o.get("headroom_beta_max_sessions", 1000)),
+        beta_deny=tuple(t.strip() for t in o.get("headroom_beta_deny", beta.DEFAULT_DENY)
+                        if t.strip()),
     )
+
+
+def _positive(option: str, value: Any) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise ConfigError(option, value, "expected a positive integer")
+    return n
+
+
+def _namespace(value: str) -> str | None:
+    v = (value or "").strip()
+    if not v:
+        return None
+    if not re.fullmatch(r"[\w.:@/-]{1,128}", v):
+        raise ConfigError("headroom_namespace", value,
+                          "use letters, digits and . _ - : @ / (at most 128)")
+    return v

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from . import encoding, headers, routing
+from . import beta, encoding, headers, routing, session, tenant
 from .config import Config
 from .headers import Controls, Fields
 
@@ -61,6 +61,10 @@ class FlowState:
     model: str | None = None
     stream: bool | None = None
     forwarded_at: float | None = None
+    tenant: str = tenant.ANONYMOUS
+    session: session.SessionId = session.NONE
+    beta_key: str | None = None
+    beta_added: list[str] = field(default_factory=list)
     decisions: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # set by later steps (session, usage, ...)
     tee: Any = None
@@ -94,6 +98,8 @@ class Engine:
 
         self.config = config
         self.clock = clock
+        self.salt = tenant.load_salt(config.headroom_dir / "salt")
+        self.betas = beta.StickyBetas(config.beta_max_sessions, config.beta_deny)
         self.events = EventLog(config.events_path)
 
     def close(self) -> None:
@@ -139,10 +145,13 @@ class Engine:
         return plan
 
     def _process(self, req: RequestIn, fields: Fields, plan: RequestPlan, state: FlowState) -> None:
+        state.tenant = tenant.tenant_id(fields, self.salt, self.config.namespace)
+        if state.route.websocket:  # a handshake: headers only
+            state.session = session.identify(state.route.provider, fields, None, state.tenant)
+            self._merge_betas(plan, state, fields)
+            return
         if req.body is None:
             state.decisions["passthrough"] = "body-streamed"
-            return
-        if state.route.websocket:
             return
         coding = (headers.get(fields, b"content-encoding") or b"").decode("latin-1")
         if not encoding.is_supported(coding):
@@ -168,6 +177,27 @@ class Engine:
         state.model = model if isinstance(model, str) else None
         stream = doc.get("stream")
         state.stream = stream if isinstance(stream, bool) else False
+        state.session = session.identify(state.route.provider, fields, doc, state.tenant)
+        fields = self._merge_betas(plan, state, fields)
+
+    def _merge_betas(self, plan: RequestPlan, state: FlowState, fields: Fields) -> Fields:
+        """Session-sticky beta header: re-send tokens this conversation already sent upstream."""
+        if not self.config.beta_sticky:
+            return fields
+        name = beta.header_name(state.route.provider)
+        if name is None:
+            return fields
+        sid = state.session
+        key = beta.sticky_key(sid.id, state.route.endpoint, state.model)
+        d = self.betas.apply(key, sid.high_confidence, beta.header_values(fields, name))
+        state.decisions["beta"] = {"changed": d.changed, "added": d.added, "tokens": len(d.tokens)}
+        if not d.changed:
+            return fields
+        fields = beta.apply_to_fields(fields, name, d.tokens)
+        plan.fields = fields
+        state.beta_key, state.beta_added = key, d.added
+        log.info("beta_merged %s", orjson.dumps({"flow": state.flow_id, "added": d.added}).decode())
+        return fields
 
     def mark_forwarded(self, state: FlowState | None) -> None:
         if state is not None:
@@ -208,6 +238,8 @@ class Engine:
             return {}
 
     def _finish(self, state, status, fields, body, error, response_started, response_ended, local):
+        if status == 400 and state.beta_added and body:
+            self._forget_rejected_betas(state, fields or [], body)
         fwd = state.forwarded_at
         tee = state.tee
         resp_bytes = tee.bytes_seen if tee is not None else len(body or b"")
@@ -235,11 +267,26 @@ class Engine:
             "ttfb_ms": None if local else ms(fwd, tee.first_chunk_at if tee else response_started),
             "duration_ms": ms(fwd or state.started, response_ended),
             "stripped_headers": state.stripped,
+            "session_id": state.session.id,
+            "session_source": state.session.source,
+            "session_confidence": state.session.confidence,
             "decisions": state.decisions,
         }
         record.update(state.extra)
         self.events.record(record)
         return record
+
+
+    def _forget_rejected_betas(self, state: FlowState, fields: Fields, body: bytes) -> None:
+        """A 400 naming a token we added: drop it from the session so the next turn works."""
+        coding = (headers.get(fields, b"content-encoding") or b"").decode("latin-1")
+        try:
+            decoded = encoding.decode(body, coding, limit=1 << 20)
+        except encoding.EncodingError:
+            return
+        for token in beta.tokens_named_in_error(decoded, state.beta_added):
+            self.betas.reject(state.beta_key, token)
+            state.decisions.setdefault("beta", {}).setdefault("rejected", []).append(token)
 
 
 def _passthrough_chunks(chunk: bytes) -> bytes:

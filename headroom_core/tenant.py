@@ -57,3 +57,30 @@ def tenant_id(
     if not cred:
         return ANONYMOUS
     return "t:" + hashlib.blake2b(cred, key=salt[:64], digest_size=12).hexdigest()
+
+
+def load_salt(path: str | os.PathLike[str]) -> bytes:
+    """The installation's tenant salt, created (0600) on first use and kept beside the state it
+    keys, so tenant ids (and everything stored under them) survive restarts."""
+    p = os.fspath(path)
+    try:
+        with open(p, "rb") as f:
+            salt = f.read()
+        if len(salt) >= 16:
+            return salt
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(p) or ".", exist_ok=True)
+    salt = new_salt()
+    tmp = f"{p}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(salt)
+    try:
+        os.link(tmp, p)  # atomic and never overwrites a salt another process just created
+    except FileExistsError:
+        os.unlink(tmp)
+        with open(p, "rb") as f:
+            return f.read()
+    os.unlink(tmp)
+    return salt

@@ -51,6 +51,13 @@ class Mitmdump:
         return str(self.confdir / "mitmproxy-ca-cert.pem")
 
     @property
+    def verify(self):
+        """An SSL context trusting this proxy's CA (for clients in regular mode)."""
+        import ssl
+
+        return ssl.create_default_context(cafile=self.ca_cert)
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 

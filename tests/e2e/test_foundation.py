@@ -18,7 +18,7 @@ MSG = [{"role": "user", "content": "Hello, wörld — 你好 😀"}]
 
 def anthropic_client(proxy, capture, regular=False, **kw):
     if regular:
-        http_client = httpx2.Client(proxy=proxy.url, verify=proxy.ca_cert,
+        http_client = httpx2.Client(proxy=proxy.url, verify=proxy.verify,
                                     event_hooks={"request": [capture]})
         return anthropic.Anthropic(api_key="sk-ant-api03-fake", base_url="https://api.anthropic.com",
                                    http_client=http_client, max_retries=0, **kw)
@@ -28,7 +28,7 @@ def anthropic_client(proxy, capture, regular=False, **kw):
 
 def openai_client(proxy, capture, regular=False):
     if regular:
-        http_client = httpx2.Client(proxy=proxy.url, verify=proxy.ca_cert,
+        http_client = httpx2.Client(proxy=proxy.url, verify=proxy.verify,
                                     event_hooks={"request": [capture]})
         return openai.OpenAI(api_key="sk-proj-fake", base_url="https://api.openai.com/v1",
                              http_client=http_client, max_retries=0)
@@ -153,7 +153,7 @@ def test_bypass_header(reverse_proxy, upstream, capture):
 
 def test_non_llm_host_passes_through_unlogged(regular_proxy, upstream):
     before = len(regular_proxy.events())
-    with httpx.Client(proxy=regular_proxy.url, verify=regular_proxy.ca_cert) as c:
+    with httpx.Client(proxy=regular_proxy.url, verify=regular_proxy.verify) as c:
         r = c.post("https://gateway.test/v1/other?x=1", content=b"\x00\x01binary",
                    headers={"X-Headroom-Note": "1", "X-Custom": "Kept"})
     assert r.text == "hello from a non-LLM upstream\n"
