@@ -44,7 +44,8 @@ def sent_fields(request) -> list[tuple[str, str]]:
 def test_anthropic_sdk_bytes_reach_upstream_identical(mode, request, upstream, capture):
     proxy = request.getfixturevalue(f"{mode}_proxy")
     client = anthropic_client(proxy, capture, regular=mode == "regular")
-    msg = client.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=MSG,
+    before = len(proxy.events())
+    msg = client.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=MSG,
                                  extra_headers={"X-Headroom-Session": "s1", "x-headroom-note": "n"})
     assert msg.content[0].text == "Hello from the fake upstream."
     (rec,) = upstream.requests_to("/v1/messages")
@@ -57,8 +58,8 @@ def test_anthropic_sdk_bytes_reach_upstream_identical(mode, request, upstream, c
     def comparable(fields):  # reverse mode rewrites Host to the upstream (mitmproxy's job)
         return [(n, v) for n, v in fields if n.lower() != "host"]
     assert comparable(rec.fields) == comparable(client_fields)
-    (ev,) = proxy.events(wait_for=1 + len(proxy.events()) - 1)[-1:]
-    assert ev["provider"] == "anthropic" and ev["model"] == "claude-sonnet-4-5"
+    ev = proxy.events(wait_for=before + 1)[-1]
+    assert ev["provider"] == "anthropic" and ev["model"] == "claude-sonnet-4-6"
     assert ev["stripped_headers"] == 2 and ev["status"] == 200
 
 
@@ -68,7 +69,7 @@ def test_sse_reaches_client_before_upstream_finishes(mode, request, upstream, ca
     client = anthropic_client(proxy, capture, regular=mode == "regular")
     gate = f"first-{mode}"
     stream = client.messages.create(
-        model="claude-sonnet-4-5", max_tokens=64, messages=MSG, stream=True,
+        model="claude-sonnet-4-6", max_tokens=64, messages=MSG, stream=True,
         extra_headers={"x-test-scenario": f"gate:{gate},events:3"})
     events = iter(stream)
     first = next(events)
