@@ -1,0 +1,456 @@
+"""The canonical form of a model-API request and its store key, plus a structural diff of two forms.
+
+Everything that shapes the answer goes into the key (unknown body fields included); volatile noise
+is removed by an explicit, per-provider list of JSON paths. Computed on the request as the client
+sent it, before any Headroom rewriting.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import math
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from functools import lru_cache
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+log = logging.getLogger("headroom.cachekey")
+
+VERSION = 1  # bump when the canonical form changes: old keys must stop matching
+
+# Header fields that shape the answer. Values are comma-separated token lists; a beta's *order*
+# does not change what the API does, so tokens are trimmed, de-duplicated and sorted.
+KEY_HEADERS = (b"anthropic-version", b"anthropic-beta", b"openai-beta")
+
+BILLING_PREFIX = "x-anthropic-billing-header:"
+
+# Volatile fields removed before keying (path syntax: see `parse_path`). Anything not listed counts.
+DEFAULT_EXCLUDE: dict[str, tuple[str, ...]] = {
+    "anthropic": (
+        "metadata.user_id",  # carries the account and a per-session uuid
+        "diagnostics",  # Claude Code: previous_message_id, new every turn
+    ),
+    "openai": (
+        "user",
+        "safety_identifier",
+        "client_metadata",  # Codex
+        "prompt_cache_key",  # a routing hint (Codex puts the session uuid here)
+    ),
+}
+
+# 19+ digit runs may be integers beyond 64 bits, which orjson silently turns into floats. Found
+# by mapping every digit to "0" and searching: several times faster than a regex on big bodies.
+_DIGITS_TO_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x78 for b in range(256))
+_LONG_RUN = b"0" * 19
+
+# Deeper bodies are keyed as raw bytes. orjson serialises at most this many levels.
+MAX_DEPTH = 254
+
+JSON = Any
+Step = str | int | None  # key, list index, or None for "[*]" (every element)
+
+
+# --- JSON in and out -------------------------------------------------------------------------
+
+
+def _finite_float(s: str) -> float:
+    f = float(s)
+    if not math.isfinite(f):
+        raise ValueError("non-finite number")
+    return f
+
+
+def _reject_constant(s: str) -> Any:
+    raise ValueError(f"not JSON: {s}")
+
+
+def _parse(data: bytes) -> tuple[JSON, bool]:
+    if _LONG_RUN not in data.translate(_DIGITS_TO_ZERO):
+        try:
+            return orjson.loads(data), True
+        except orjson.JSONDecodeError:
+            pass  # maybe a lone surrogate escape, which the stdlib accepts
+    try:
+        text = data.decode("utf-8")
+        return json.loads(text, parse_float=_finite_float, parse_constant=_reject_constant), False
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ValueError(f"not JSON: {e}") from None
+
+
+def parse_json(data: bytes) -> JSON:
+    """Parse JSON exactly: orjson when it is exact, else the stdlib (big ints, lone surrogates).
+
+    Raises ValueError on anything that is not strict JSON (NaN, Infinity, 1e400, bad UTF-8).
+    """
+    return _parse(data)[0]
+
+
+def _depth(node: JSON, limit: int) -> bool:
+    """True when `node` nests no deeper than `limit` (iterative: no recursion on hostile input)."""
+    stack = [(node, 1)]
+    while stack:
+        n, d = stack.pop()
+        if isinstance(n, dict | list):
+            if d > limit:
+                return False
+            stack.extend((c, d + 1) for c in (n.values() if isinstance(n, dict) else n))
+    return True
+
+
+def dumps(obj: JSON) -> bytes:
+    """Deterministic compact JSON (sorted keys). The stdlib takes over for what orjson refuses;
+    which one runs depends only on the data, so equal data always gives equal bytes."""
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # orjson.JSONEncodeError: integer beyond 64 bits or a lone surrogate
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                          allow_nan=False).encode("ascii")
+
+
+# --- exclusion paths -------------------------------------------------------------------------
+
+_SEGMENT = re.compile(r"([^.\[\]]+)((?:\[(?:\d+|\*)\])*)")
+_INDEX = re.compile(r"\[(\d+|\*)\]")
+
+
+@lru_cache(maxsize=256)
+def parse_path(path: str) -> tuple[Step, ...]:
+    """`metadata.user_id`, `tools[0].x`, `messages[*].content[*].citations` -> steps.
+
+    Dot-separated object keys, each optionally followed by `[N]` (one element) or `[*]` (every
+    element). Keys containing `.`, `[` or `]` cannot be addressed. Raises ValueError.
+    """
+    steps: list[Step] = []
+    if not path or path != path.strip():
+        raise ValueError(f"invalid JSON path {path!r}")
+    for part in path.split("."):
+        m = _SEGMENT.fullmatch(part)
+        if not m:
+            raise ValueError(f"invalid JSON path {path!r}")
+        steps.append(m.group(1))
+        for idx in _INDEX.findall(m.group(2)):
+            steps.append(None if idx == "*" else int(idx))
+    return tuple(steps)
+
+
+def _remove(node: JSON, steps: Sequence[Step]) -> None:
+    step, rest = steps[0], steps[1:]
+    if isinstance(step, str):
+        if isinstance(node, dict) and step in node:
+            if rest:
+                _remove(node[step], rest)
+            else:
+                del node[step]
+    elif isinstance(node, list):
+        if step is None:
+            if rest:
+                for item in node:
+                    _remove(item, rest)
+            else:
+                node.clear()
+        elif step < len(node):
+            if rest:
+                _remove(node[step], rest)
+            else:
+                del node[step]
+
+
+def _strip_billing(body: dict) -> None:
+    # Claude Code's billing line changes on every request; it sits alone in a system block or
+    # as the first line of one. Only that line goes.
+    system = body.get("system")
+    if isinstance(system, str):
+        if system.startswith(BILLING_PREFIX):
+            body["system"] = system.partition("\n")[2]
+        return
+    if not isinstance(system, list):
+        return
+    kept = []
+    for block in system:
+        if isinstance(block, dict) and block.get("type") == "text":
+            text = block.get("text")
+            if isinstance(text, str) and text.startswith(BILLING_PREFIX):
+                rest = text.partition("\n")[2]
+                if not rest.strip():
+                    continue
+                block["text"] = rest
+        kept.append(block)
+    body["system"] = kept
+
+
+def _strip_block_cache_control(block: JSON) -> None:
+    if not isinstance(block, dict):
+        return
+    block.pop("cache_control", None)
+    # tool_result / search_result blocks nest content blocks that may carry their own breakpoint.
+    inner = block.get("content")
+    if isinstance(inner, list):
+        for b in inner:
+            if isinstance(b, dict) and "type" in b:
+                _strip_block_cache_control(b)
+
+
+def _strip_cache_control(body: dict) -> None:
+    # Breakpoints move from turn to turn without changing the answer. Only annotation positions
+    # are touched: tool input_schema / tool_use input content is data and keeps the name.
+    system = body.get("system")
+    if isinstance(system, list):
+        for block in system:
+            _strip_block_cache_control(block)
+    tools = body.get("tools")
+    if isinstance(tools, list):
+        for tool in tools:
+            if isinstance(tool, dict):
+                tool.pop("cache_control", None)
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for msg in messages:
+            if isinstance(msg, dict) and isinstance(msg.get("content"), list):
+                for block in msg["content"]:
+                    _strip_block_cache_control(block)
+
+
+# --- the canonical request -------------------------------------------------------------------
+
+
+def _key_headers(fields: Iterable[tuple[bytes, bytes]]) -> dict[str, list[str]]:
+    out: dict[str, set[str]] = {}
+    for name, value in fields:
+        n = name.lower()
+        if n in KEY_HEADERS:
+            tokens = out.setdefault(n.decode("ascii"), set())
+            tokens.update(t.strip() for t in value.decode("latin-1").split(","))
+            tokens.discard("")
+    return {n: sorted(t) for n, t in out.items() if t}
+
+
+def canonical_request(
+    *,
+    provider: str,
+    endpoint: str,
+    method: str,
+    host: str,
+    path: str,
+    fields: Iterable[tuple[bytes, bytes]],
+    body: bytes,
+    tenant: str,
+    extra_exclude: Iterable[str] = (),
+) -> dict:
+    """The canonical form of a request (a JSON-able dict); `request_key` hashes it.
+
+    `body` is the decoded body; anything that is not strict JSON is represented by its hash.
+    `extra_exclude` paths (see `parse_path`) are removed from the body besides `DEFAULT_EXCLUDE`;
+    validate them with `parse_path` at configuration time: invalid ones are skipped here.
+    Never raises.
+    """
+    p, _, q = path.partition("?")
+    canon: dict[str, Any] = {
+        "v": VERSION,
+        "tenant": tenant,
+        "provider": provider,
+        "endpoint": endpoint,
+        "method": method.upper(),
+        "host": host.lower().rstrip("."),
+        "path": p,
+        "query": sorted([k, v] for k, v in parse_qsl(q, keep_blank_values=True)),
+        "headers": _key_headers(fields),
+        "stream": False,
+    }
+    body = body or b""
+    try:
+        parsed, exact = _parse(body)
+        # Bound the nesting so serialising, summarising and diffing can never hit a recursion
+        # limit. orjson refuses to serialise deeper than MAX_DEPTH, which makes the check cheap.
+        if exact:
+            orjson.dumps(parsed)
+        elif not _depth(parsed, MAX_DEPTH):
+            raise ValueError("too deep")
+    except (ValueError, TypeError):
+        canon["body_raw"] = {"sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)}
+        return canon
+    if isinstance(parsed, dict):
+        # Absent and false mean the same; the flag lives outside the body so a streamed and a
+        # buffered request never share a key, whatever the body looks like.
+        if isinstance(parsed.get("stream"), bool):
+            canon["stream"] = parsed.pop("stream")
+        if provider == "anthropic":
+            _strip_billing(parsed)
+            _strip_cache_control(parsed)
+        paths = list(DEFAULT_EXCLUDE.get(provider, ()))
+        paths.extend(extra_exclude)
+        for spec in paths:
+            try:
+                _remove(parsed, parse_path(spec))
+            except ValueError:
+                log.warning("ignoring invalid exclude path %r", spec)
+    canon["body"] = parsed
+    return canon
+
+
+def canonical_bytes(canonical: dict) -> bytes:
+    """The exact bytes that are hashed: deterministic across processes and Python versions."""
+    return dumps(canonical)
+
+
+def request_key(canonical: dict) -> str:
+    """64 hex digits: SHA-256 of `canonical_bytes` (hardware-accelerated on most CPUs)."""
+    return hashlib.sha256(canonical_bytes(canonical)).hexdigest()
+
+
+# --- summaries and diffs ---------------------------------------------------------------------
+
+SUMMARY_MAX = 80  # strings longer than this are replaced by a digest in a summary
+_MARKER = re.compile(r"<str \d+ chars [0-9a-f]{16}>")
+_SHORT = 48  # longest string value quoted in a diff line
+_ENVELOPE = ("v", "tenant", "provider", "endpoint", "method", "host", "path", "query", "headers",
+             "stream", "body_raw")
+
+
+def _summarize(node: JSON) -> JSON:
+    if isinstance(node, str):
+        if len(node) > SUMMARY_MAX and not _MARKER.fullmatch(node):
+            digest = hashlib.blake2b(node.encode("utf-8", "surrogatepass"), digest_size=8)
+            return f"<str {len(node)} chars {digest.hexdigest()}>"
+        return node
+    if isinstance(node, dict):
+        return {k: _summarize(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_summarize(v) for v in node]
+    return node
+
+
+def summarize(canonical: dict) -> dict:
+    """The canonical form with every long string replaced by its length and digest.
+
+    Same structure, much smaller: enough for `diff` (equal digests mean equal strings) and to keep
+    beside a stored response. Idempotent.
+    """
+    return _summarize(canonical)
+
+
+def describe(canonical: dict) -> dict:
+    """A flat overview for humans: envelope, model, counts, short top-level body settings."""
+    out: dict[str, Any] = {k: canonical[k] for k in _ENVELOPE if k in canonical and k != "v"}
+    body = canonical.get("body")
+    if isinstance(body, dict):
+        for k, v in sorted(body.items()):
+            if isinstance(v, list):
+                out[f"{k}[]"] = len(v)
+            elif isinstance(v, str):
+                out[k] = v if len(v) <= _SHORT else f"<{len(v)} chars>"
+            elif isinstance(v, dict):
+                out[k] = v if len(dumps(v)) <= 2 * _SHORT else f"<object, {len(v)} keys>"
+            else:
+                out[k] = v
+    elif "body" in canonical:
+        out["body"] = f"<JSON {type(body).__name__}>"
+    return out
+
+
+def _scalar(v: JSON) -> str | None:
+    """How a value is shown in a diff line, or None when it is too big to show."""
+    if v is None or isinstance(v, bool | int | float):
+        return dumps(v).decode("ascii")
+    if isinstance(v, str) and len(v) <= _SHORT and "\n" not in v and not _MARKER.fullmatch(v):
+        return v
+    return None
+
+
+def _child(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _changed(path: str, a: JSON, b: JSON) -> str:
+    sa, sb = _scalar(a), _scalar(b)
+    path = path or "body"
+    return f"{path} changed: {sa} -> {sb}" if sa is not None and sb is not None else \
+        f"{path} changed"
+
+
+def _is_number(v: JSON) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _walk(a: JSON, b: JSON, path: str) -> Iterator[str]:
+    if type(a) is not type(b) and not (_is_number(a) and _is_number(b)):
+        yield _changed(path, a, b)
+        return
+    if isinstance(a, dict):
+        for k in sorted(a.keys() | b.keys()):
+            p = _child(path, k)
+            if k not in b:
+                yield _added_removed(p, "removed", a[k])
+            elif k not in a:
+                yield _added_removed(p, "added", b[k])
+            else:
+                yield from _walk(a[k], b[k], p)
+    elif isinstance(a, list):
+        yield from _walk_list(a, b, path)
+    elif a != b or dumps(a) != dumps(b):  # 1 vs 1.0 serialise (and so key) differently
+        yield _changed(path, a, b)
+
+
+def _added_removed(path: str, what: str, v: JSON) -> str:
+    s = _scalar(v)
+    return f"{path} {what}: {s}" if s is not None else f"{path} {what}"
+
+
+def _walk_list(a: list, b: list, path: str) -> Iterator[str]:
+    # Align by element digest so one message inserted mid-conversation reads as one addition,
+    # not as every later message changed.
+    ha = [dumps(x) for x in a]
+    hb = [dumps(x) for x in b]
+    sm = difflib.SequenceMatcher(None, ha, hb, autojunk=False)
+    for op, i1, i2, j1, j2 in sm.get_opcodes():
+        if op == "equal":
+            continue
+        common = min(i2 - i1, j2 - j1) if op == "replace" else 0
+        for k in range(common):
+            yield from _walk(a[i1 + k], b[j1 + k], f"{path}[{i1 + k}]")
+        for i in range(i1 + common, i2):
+            yield _added_removed(f"{path}[{i}]", "removed", a[i])
+        for j in range(j1 + common, j2):
+            yield _added_removed(f"{path}[{j}]", "added", b[j])
+
+
+def diff_lines(a: dict, b: dict) -> Iterator[str]:
+    """Every difference from `a` to `b`, lazily. Body paths are bare (`messages[3]`)."""
+    a, b = summarize(a), summarize(b)
+    for k in _ENVELOPE:
+        if k in a or k in b:
+            if k not in b:
+                yield _added_removed(k, "removed", a[k])
+            elif k not in a:
+                yield _added_removed(k, "added", b[k])
+            else:
+                yield from _walk(a[k], b[k], k)
+    ba, bb = a.get("body"), b.get("body")
+    if "body" in a and "body" in b:
+        yield from _walk(ba, bb, "")
+    elif "body" in a or "body" in b:
+        yield "body " + ("removed" if "body" in a else "added")
+
+
+def diff(a: dict, b: dict, limit: int = 10) -> list[str]:
+    """Human-readable differences between two canonical requests (or their summaries), by path.
+
+    E.g. `model changed: a -> b`, `system[2].text changed`, `tools[5] added`,
+    `messages[3] removed`. At most `limit` lines; the last says how many more when cut.
+    """
+    out: list[str] = []
+    extra = 0
+    for line in diff_lines(a, b):
+        if len(out) < limit:
+            out.append(line)
+        else:
+            extra += 1
+    if extra and limit > 0:
+        extra += 1
+        out[-1] = f"... and {extra} more differences"
+    return out

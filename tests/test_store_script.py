@@ -1,0 +1,285 @@
+import contextlib
+import importlib.util
+import io as stdio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mitmproxy import connection, flow, http, io
+
+from headroom_core import cachekey, encoding, tenant
+from headroom_core.store import ResponseStore
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "store.py"
+
+_spec = importlib.util.spec_from_file_location("headroom_store_script", SCRIPT)
+cli = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cli)
+
+ANTHROPIC_SSE = (b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":"
+                 b"{\"input_tokens\":12,\"output_tokens\":1}}}\n\n"
+                 b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\"}\n\n"
+                 b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":"
+                 b"{\"output_tokens\":7}}\n\n"
+                 b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+CODEX_SSE = (b"event: response.created\ndata: {\"type\":\"response.created\"}\n\n"
+             b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":"
+             b"{\"usage\":{\"input_tokens\":5,\"output_tokens\":2}}}\n\n")
+
+
+def make_flow(url, body, *, status=200, resp=b"{}", req_headers=(), resp_headers=(),
+              method="POST", ts=None):
+    ts = time.time() if ts is None else ts
+    req = http.Request.make(method, url, b"", [(b"content-type", b"application/json"),
+                                               *req_headers])
+    req.content = body  # encodes as Content-Encoding says
+    req.timestamp_start = req.timestamp_end = ts
+    response = http.Response.make(status, b"", list(resp_headers))
+    response.content = resp
+    response.timestamp_start = response.timestamp_end = ts
+    f = http.HTTPFlow(connection.Client(peername=("127.0.0.1", 50000),
+                                        sockname=("127.0.0.1", 8080), timestamp_start=ts),
+                      connection.Server(address=(req.host, 443)))
+    f.request, f.response = req, response
+    return f
+
+
+def anthropic_body(**over):
+    b = {"model": "claude-sonnet-4-5", "max_tokens": 100,
+         "metadata": {"user_id": "user_x_session_1"},
+         "system": [{"type": "text", "text": "x-anthropic-billing-header: cch=1;"},
+                    {"type": "text", "text": "You are Claude Code.",
+                     "cache_control": {"type": "ephemeral"}}],
+         "messages": [{"role": "user", "content": "hi"}]}
+    b.update(over)
+    return json.dumps(b).encode()
+
+
+AUTH = [(b"x-api-key", b"sk-ant-api-1"), (b"anthropic-version", b"2023-06-01"),
+        (b"anthropic-beta", b"b-2, a-1"), (b"x-headroom-session", b"s1")]
+
+
+def sample_flows():
+    old = time.time() - 30 * 86400
+    flows = {
+        "plain": make_flow("https://api.anthropic.com/v1/messages", anthropic_body(),
+                           req_headers=[*AUTH, (b"content-encoding", b"gzip")],
+                           resp=b'{"id":"msg_1","usage":{"input_tokens":3,"output_tokens":4}}',
+                           resp_headers=[(b"content-type", b"application/json"),
+                                         (b"request-id", b"req_1"), (b"set-cookie", b"a=b")]),
+        "stream": make_flow("https://api.anthropic.com/v1/messages?beta=true",
+                            anthropic_body(stream=True), req_headers=AUTH, resp=ANTHROPIC_SSE,
+                            resp_headers=[(b"content-type", b"text/event-stream")]),
+        "old": make_flow("https://api.anthropic.com/v1/messages", anthropic_body(max_tokens=200),
+                         req_headers=AUTH, resp=b'{"id":"msg_old"}', ts=old,
+                         resp_headers=[(b"content-type", b"application/json")]),
+        "codex": make_flow("https://chatgpt.com/backend-api/codex/responses",
+                           json.dumps({"model": "gpt-5-codex", "input": "hi", "stream": True,
+                                       "prompt_cache_key": "sess"}).encode(),
+                           req_headers=[(b"authorization", b"Bearer eyJa.b.c")], resp=CODEX_SSE,
+                           resp_headers=[(b"content-type", b"text/event-stream"),
+                                         (b"content-encoding", b"br")]),
+        "truncated": make_flow("https://api.anthropic.com/v1/messages",
+                               anthropic_body(stream=True, max_tokens=5), req_headers=AUTH,
+                               resp=ANTHROPIC_SSE[:120],
+                               resp_headers=[(b"content-type", b"text/event-stream")]),
+        "error": make_flow("https://api.anthropic.com/v1/messages", anthropic_body(max_tokens=6),
+                           req_headers=AUTH, status=529, resp=b'{"type":"error"}'),
+        "not-llm": make_flow("https://api.anthropic.com/v1/models", b"", method="GET"),
+        "failed": make_flow("https://api.openai.com/v1/chat/completions", b'{"model":"x"}'),
+    }
+    flows["failed"].error = flow.Error("connection closed")
+    return flows
+
+
+def write_flows(path, flows):
+    with open(path, "wb") as f:
+        w = io.FlowWriter(f)
+        for fl in flows:
+            w.add(fl)
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def expected_key(fl, tenant_id):
+    fields = [(n, v) for n, v in fl.request.headers.fields
+              if not n.lower().startswith(b"x-headroom-")]
+    body = encoding.decode(fl.request.raw_content, fl.request.headers.get("content-encoding"))
+    route = cli.routing.classify(fl.request.method, fl.request.host, fl.request.path,
+                                 reverse=True)
+    return cachekey.request_key(cachekey.canonical_request(
+        provider=route.provider, endpoint=route.endpoint, method=fl.request.method,
+        host=fl.request.host, path=fl.request.path, fields=fields, body=body, tenant=tenant_id))
+
+
+@pytest.fixture
+def imported(tmp_path):
+    flows = sample_flows()
+    ff = tmp_path / "in.flows"
+    write_flows(ff, flows.values())
+    d = tmp_path / "headroom" / "store"
+    out = stdio.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["--dir", str(d), "import", str(ff), "--namespace", "ci"]) == 0
+    return flows, d, out.getvalue()
+
+
+def test_import_stores_complete_2xx_llm_flows_only(imported):
+    flows, d, out = imported
+    assert out.strip() == ("imported 4 entries; skipped 1 no complete response, "
+                           "1 not an LLM request, 1 status 529, 1 truncated stream")
+    with ResponseStore(d) as s:
+        keys = set(s.keys())
+        assert keys == {expected_key(flows[n], "ns:ci")
+                        for n in ("plain", "stream", "old", "codex")}
+        plain = s.get(expected_key(flows["plain"], "ns:ci"))
+        assert plain.body == b'{"id":"msg_1","usage":{"input_tokens":3,"output_tokens":4}}'
+        assert plain.chunks is None and plain.meta["usage"] == {"input_tokens": 3,
+                                                                "output_tokens": 4}
+        assert (b"request-id", b"req_1") not in plain.headers
+        assert all(n.lower() != b"set-cookie" for n, _ in plain.headers)
+        stream = s.get(expected_key(flows["stream"], "ns:ci"))
+        assert stream.chunks == [(0.0, ANTHROPIC_SSE)]
+        assert stream.meta["usage"] == {"input_tokens": 12, "output_tokens": 7}
+        assert stream.meta["stream"] is True
+        codex = s.get(expected_key(flows["codex"], "ns:ci"))
+        assert codex.chunks == [(0.0, flows["codex"].response.raw_content)]  # still br-encoded
+        assert encoding.decode(codex.body, "br") == CODEX_SSE
+        assert codex.meta["usage"] == {"input_tokens": 5, "output_tokens": 2}
+        assert "sk-ant-api-1" not in json.dumps(plain.request)
+
+
+def test_import_without_namespace_uses_the_salt_beside_the_store(tmp_path, capsys):
+    flows = sample_flows()
+    ff = tmp_path / "in.flows"
+    write_flows(ff, [flows["plain"]])
+    d = tmp_path / "headroom" / "store"
+    assert run(capsys, "--dir", d, "import", ff)[0] == 0
+    salt_path = tmp_path / "headroom" / "salt"
+    salt = salt_path.read_bytes()
+    assert len(salt) == 16 and (os.stat(salt_path).st_mode & 0o777) == 0o600
+    tid = tenant.tenant_id(flows["plain"].request.headers.fields, salt)
+    with ResponseStore(d) as s:
+        assert list(s.keys()) == [expected_key(flows["plain"], tid)]
+    assert run(capsys, "--dir", d, "import", ff)[0] == 0
+    assert salt_path.read_bytes() == salt
+
+
+def test_list_show_and_diff(imported, capsys):
+    flows, d, _ = imported
+    code, out, _ = run(capsys, "--dir", d, "list")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("KEY") and lines[-1].startswith("4 entries")
+    plain_key = expected_key(flows["plain"], "ns:ci")
+    row = next(line for line in lines if line.startswith(plain_key[:16]))
+    assert "anthropic/messages" in row and "claude-sonnet-4-5" in row and " no " in row
+    assert "200" in row
+    codex_row = next(line for line in lines if "gpt-5-codex" in line)
+    assert "openai/codex_responses" in codex_row and " yes " in codex_row
+    assert lines[-2].startswith(expected_key(flows["old"], "ns:ci")[:16])  # oldest last
+    assert lines[-2].rstrip().endswith("30d")
+
+    code, out, _ = run(capsys, "show", plain_key[:10], "--dir", d)
+    assert code == 0
+    assert f"key:      {plain_key}" in out and "status:   200" in out
+    assert "  model: claude-sonnet-4-5" in out and "  messages[]: 1" in out
+    assert "content-type: application/json" in out
+    assert "msg_1" not in out  # bodies only on request
+
+    old_key = expected_key(flows["old"], "ns:ci")
+    code, out, _ = run(capsys, "--dir", d, "diff", plain_key, old_key)
+    assert code == 0 and out.splitlines() == ["max_tokens changed: 100 -> 200"]
+
+
+def test_show_body_writes_the_exact_bytes(imported, capsysbinary):
+    flows, d, _ = imported
+    assert cli.main(["--dir", str(d), "show", "--body",
+                     expected_key(flows["stream"], "ns:ci")]) == 0
+    assert capsysbinary.readouterr().out == ANTHROPIC_SSE
+
+
+def test_unknown_and_ambiguous_keys(imported, capsys):
+    _, d, _ = imported
+    code, _, err = run(capsys, "--dir", d, "show", "zzzz")
+    assert code == 1 and "no entry matches" in err
+    code, _, err = run(capsys, "--dir", d, "show", "")
+    assert code == 1 and "ambiguous" in err
+
+
+def test_prune(imported, capsys):
+    flows, d, _ = imported
+    assert run(capsys, "--dir", d, "prune")[1].strip() == "removed 0 entries"
+    assert run(capsys, "--dir", d, "prune", "--older-than", "7d")[1].strip() == "removed 1 entries"
+    with ResponseStore(d) as s:
+        assert expected_key(flows["old"], "ns:ci") not in set(s.keys())
+        assert len(list(s.keys())) == 3
+    assert run(capsys, "--dir", d, "prune", "--all")[1].strip() == "removed 3 entries"
+
+
+def test_export_then_import_round_trips(imported, tmp_path, capsys):
+    flows, d, _ = imported
+    out_file = tmp_path / "out.flows"
+    code, out, _ = run(capsys, "--dir", d, "export", out_file)
+    assert code == 0 and out.strip() == "exported 4 flows"
+    with open(out_file, "rb") as f:
+        exported = list(io.FlowReader(f).stream())
+    assert all(isinstance(fl, http.HTTPFlow) and fl.response for fl in exported)
+    assert {fl.request.pretty_url for fl in exported} == {
+        "https://api.anthropic.com/v1/messages", "https://api.anthropic.com/v1/messages?beta=true",
+        "https://chatgpt.com/backend-api/codex/responses"}
+
+    d2 = tmp_path / "again" / "store"
+    code, out, _ = run(capsys, "--dir", d2, "import", out_file, "--namespace", "ci")
+    assert code == 0 and out.strip() == "imported 4 entries"
+    with ResponseStore(d) as a, ResponseStore(d2) as b:
+        assert set(a.keys()) == set(b.keys())
+        for key in a.keys():
+            ea, eb = a.get(key), b.get(key)
+            assert (ea.status, ea.headers, ea.body, ea.chunks, ea.request) == \
+                (eb.status, eb.headers, eb.body, eb.chunks, eb.request)
+            assert ea.meta["created"] == eb.meta["created"]
+
+    # selected keys only
+    code, out, _ = run(capsys, "--dir", d, "export", tmp_path / "one.flows",
+                       expected_key(flows["codex"], "ns:ci")[:12])
+    assert out.strip() == "exported 1 flows"
+
+
+def test_extra_exclude_matches_the_addon_configuration(tmp_path, capsys):
+    a = make_flow("https://api.anthropic.com/v1/messages", anthropic_body(metadata={"trace": 1}))
+    b = make_flow("https://api.anthropic.com/v1/messages", anthropic_body(metadata={"trace": 2}))
+    ff = tmp_path / "in.flows"
+    write_flows(ff, [a, b])
+    d = tmp_path / "s"
+    run(capsys, "--dir", d, "import", ff, "--namespace", "ci", "--exclude", "metadata.trace")
+    with ResponseStore(d) as s:
+        assert len(list(s.keys())) == 1
+    code, _, err = run(capsys, "--dir", d, "import", ff, "--namespace", "ci", "--exclude", "a..b")
+    assert code == 2 and "--exclude" in err
+
+
+def test_runs_as_a_command(imported):
+    _, d, _ = imported
+    out = subprocess.run([sys.executable, str(SCRIPT), "--dir", str(d), "list"],
+                         capture_output=True, check=True, cwd="/")
+    assert out.stdout.decode().splitlines()[-1].startswith("4 entries")
+    missing = subprocess.run([sys.executable, str(SCRIPT), "--dir", str(d / "nope"), "list"],
+                             capture_output=True, cwd="/")
+    assert missing.returncode == 1 and b"no store at" in missing.stderr
+
+
+def test_parse_duration():
+    assert cli.parse_duration("7d") == 7 * 86400
+    assert cli.parse_duration("90") == 90 and cli.parse_duration("1.5h") == 5400
+    with pytest.raises(Exception):
+        cli.parse_duration("7 days")
