@@ -1,0 +1,207 @@
+"""The rewrite ledger: which literal bytes Headroom forwarded in place of which tool output.
+
+Clients resend their original history every turn; replaying the recorded bytes keeps each turn's
+prefix byte-identical to what the provider cached on the previous turn. Persistent (diskcache),
+shared by threads and processes, keyed by tenant and a hash of the original literal's raw bytes
+(with the id of the tool call it answers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import diskcache
+import orjson
+
+log = logging.getLogger("headroom.ledger")
+
+# Entries are a few KB (compressed outputs), so 1 GiB holds hundreds of thousands of them: far
+# more than all the conversations a user keeps alive at once.
+DEFAULT_SIZE_LIMIT = 1 << 30
+# Entries replayed longer ago than this are re-stored on their next replay (see Ledger).
+DEFAULT_REFRESH_AFTER = 3600.0
+# SQLite lock wait. Live traffic must not stall for diskcache's default minute; a timeout raises
+# and the caller forwards the request unchanged.
+DEFAULT_TIMEOUT = 2.0
+
+_MIN_LEN = b"min_len"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What was forwarded for one original literal, and what the compressor said about it."""
+
+    forwarded: bytes  # the exact JSON string literal sent upstream (quotes included)
+    kind: str | None = None
+    tokens_before: int | None = None
+    tokens_after: int | None = None
+    stored_at: int = 0  # unix seconds of the last (re-)store; drives the LRU refresh
+
+    def dump(self, stored_at: int) -> bytes:
+        # Header line, then the literal: a JSON string literal never holds a raw newline.
+        head = orjson.dumps({"k": self.kind, "tb": self.tokens_before, "ta": self.tokens_after,
+                             "t": stored_at})
+        return head + b"\n" + self.forwarded
+
+    @classmethod
+    def load(cls, value: bytes) -> Entry | None:
+        """Parse a stored value; None for anything that is not a sane record."""
+        head, sep, forwarded = value.partition(b"\n")
+        if not sep:
+            return None
+        try:
+            meta = orjson.loads(head)
+            text = orjson.loads(forwarded)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(meta, dict) or not isinstance(text, str):
+            return None
+        kind, tb, ta, t = meta.get("k"), meta.get("tb"), meta.get("ta"), meta.get("t")
+        return cls(
+            forwarded,
+            kind if isinstance(kind, str) else None,
+            tb if isinstance(tb, int) else None,
+            ta if isinstance(ta, int) else None,
+            t if isinstance(t, int) else 0,
+        )
+
+
+Original = tuple[str | None, bytes]  # (tool call id, raw original literal)
+
+
+def ledger_key(tenant: str, original: Original) -> bytes:
+    """Store key: the tenant, then a digest of the call id and the original literal's raw bytes.
+
+    The call id keeps an identical output at another place in the conversation (the same command
+    run twice, once before Headroom was on) from being rewritten retroactively, which would bust
+    the cache at that older position.
+    """
+    call_id, literal = original
+    h = hashlib.blake2b(digest_size=20)
+    if call_id is not None:
+        h.update(call_id.encode("utf-8", "surrogatepass"))
+    h.update(b"\x00")
+    h.update(literal)
+    return tenant.encode("utf-8", "surrogatepass") + b"\x00" + h.digest()
+
+
+class Ledger:
+    """Sticky cross-turn replay map: (tenant, call id, original literal) -> forwarded literal.
+
+    The first recorded entry for an original wins for good: a later compressor setting, a restart
+    or a racing process never changes what a conversation already sent. When the client edits or
+    compacts its history, the original bytes (and so the key) change, and nothing is replayed.
+
+    Bounded by `size_limit` with least-recently-used eviction. diskcache's own LRU writes on every
+    read; instead entries are evicted least-recently-stored and a replay re-stores an entry when its
+    last store is older than `refresh_after` seconds: LRU to within that granularity, with plain
+    reads on the hot path.
+
+    Evicting an entry whose conversation is still going costs exactly one prompt-cache miss: the
+    next turn forwards the original bytes, so the provider's cached prefix ends just before that
+    tool output and everything after it is written to the cache again; from the turn after, the
+    prefix is consistent again (nothing is ever forwarded mismatched). Hence the generous default:
+    eviction should only ever reach conversations nobody resumes.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        size_limit: int = DEFAULT_SIZE_LIMIT,
+        timeout: float = DEFAULT_TIMEOUT,
+        refresh_after: float = DEFAULT_REFRESH_AFTER,
+        clock=time.time,
+    ) -> None:
+        self._cache = diskcache.Cache(
+            os.fspath(directory), timeout=timeout, size_limit=size_limit,
+            eviction_policy="least-recently-stored",
+        )
+        self._refresh_after = refresh_after
+        self._clock = clock
+        # The size floor must outlive eviction, so it lives in a small store that never evicts.
+        self._meta = diskcache.Cache(
+            os.path.join(os.fspath(directory), "meta"), timeout=timeout, eviction_policy="none",
+        )
+
+    def close(self) -> None:
+        self._cache.close()
+        self._meta.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def min_length(self) -> int | None:
+        """Raw length of the shortest original ever recorded (None: the ledger is empty).
+
+        Shorter literals cannot be in the ledger, so callers skip them before hashing.
+        """
+        value = self._meta.get(_MIN_LEN)
+        if isinstance(value, int):
+            return value
+        # Floor lost but entries kept (meta removed by hand): look everything up.
+        return 0 if len(self._cache) else None
+
+    def lookup(self, tenant: str, originals: Iterable[Original]) -> dict[Original, Entry]:
+        """The recorded entries for those of `originals` that have one."""
+        found: dict[Original, Entry] = {}
+        wanted = {orig: ledger_key(tenant, orig) for orig in originals}
+        if not wanted:
+            return found
+        cache = self._cache
+        stale: list[tuple[bytes, Entry]] = []
+        now = int(self._clock())
+        # Plain reads (no transaction): under WAL they never wait for another process's writer.
+        for orig, key in wanted.items():
+            value = cache.get(key)
+            if value is None:
+                continue
+            entry = Entry.load(value) if isinstance(value, bytes) else None
+            if entry is None:
+                log.warning("ledger: ignoring a malformed entry")
+                continue
+            found[orig] = entry
+            if now - entry.stored_at > self._refresh_after:
+                stale.append((key, entry))
+        if stale:
+            # Same bytes, fresh store time: moves the entry to the young end of the eviction order.
+            with cache.transact():
+                for key, entry in stale:
+                    value = cache.get(key)
+                    current = Entry.load(value) if isinstance(value, bytes) else None
+                    # Only if unchanged meanwhile: never put back bytes another process replaced.
+                    if current is not None and current.forwarded == entry.forwarded:
+                        cache.set(key, entry.dump(now))
+        return found
+
+    def record(self, tenant: str, original: Original, entry: Entry) -> Entry:
+        """Record `entry` for `original` unless one exists; return the entry that is in force.
+
+        Two processes compressing the same output at once both end up forwarding the first one
+        stored, so their conversations stay consistent.
+        """
+        # Floor first, so no reader ever skips an entry that is already in the store.
+        size = len(original[1])
+        current = self._meta.get(_MIN_LEN)
+        if not isinstance(current, int) or size < current:
+            with self._meta.transact():
+                current = self._meta.get(_MIN_LEN)
+                if not isinstance(current, int) or size < current:
+                    self._meta.set(_MIN_LEN, size)
+        key = ledger_key(tenant, original)
+        now = int(self._clock())
+        if not self._cache.add(key, entry.dump(now)):
+            value = self._cache.get(key)
+            existing = Entry.load(value) if isinstance(value, bytes) else None
+            if existing is not None:
+                return existing
+            self._cache.set(key, entry.dump(now))
+        return entry
