@@ -10,12 +10,13 @@ one step. Any failure leaves the flow as the client sent it (minus internal head
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.proxy import mode_specs
 
 try:
@@ -26,6 +27,8 @@ except ImportError:  # run from a checkout without `pip install -e .`
 from headroom_core import beta  # noqa: E402
 from headroom_core import config as hconfig  # noqa: E402
 from headroom_core import engine as hengine  # noqa: E402
+from headroom_core import storemode  # noqa: E402
+from headroom_core.stats import format_table  # noqa: E402
 
 log = logging.getLogger("headroom")
 
@@ -37,6 +40,8 @@ OPTIONS = (
     "headroom_dir", "headroom_events", "headroom_strip_prefixes", "headroom_strip_headers",
     "headroom_hosts", "headroom_max_body", "headroom_stream_sse", "headroom_namespace",
     "headroom_beta_sticky", "headroom_beta_max_sessions", "headroom_beta_deny",
+    "headroom_sse_max_event", "headroom_store_mode", "headroom_store_size", "headroom_store_ttl",
+    "headroom_store_exclude", "headroom_store_pace",
 )
 
 
@@ -100,6 +105,35 @@ class Headroom:
             "Beta tokens (fnmatch patterns) never made sticky, e.g. entitlement-gated ones.",
         )
 
+        loader.add_option(
+            "headroom_sse_max_event", str, "1m",
+            "Largest SSE event Headroom parses on the side; past it the stream still passes "
+            "through, unparsed.",
+        )
+        loader.add_option(
+            "headroom_store_mode", str, "off",
+            "Response store: off; cache (serve hits locally, store misses); record (always "
+            "forward, store); replay (serve hits, never contact upstream on a miss: answer with a "
+            "provider-shaped 400 naming the difference to the nearest recording).",
+            choices=list(storemode.MODES),
+        )
+        loader.add_option(
+            "headroom_store_size", str, "2g", "Response store size bound (oldest evicted first).",
+        )
+        loader.add_option(
+            "headroom_store_ttl", str, "",
+            "Response store entry lifetime, e.g. 12h or 7d. Empty: entries never expire.",
+        )
+        loader.add_option(
+            "headroom_store_exclude", Sequence[str], [],
+            "Extra JSON paths left out of the cache key (e.g. metadata.trace_id, "
+            "messages[*].content[0].citations), besides the built-in volatile fields.",
+        )
+        loader.add_option(
+            "headroom_store_pace", bool, False,
+            "Replay stored streams with their recorded timing instead of as fast as possible.",
+        )
+
     def configure(self, updated: set[str]) -> None:
         if self.engine is not None and not any(o in updated for o in OPTIONS):
             return
@@ -108,14 +142,35 @@ class Headroom:
             cfg = hconfig.from_options(values)
         except hconfig.ConfigError as e:
             raise exceptions.OptionsError(str(e)) from e
+        if (cfg.store_mode in ("cache", "replay") and "connection_strategy" in ctx.options
+                and ctx.options.connection_strategy != "lazy"):
+            # Answering from the store must not depend on reaching the upstream first.
+            ctx.options.connection_strategy = "lazy"
+            log.info("headroom: connection_strategy set to lazy for headroom_store_mode=%s",
+                     cfg.store_mode)
         old = self.engine
-        self.engine = hengine.Engine(cfg)
+        try:
+            self.engine = hengine.Engine(cfg)
+        except OSError as e:
+            raise exceptions.OptionsError(f"headroom_dir: cannot use {cfg.headroom_dir}: {e}") from e
         if old is not None:
             old.close()
 
     def done(self) -> None:
         if self.engine is not None:
+            if self.engine.stats.total.requests:
+                log.info("headroom stats:\n%s", format_table(self.engine.stats))
             self.engine.close()
+
+    @command.command("headroom.stats")
+    def stats(self) -> str:
+        """Requests, tokens, cache-read share, errors and tokens saved, per session and in total,
+        since this proxy started."""
+        if self.engine is None:
+            return "headroom is not configured"
+        table = format_table(self.engine.stats)
+        log.info("headroom stats:\n%s", table)
+        return table
 
     # -- hooks ----------------------------------------------------------------------------------
 
@@ -124,7 +179,7 @@ class Headroom:
             return
         engine = self.engine
         req = _request_in(flow)
-        if req.body is not None and len(req.body) > INLINE_BODY_LIMIT:
+        if engine.heavy or (req.body is not None and len(req.body) > INLINE_BODY_LIMIT):
             plan = await asyncio.to_thread(engine.handle_request, req)
         else:
             plan = engine.handle_request(req)
@@ -138,7 +193,7 @@ class Headroom:
         if self.engine is None or flow.response is None:
             return
         try:
-            stream = self.engine.response_headers(
+            plan = self.engine.response_headers(
                 self.states.get(flow.id), flow.response.status_code,
                 list(flow.response.headers.fields),
             )
@@ -146,23 +201,31 @@ class Headroom:
             log.warning("internal_error phase=responseheaders flow=%s error=%s", flow.id,
                         type(e).__name__)
             return
-        if stream is not None:
-            flow.response.stream = stream
+        for name, value in plan.add_fields:
+            flow.response.headers.add(name.decode("latin-1"), value.decode("latin-1"))
+        if plan.stream is not None:
+            flow.response.stream = plan.stream
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    async def response(self, flow: http.HTTPFlow) -> None:
         state = self.states.pop(flow.id, None)
         if state is None or self.engine is None or flow.response is None:
             return
         resp = flow.response
-        self.engine.finish(
+        body = None if resp.stream else resp.raw_content
+        finish = functools.partial(
+            self.engine.finish,
             state,
             status=resp.status_code,
             fields=list(resp.headers.fields),
-            body=None if resp.stream else resp.raw_content,
+            body=body,
             response_started=resp.timestamp_start,
             response_ended=resp.timestamp_end,
             local=bool(flow.metadata.get("headroom_local")),
         )
+        if body is not None and len(body) > INLINE_BODY_LIMIT:
+            await asyncio.to_thread(finish)  # usage extraction parses the whole body
+        else:
+            finish()
 
     def error(self, flow: http.HTTPFlow) -> None:
         state = self.states.pop(flow.id, None)

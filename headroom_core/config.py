@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import beta, routing
+from . import beta, cachekey, routing, storemode
 from .headers import StripRules
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.I)
@@ -38,6 +38,17 @@ class Config:
     beta_sticky: bool = True
     beta_max_sessions: int = 1000
     beta_deny: tuple[str, ...] = beta.DEFAULT_DENY
+    sse_max_event: int = 1 << 20  # per-event cap of the SSE parser
+    store_mode: str = "off"
+    store_size: int = 2 << 30
+    store_ttl: float | None = None  # seconds; None: entries never expire
+    store_exclude: tuple[str, ...] = ()  # extra cache-key exclusion paths
+    store_pace: bool = False  # replay streamed hits with their recorded timing
+    store_stream_limit: int = 64 << 20  # larger streams are forwarded but not stored
+
+    @property
+    def store_dir(self) -> Path:
+        return self.headroom_dir / "store"
 
 
 def parse_size(option: str, value: str | int) -> int:
@@ -87,7 +98,51 @@ def from_options(o: Mapping[str, Any]) -> Config:
                                     o.get("headroom_beta_max_sessions", 1000)),
         beta_deny=tuple(t.strip() for t in o.get("headroom_beta_deny", beta.DEFAULT_DENY)
                         if t.strip()),
+        sse_max_event=parse_size("headroom_sse_max_event", o.get("headroom_sse_max_event", "1m")),
+        store_mode=_choice("headroom_store_mode", o.get("headroom_store_mode", "off"),
+                           storemode.MODES),
+        store_size=parse_size("headroom_store_size", o.get("headroom_store_size", "2g")),
+        store_ttl=parse_duration("headroom_store_ttl", o.get("headroom_store_ttl", "")),
+        store_exclude=_paths("headroom_store_exclude", o.get("headroom_store_exclude", [])),
+        store_pace=bool(o.get("headroom_store_pace", False)),
     )
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.I)
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(option: str, value: str | float | int | None) -> float | None:
+    """"7d", "12h", "90m", "3600" -> seconds; "" / "0" / "off" -> None (no expiry)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", *OFF)):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) or None
+    m = _DURATION.match(value)
+    if not m:
+        raise ConfigError(option, value, "expected a duration such as 3600, 90m, 12h or 7d")
+    return float(m.group(1)) * _SECONDS[m.group(2).lower()] or None
+
+
+def _choice(option: str, value: str, choices: tuple[str, ...]) -> str:
+    v = (value or "").strip().lower()
+    if v not in choices:
+        raise ConfigError(option, value, "expected one of " + ", ".join(choices))
+    return v
+
+
+def _paths(option: str, values) -> tuple[str, ...]:
+    out = []
+    for v in values:
+        v = v.strip()
+        if not v:
+            continue
+        try:
+            cachekey.parse_path(v)
+        except ValueError as e:
+            raise ConfigError(option, v, str(e)) from e
+        out.append(v)
+    return tuple(out)
 
 
 def _positive(option: str, value: Any) -> int:

@@ -8,7 +8,9 @@ any exception inside a step leaves the flow as the client sent it (minus interna
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -17,8 +19,12 @@ from typing import Any
 
 import orjson
 
-from . import beta, encoding, headers, routing, session, tenant
+from . import beta, cachekey, encoding, headers, routing, session, storemode, tenant, usage
 from .config import Config
+from .stats import Stats
+from .store import Entry, ResponseStore
+from .store import refusal as storemode_refusal
+from .stream import StreamTee
 from .headers import Controls, Fields
 
 log = logging.getLogger("headroom.engine")
@@ -65,9 +71,11 @@ class FlowState:
     session: session.SessionId = session.NONE
     beta_key: str | None = None
     beta_added: list[str] = field(default_factory=list)
+    store_key: str | None = None
+    store_write: bool = False
+    canonical: dict | None = None
     decisions: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)  # set by later steps (session, usage, ...)
-    tee: Any = None
+    tee: StreamTee | None = None
 
 
 @dataclass(slots=True)
@@ -77,6 +85,7 @@ class RequestPlan:
     response: LocalResponse | None = None  # answer locally, nothing goes upstream
     state: FlowState | None = None  # None: not an LLM flow (nothing more to do)
     stripped: list[bytes] = field(default_factory=list)
+    replay_chunks: list[tuple[float, bytes]] | None = None  # paced replay of a stored stream
 
 
 def _warn(event: str, **fields: Any) -> None:
@@ -101,9 +110,23 @@ class Engine:
         self.salt = tenant.load_salt(config.headroom_dir / "salt")
         self.betas = beta.StickyBetas(config.beta_max_sessions, config.beta_deny)
         self.events = EventLog(config.events_path)
+        self.stats = Stats()
+        self.store: ResponseStore | None = None
+        if config.store_mode != "off":
+            self.store = ResponseStore(config.store_dir, config.store_size, config.store_ttl)
+        # Store writes are disk I/O: one background thread, in arrival order.
+        self._io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="headroom-io")
+
+    @property
+    def heavy(self) -> bool:
+        """Whether request handling may block on disk (the adapter then runs it off-loop)."""
+        return self.store is not None
 
     def close(self) -> None:
+        self._io.shutdown(wait=True)
         self.events.close()
+        if self.store is not None:
+            self.store.close()
 
     # -- request -----------------------------------------------------------------------------
 
@@ -164,9 +187,8 @@ class Engine:
             state.decisions["passthrough"] = "undecodable-body"
             _warn("passthrough", flow=req.flow_id, reason="undecodable-body", detail=str(e)[:200])
             return
-        try:
-            doc = orjson.loads(decoded)
-        except orjson.JSONDecodeError:
+        doc = _parse_json(decoded)
+        if doc is _INVALID:
             state.decisions["passthrough"] = "invalid-json"
             _warn("passthrough", flow=req.flow_id, reason="invalid-json", bytes=len(decoded))
             return
@@ -178,7 +200,54 @@ class Engine:
         stream = doc.get("stream")
         state.stream = stream if isinstance(stream, bool) else False
         state.session = session.identify(state.route.provider, fields, doc, state.tenant)
+        client_fields = fields
         fields = self._merge_betas(plan, state, fields)
+        if self.store is not None and self._store_lookup(req, client_fields, decoded, plan, state):
+            return
+
+    def _store_lookup(self, req: RequestIn, fields: Fields, decoded: bytes, plan: RequestPlan,
+                      state: FlowState) -> bool:
+        """Response store: True when the request is answered locally (hit or replay miss).
+        Keyed on the request as the client sent it (internal headers stripped, nothing merged
+        or rewritten yet), so a recording matches whatever Headroom's settings are."""
+        mode = self.config.store_mode
+        acc = storemode.access(mode, state.controls)
+        dec: dict[str, Any] = {"mode": mode}
+        state.decisions["store"] = dec
+        if not (acc.read or acc.write):
+            dec["decision"] = acc.reason
+            return False
+        route = state.route
+        canonical = cachekey.canonical_request(
+            provider=route.provider, endpoint=route.endpoint, method=req.method, host=req.host,
+            path=req.path, fields=fields, body=decoded, tenant=state.tenant,
+            extra_exclude=self.config.store_exclude)
+        key = cachekey.request_key(canonical)
+        state.store_key, dec["key"] = key, key
+        if acc.read:
+            entry = self.store.get(key, with_request=False)
+            if entry is not None:
+                plan.response = LocalResponse(
+                    entry.status, storemode.hit_fields(entry.headers, key, len(entry.body)),
+                    entry.body)
+                plan.replay_chunks = entry.chunks if self.config.store_pace else None
+                dec["decision"] = "hit"
+                return True
+            if mode == "replay":
+                nearest = self.store.nearest(canonical, session_id=state.session.id)
+                status, fields_, body = storemode.miss_response(route.provider, key, nearest)
+                plan.response = LocalResponse(status, fields_, body)
+                dec["decision"] = "replay-miss"
+                dec["nearest"] = nearest[0] if nearest else None
+                _warn("replay_miss", flow=state.flow_id, key=key,
+                      nearest=nearest[0] if nearest else None,
+                      diff=nearest[2][:5] if nearest else None)
+                return True
+        dec["decision"] = "miss" if acc.read else acc.reason
+        if acc.write:
+            state.store_write = True
+            state.canonical = canonical
+        return False
 
     def _merge_betas(self, plan: RequestPlan, state: FlowState, fields: Fields) -> Fields:
         """Session-sticky beta header: re-send tokens this conversation already sent upstream."""
@@ -205,16 +274,28 @@ class Engine:
 
     # -- response ----------------------------------------------------------------------------
 
-    def response_headers(self, state: FlowState | None, status: int, fields: Fields) -> Any:
-        """Called when response headers arrive. Returns a chunk callable (bytes -> bytes) when the
-        response should be streamed to the client, else None (mitmproxy buffers it)."""
+    def response_headers(self, state: FlowState | None, status: int,
+                         fields: Fields) -> ResponseHeadersPlan:
+        """Called when response headers arrive: whether to stream (and the tee that reads the
+        stream on the side), and header fields to add for the client."""
+        plan = ResponseHeadersPlan()
+        if state is not None and state.store_key and not state.decisions.get("bypass"):
+            dec = state.decisions.get("store", {}).get("decision")
+            if dec in ("miss", "record"):
+                plan.add_fields = [(b"x-headroom-cache", dec.encode()),
+                                   (b"x-headroom-cache-key", state.store_key.encode())]
         if not (self.config.stream_sse and is_event_stream(fields)):
-            return None
+            return plan
         if state is None or state.decisions.get("bypass"):
-            return _passthrough_chunks
-        tee = _ChunkMeter(self.clock)
+            plan.stream = _passthrough_chunks
+            return plan
+        coding = (headers.get(fields, b"content-encoding") or b"").decode("latin-1")
+        keep = self.config.store_stream_limit if state.store_write and 200 <= status < 300 else 0
+        tee = StreamTee(state.route.shape, coding or None, self.config.sse_max_event, keep,
+                        clock=self.clock)
         state.tee = tee
-        return tee
+        plan.stream = tee
+        return plan
 
     def finish(
         self,
@@ -243,6 +324,19 @@ class Engine:
         fwd = state.forwarded_at
         tee = state.tee
         resp_bytes = tee.bytes_seen if tee is not None else len(body or b"")
+        use: usage.Usage | None = None
+        stream_state = None
+        result = None
+        if tee is not None:
+            result = tee.finish(ended_cleanly=error is None)
+            stream_state = result.state
+            use = result.usage
+            if result.reason:
+                state.decisions["stream"] = {"reason": result.reason}
+        elif body and status is not None and 200 <= status < 300 and not local:
+            use = _usage_of(state.route.shape, fields or [], body)
+        if state.store_write and not local and status is not None:
+            self._store_response(state, status, fields or [], body, error, result, use)
 
         def ms(a: float | None, b: float | None) -> float | None:
             return round((b - a) * 1000, 2) if a is not None and b is not None else None
@@ -266,15 +360,52 @@ class Engine:
             "upstream_ms": None if local else ms(fwd, response_started),
             "ttfb_ms": None if local else ms(fwd, tee.first_chunk_at if tee else response_started),
             "duration_ms": ms(fwd or state.started, response_ended),
+            "stream_ms": ms(tee.first_chunk_at, response_ended) if tee else None,
+            "stream_state": stream_state,
+            "usage": use.to_dict() if use is not None else None,
             "stripped_headers": state.stripped,
             "session_id": state.session.id,
             "session_source": state.session.source,
             "session_confidence": state.session.confidence,
             "decisions": state.decisions,
         }
-        record.update(state.extra)
         self.events.record(record)
+        self.stats.add(record)
         return record
+
+    def _store_response(self, state: FlowState, status: int, fields: Fields, body: bytes | None,
+                        error: str | None, result, use: usage.Usage | None) -> None:
+        """Queue a complete 2xx response for the store (off the caller's thread)."""
+        dec = state.decisions.setdefault("store", {})
+        tee = state.tee
+        if tee is not None:
+            chunks = list(tee.raw_chunks)
+            complete = (error is None and result is not None and result.state == "complete"
+                        and not result.lossy and tee.kept_complete)
+            entry = Entry(status, fields, b"".join(c for _, c in chunks), chunks, state.canonical)
+        else:
+            complete = error is None and body is not None
+            entry = Entry(status, fields, body or b"", None, state.canonical)
+        entry.meta = {"usage": use.to_dict() if use else None, "session_id": state.session.id}
+        why = storemode_refusal(entry, complete)
+        if why is not None:
+            dec["stored"] = False
+            dec["not_stored"] = why
+            return
+        dec["stored"] = True
+        key = state.store_key
+        store = self.store
+
+        def write() -> None:
+            if not store.put(key, entry, complete=True):
+                log.warning("store_write_failed %s", orjson.dumps({"key": key}).decode())
+
+        self._io.submit(write)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait for queued store writes and event-log lines (tests, shutdown)."""
+        self._io.submit(lambda: None).result(timeout)
+        self.events.flush(timeout)
 
 
     def _forget_rejected_betas(self, state: FlowState, fields: Fields, body: bytes) -> None:
@@ -293,16 +424,35 @@ def _passthrough_chunks(chunk: bytes) -> bytes:
     return chunk
 
 
-class _ChunkMeter:
-    """Minimal tee: returns every chunk unchanged at once, counting bytes and first-chunk time."""
+@dataclass(slots=True)
+class ResponseHeadersPlan:
+    stream: Callable[[bytes], bytes] | None = None  # stream to the client through this callable
+    add_fields: Fields = field(default_factory=list)  # response header fields for the client
 
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self.clock = clock
-        self.first_chunk_at: float | None = None
-        self.bytes_seen = 0
 
-    def __call__(self, chunk: bytes) -> bytes:
-        if chunk and self.first_chunk_at is None:
-            self.first_chunk_at = self.clock()
-        self.bytes_seen += len(chunk)
-        return chunk
+_INVALID = object()
+
+
+def _parse_json(data: bytes) -> Any:
+    """orjson first; the stdlib for what orjson refuses but JSON allows (lone surrogates)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return _INVALID
+
+
+def _usage_of(shape: str, fields: Fields, body: bytes) -> usage.Usage | None:
+    """Usage of a buffered (non-streamed) JSON response."""
+    ct = (headers.get(fields, b"content-type") or b"").lower()
+    if b"json" not in ct:
+        return None
+    coding = (headers.get(fields, b"content-encoding") or b"").decode("latin-1")
+    try:
+        doc = orjson.loads(encoding.decode(body, coding, limit=64 << 20))
+    except (encoding.EncodingError, orjson.JSONDecodeError):
+        return None
+    return usage.from_response(shape, doc)

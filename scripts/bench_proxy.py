@@ -7,9 +7,7 @@
 Every figure is measured in the run; nothing is hard-coded. The setup:
 
 - one fake upstream (`tests.e2e.fake_upstream.FakeUpstream`), run in a child process of this
-  script so that it does not share the load generator's GIL, with TCP_NODELAY set on its sockets
-  at run time (it writes a response head and body separately; with Nagle's algorithm every
-  response would stall ~40 ms on the peer's delayed ACK, see --fake-nagle);
+  script so that it does not share the load generator's GIL;
 - plain `mitmdump` and `mitmdump -s addons/headroom.py` (and, for the streaming part, plain
   `mitmdump --set stream_large_bodies=1`, which streams like Headroom does), each started with
   `tests.e2e.proxy.Mitmdump` in reverse mode in front of that same upstream, all at once;
@@ -548,12 +546,9 @@ class Target:
 class Upstream:
     """The fake upstream in a child process (this script with --serve-upstream)."""
 
-    def __init__(self, nagle: bool) -> None:
-        self.nagle = nagle
-
     def __enter__(self) -> "Upstream":
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()),
-                                      "--serve-upstream"] + (["--fake-nagle"] if self.nagle else []),
+                                      "--serve-upstream"],
                                      stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, cwd=str(ROOT))
         line = self.proc.stdout.readline()
@@ -572,15 +567,8 @@ class Upstream:
             self.proc.wait()
 
 
-def serve_upstream(nagle: bool) -> None:
+def serve_upstream() -> None:
     up = FakeUpstream()
-    if not nagle:
-        # The fake answers with two writes (head, then body); with Nagle's algorithm on, the body
-        # waits for the ACK of the head, which a delayed-ACK peer holds back ~40 ms. Every request
-        # would then take ~44 ms, direct or proxied, and the benchmark would measure that stall.
-        # The stdlib's StreamRequestHandler.disable_nagle_algorithm sets TCP_NODELAY per connection.
-        for srv in up._servers:
-            srv.RequestHandlerClass.disable_nagle_algorithm = True
     print(json.dumps({"port": up.port}), flush=True)
     stop = threading.Event()
 
@@ -700,7 +688,7 @@ class Bench:
             if err:
                 raise RuntimeError(f"{target.label}: priming request failed: {err}")
             data = self.request(target, 0, i % len(self.work.turns), stream=True,
-                                scenario=f"events:{n}")
+                                scenario=f"events:{n},batch:{self.args.stream_batch}")
             with CpuMeter(self.up.pid, target.pid) as m:
                 t0, resp = exchange(s, data)
         finally:
@@ -925,9 +913,9 @@ def parse_args(argv: list[str] | None = None):
     ap.add_argument("--skip-passthrough", action="store_true", help="only run the streaming part")
     ap.add_argument("--quick", action="store_true", help="fast smoke run (small counts)")
     ap.add_argument("--markdown", action="store_true", help="also print Markdown tables")
-    ap.add_argument("--fake-nagle", action="store_true",
-                    help="leave Nagle's algorithm on in the fake upstream (each JSON response then "
-                         "stalls ~40 ms on delayed ACKs, direct or proxied)")
+    ap.add_argument("--stream-batch", type=int, default=1,
+                    help="SSE events per upstream write (default 1: one small chunk per event, "
+                         "like a live model stream)")
     ap.add_argument("--serve-upstream", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     preset = QUICK if args.quick else FULL
@@ -942,7 +930,7 @@ def parse_args(argv: list[str] | None = None):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve_upstream:
-        serve_upstream(args.fake_nagle)
+        serve_upstream()
         return 0
     started = time.time()
     from mitmproxy import version as mver
@@ -965,7 +953,7 @@ def main(argv: list[str] | None = None) -> int:
     proxies: list[Mitmdump] = []
     status = 0
     try:
-        with Upstream(args.fake_nagle) as up:
+        with Upstream() as up:
             mode = f"reverse:http://127.0.0.1:{up.port}"
             direct = Target("direct", "direct (no proxy)", up.port)
             plain_p = Mitmdump(mode=mode, headroom=False)
@@ -990,9 +978,7 @@ def main(argv: list[str] | None = None) -> int:
             sizes = work.sizes()
             lo_msgs, hi_msgs = work.messages()
             print(f"Upstream:  tests.e2e.fake_upstream.FakeUpstream at 127.0.0.1:{up.port} "
-                  "(child process, "
-                  + ("Nagle on" if args.fake_nagle else "TCP_NODELAY set on its sockets at run time")
-                  + "); proxies: tests.e2e.proxy.Mitmdump, "
+                  "(child process); proxies: tests.e2e.proxy.Mitmdump, "
                   f"--mode {mode}, HTTP/1.1 cleartext on loopback; Headroom with default options "
                   "(event log on)")
             print(f"Request:   POST {PATH}, Claude Code {CC_VERSION} headers, body "
@@ -1100,9 +1086,9 @@ def main(argv: list[str] | None = None) -> int:
               "plain mitmdump with stream_large_bodies=1.")
         per_event = (next((t.stream_bytes for t in stream_targets if t.stream_bytes), 0)
                      / args.stream_events)
-        print("- The fake upstream builds all N events before sending the first and writes each "
-              f"event (~{per_event:.0f} bytes) as its own chunk, so direct first-event time grows "
-              "with N and per-chunk cost, not bytes, dominates proxy throughput.")
+        print(f"- The fake upstream writes {args.stream_batch} event(s) (~{per_event:.0f} bytes "
+              "each) per chunk, so with small batches per-chunk cost, not bytes, dominates proxy "
+              "throughput (--stream-batch changes it).")
     print(f"- Headroom's event log has {events_lines} lines (one per LLM flow through it).")
     tracebacks = head_log.count("Traceback")
     if tracebacks:

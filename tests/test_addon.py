@@ -62,7 +62,7 @@ def test_full_cycle_writes_one_event(ctx, tmp_path):
     run(tctx, addon.request(f))
     f.response = tutils.tresp(content=b'{"type":"message"}')
     addon.responseheaders(f)
-    addon.response(f)
+    run(tctx, addon.response(f))
     (rec,) = events(tmp_path, addon)
     assert rec["provider"] == "anthropic" and rec["model"] == "claude-x" and rec["status"] == 200
     assert rec["stripped_headers"] == 1 and rec["transport"] == "http"
@@ -76,7 +76,7 @@ def test_non_llm_flow_passes_untouched_and_unlogged(ctx, tmp_path):
     run(tctx, addon.request(f))
     assert f.request.headers.fields == tuple(x for x in before if x[0] != b"X-Headroom-Trace")
     f.response = tutils.tresp()
-    addon.response(f)
+    run(tctx, addon.response(f))
     assert events(tmp_path, addon) == []
 
 
@@ -96,7 +96,7 @@ def test_sse_response_is_streamed_with_tee(ctx, tmp_path):
     addon.responseheaders(f)
     assert callable(f.response.stream)
     assert f.response.stream(b"event: ping\ndata: {}\n\n") == b"event: ping\ndata: {}\n\n"
-    addon.response(f)
+    run(tctx, addon.response(f))
     (rec,) = events(tmp_path, addon)
     assert rec["resp_bytes"] == len(b"event: ping\ndata: {}\n\n") and rec["ttfb_ms"] is not None
 
@@ -146,3 +146,32 @@ def test_flows_already_answered_are_left_alone(ctx):
     f.response = tutils.tresp()
     run(tctx, addon.request(f))
     assert "x-headroom-trace" in f.request.headers and f.id not in addon.states
+
+
+def test_stats_command_reports_sessions(ctx, tmp_path):
+    tctx, addon = ctx
+    for sess in ("a", "a", "b"):
+        f = llm_flow(headers=[(b"X-Claude-Code-Session-Id", sess.encode()),
+                              (b"x-api-key", b"sk-ant-api-x")])
+        run(tctx, addon.request(f))
+        f.response = tutils.tresp(headers=http.Headers(content_type="application/json"),
+                                  content=b'{"usage":{"input_tokens":7,"output_tokens":1,"cache_read_input_tokens":93}}')
+        addon.responseheaders(f)
+        run(tctx, addon.response(f))
+    table = tctx.command(addon.stats)
+    lines = table.splitlines()
+    assert lines[0].startswith("SESSION") and lines[-1].startswith("TOTAL")
+    total = lines[-1].split()
+    assert total[1] == "3" and "93.0%" in lines[-1]  # cache-read share 93 / (7 + 93)
+    assert len(lines) == 6  # header, rule, two sessions, rule, total
+
+
+def test_store_mode_forces_lazy_connections(ctx):
+    tctx, addon = ctx
+    tctx.options.add_option("connection_strategy", str, "eager", "as proxyserver declares it")
+    tctx.configure(addon, headroom_store_mode="off")
+    assert tctx.options.connection_strategy == "eager"
+    tctx.configure(addon, headroom_store_mode="replay")
+    assert tctx.options.connection_strategy == "lazy"
+    with pytest.raises(exceptions.OptionsError):
+        tctx.configure(addon, headroom_store_exclude=["bad[path"])

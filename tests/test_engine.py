@@ -109,9 +109,9 @@ def test_event_record_fields_and_no_secrets(engine, tmp_path):
 
 def test_sse_response_gets_a_tee_that_returns_chunks_unchanged(engine):
     plan = engine.handle_request(req())
-    tee = engine.response_headers(plan.state, 200, [(b"Content-Type", b"text/event-stream; charset=utf-8")])
+    tee = engine.response_headers(plan.state, 200, [(b"Content-Type", b"text/event-stream; charset=utf-8")]).stream
     assert tee is not None
     assert tee(b"data: 1\n\n") == b"data: 1\n\n"
-    assert engine.response_headers(plan.state, 200, [(b"content-type", b"application/json")]) is None
+    assert engine.response_headers(plan.state, 200, [(b"content-type", b"application/json")]).stream is None
     # SSE on a non-LLM flow is streamed too (plain mitmproxy would buffer it), without a tee.
-    assert engine.response_headers(None, 200, [(b"content-type", b"text/event-stream")])(b"x") == b"x"
+    assert engine.response_headers(None, 200, [(b"content-type", b"text/event-stream")]).stream(b"x") == b"x"

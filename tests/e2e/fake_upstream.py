@@ -11,6 +11,7 @@ header `x-test-scenario` (comma-separated):
   gzip / br / zstd   content-encode the response body (SSE: incrementally)
   status:<n>    answer with HTTP status n and a provider-shaped error body
   events:<n>    stream n text deltas (default 5)
+  batch:<n>     write n events per chunk (default 1), like a busy upstream's TCP segments
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import tempfile
 import threading
 import time
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,8 +71,8 @@ def _sse(event: str | None, data: dict | str) -> bytes:
     return f"{head}data: {payload}\n\n".encode()
 
 
-def anthropic_stream(model: str, n: int, text: str = "Hello") -> list[bytes]:
-    ev = [
+def anthropic_stream(model: str, n: int, text: str = "Hello") -> Iterator[bytes]:
+    yield from [
         _sse("message_start", {"type": "message_start", "message": {
             "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
             "content": [], "stop_reason": None, "stop_sequence": None,
@@ -81,16 +83,13 @@ def anthropic_stream(model: str, n: int, text: str = "Hello") -> list[bytes]:
         _sse("ping", {"type": "ping"}),
     ]
     for i in range(n):
-        ev.append(_sse("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                               "delta": {"type": "text_delta",
-                                                         "text": f"{text} {i} é😀 "}}))
-    ev += [
-        _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        _sse("message_delta", {"type": "message_delta", "delta": {
-            "stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 7 + n}}),
-        _sse("message_stop", {"type": "message_stop"}),
-    ]
-    return ev
+        yield _sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                           "delta": {"type": "text_delta",
+                                                     "text": f"{text} {i} é😀 "}})
+    yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+    yield _sse("message_delta", {"type": "message_delta", "delta": {
+        "stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 7 + n}})
+    yield _sse("message_stop", {"type": "message_stop"})
 
 
 def anthropic_json(model: str) -> dict:
@@ -101,21 +100,20 @@ def anthropic_json(model: str) -> dict:
                       "cache_read_input_tokens": 100, "output_tokens": 9}}
 
 
-def chat_stream(model: str, n: int) -> list[bytes]:
+def chat_stream(model: str, n: int) -> Iterator[bytes]:
     base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000,
             "model": model}
-    ev = [_sse(None, {**base, "choices": [{"index": 0, "delta": {"role": "assistant",
+    yield _sse(None, {**base, "choices": [{"index": 0, "delta": {"role": "assistant",
                                                                   "content": ""},
-                                           "finish_reason": None}]})]
+                                           "finish_reason": None}]})
     for i in range(n):
-        ev.append(_sse(None, {**base, "choices": [{"index": 0, "delta": {"content": f"tok{i} "},
-                                                   "finish_reason": None}]}))
-    ev.append(_sse(None, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
-    ev.append(_sse(None, {**base, "choices": [], "usage": {
+        yield _sse(None, {**base, "choices": [{"index": 0, "delta": {"content": f"tok{i} "},
+                                               "finish_reason": None}]})
+    yield _sse(None, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    yield _sse(None, {**base, "choices": [], "usage": {
         "prompt_tokens": 120, "completion_tokens": n, "total_tokens": 120 + n,
-        "prompt_tokens_details": {"cached_tokens": 100}}}))
-    ev.append(b"data: [DONE]\n\n")
-    return ev
+        "prompt_tokens_details": {"cached_tokens": 100}}})
+    yield b"data: [DONE]\n\n"
 
 
 def chat_json(model: str) -> dict:
@@ -136,9 +134,9 @@ def responses_json(model: str, text: str = "Hello from the fake upstream.") -> d
                       "output_tokens_details": {"reasoning_tokens": 0}}}
 
 
-def responses_stream(model: str, n: int) -> list[bytes]:
+def responses_stream(model: str, n: int) -> Iterator[bytes]:
     pending = {**responses_json(model), "status": "in_progress", "output": [], "usage": None}
-    ev = [_sse("response.created", {"type": "response.created", "sequence_number": 0,
+    yield from [_sse("response.created", {"type": "response.created", "sequence_number": 0,
                                     "response": pending}),
           _sse("response.output_item.added", {
               "type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
@@ -148,13 +146,11 @@ def responses_stream(model: str, n: int) -> list[bytes]:
     for i in range(n):
         d = f"tok{i} "
         text += d
-        ev.append(_sse("response.output_text.delta", {
+        yield _sse("response.output_text.delta", {
             "type": "response.output_text.delta", "sequence_number": 2 + i, "item_id": "msg_fake",
-            "output_index": 0, "content_index": 0, "delta": d}))
-    ev.append(_sse("response.completed", {"type": "response.completed",
-                                          "sequence_number": 2 + n,
-                                          "response": responses_json(model, text)}))
-    return ev
+            "output_index": 0, "content_index": 0, "delta": d})
+    yield _sse("response.completed", {"type": "response.completed", "sequence_number": 2 + n,
+                                      "response": responses_json(model, text)})
 
 
 def error_body(path: str, status: int) -> dict:
@@ -235,6 +231,9 @@ class FakeUpstream:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Head and body go out in separate writes; without TCP_NODELAY every response
+            # would wait ~40 ms for the peer's delayed ACK.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args) -> None:  # keep test output clean
                 pass
@@ -335,7 +334,7 @@ class FakeUpstream:
         h.wfile.write(body)
         h.wfile.flush()
 
-    def _stream(self, h, events: list[bytes], opts: dict[str, str], coding: str | None) -> None:
+    def _stream(self, h, events: Iterable[bytes], opts: dict[str, str], coding: str | None) -> None:
         enc = _Encoder(coding)
         h.send_response(200)
         h.send_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -352,18 +351,26 @@ class FakeUpstream:
                 h.wfile.flush()
 
         gate = opts.get("gate")
+        batch = max(1, int(opts.get("batch") or 1))
+        pending: list[bytes] = []
         for i, ev in enumerate(events):
-            write(enc.chunk(ev))
+            pending.append(ev)
+            if i == 0 or len(pending) >= batch:  # the first event always goes out alone
+                write(enc.chunk(b"".join(pending)))
+                pending.clear()
             if i == 0 and gate:
                 st = self.gate_state(gate)
                 st.released_in_time = st.event.wait(timeout=15)
             if "slow" in opts:
                 time.sleep(0.05)
-            if "drop" in opts and i == min(3, len(events) - 2):
+            if "drop" in opts and i == 3:
+                write(enc.chunk(b"".join(pending)))
                 h.wfile.flush()
                 h.connection.shutdown(socket.SHUT_RDWR)
                 h.close_connection = True
                 return
+        if pending:
+            write(enc.chunk(b"".join(pending)))
         write(enc.end())
         h.wfile.write(b"0\r\n\r\n")
         h.wfile.flush()

@@ -1,0 +1,71 @@
+"""What the response-store mode means for one request and one response.
+
+Modes are named after established record/replay tools: `off` (nothing read or written), `cache`
+(hit answers locally, miss forwards and stores), `record` (always forward, store/overwrite),
+`replay` (hit answers locally, miss never reaches upstream: a provider-shaped error explains the
+difference to the nearest recording). Pure decisions; the engine does the store I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import errors
+from .headers import Controls, Fields
+
+MODES = ("off", "cache", "record", "replay")
+
+# Replay misses answer with this status: a client error no SDK retries (x-should-retry: false
+# too), so a CI run fails at once with the explanation instead of hanging in retries.
+MISS_STATUS = 400
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    read: bool  # look the request up
+    write: bool  # store the response when it is complete
+    reason: str  # for the event log
+
+
+def access(mode: str, controls: Controls) -> Access:
+    """Which store operations a request gets, honouring the client's per-request controls:
+    `x-headroom-cache: bypass` skips the store entirely (in every mode, replay included: the
+    client asked for the upstream explicitly); standard `cache-control: no-cache / no-store`
+    skips it in `cache` and `record` modes but not in `replay`, where reaching upstream would
+    defeat an offline CI run."""
+    if mode == "off":
+        return Access(False, False, "off")
+    if controls.cache == "bypass":
+        return Access(False, False, "bypass")
+    if controls.no_store and mode != "replay":
+        return Access(False, False, "no-store")
+    if mode == "cache":
+        return Access(True, True, "cache")
+    if mode == "record":
+        return Access(False, True, "record")
+    return Access(True, False, "replay")
+
+
+def hit_fields(stored: Fields, key: str, body_len: int) -> Fields:
+    """Response header fields for an answer served from the store."""
+    out = [(n, v) for n, v in stored if n.lower() not in (b"content-length", b"transfer-encoding")]
+    out.append((b"content-length", str(body_len).encode()))
+    out.append((b"x-headroom-cache", b"hit"))
+    out.append((b"x-headroom-cache-key", key.encode()))
+    return out
+
+
+def miss_response(provider: str, key: str, nearest: tuple[str, dict, list[str]] | None
+                  ) -> tuple[int, Fields, bytes]:
+    """The replay-mode answer when nothing was recorded for `key`."""
+    msg = f"headroom replay: no recorded response for this request (key {key})."
+    if nearest is None:
+        msg += " Nothing comparable is recorded (same tenant, provider, endpoint and model)."
+    else:
+        near_key, _, diffs = nearest
+        what = "; ".join(diffs) if diffs else "no structural difference (headers or query?)"
+        msg += f" Nearest recording {near_key}: {what}."
+    status, fields, body = errors.provider_error(provider, MISS_STATUS, msg,
+                                                 code="headroom_replay_miss")
+    fields = [*fields, (b"x-headroom-cache", b"miss"), (b"x-headroom-cache-key", key.encode())]
+    return status, fields, body

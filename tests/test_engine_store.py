@@ -1,0 +1,148 @@
+"""The engine's response-store modes and usage accounting, without a proxy."""
+
+import json
+
+import pytest
+
+from headroom_core.config import Config
+from headroom_core.engine import Engine, RequestIn
+
+BODY = json.dumps({"model": "claude-x", "max_tokens": 5,
+                   "messages": [{"role": "user", "content": "hi"}]}).encode()
+RESP = json.dumps({"type": "message", "content": [{"type": "text", "text": "ok"}],
+                   "usage": {"input_tokens": 3, "output_tokens": 2,
+                             "cache_read_input_tokens": 40}}).encode()
+SSE = (b'event: message_start\ndata: {"type":"message_start","message":{"model":"claude-x",'
+       b'"content":[],"usage":{"input_tokens":3,"cache_read_input_tokens":40,"output_tokens":1}}}\n\n'
+       b'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n'
+       b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"ok"}}\n\n'
+       b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+       b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":2}}\n\n'
+       b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+JSON_H = [(b"content-type", b"application/json"), (b"request-id", b"req_1")]
+SSE_H = [(b"content-type", b"text/event-stream"), (b"transfer-encoding", b"chunked")]
+
+
+def make(tmp_path, mode, **kw):
+    return Engine(Config(headroom_dir=tmp_path, events_path=tmp_path / "ev.jsonl",
+                         store_mode=mode, **kw))
+
+
+def request(engine, body=BODY, key=b"sk-ant-api-1", extra=()):
+    fields = [(b"x-api-key", key), (b"content-type", b"application/json"), *extra]
+    return engine.handle_request(RequestIn("f", "POST", "https", "api.anthropic.com", 443,
+                                           "/v1/messages", fields, body, False))
+
+
+def respond(engine, plan, status=200, fields=JSON_H, body=RESP, chunks=None, error=None):
+    st = plan.state
+    engine.mark_forwarded(st)
+    rh = engine.response_headers(st, status, fields)
+    if chunks is not None:
+        for c in chunks:
+            assert rh.stream(c) == c
+        body = None
+    rec = engine.finish(st, status=status, fields=fields, body=body, error=error)
+    engine.flush()
+    return rh, rec
+
+
+def test_cache_mode_miss_then_hit(tmp_path):
+    e = make(tmp_path, "cache")
+    plan = request(e)
+    assert plan.response is None and plan.state.decisions["store"]["decision"] == "miss"
+    rh, rec = respond(e, plan)
+    assert (b"x-headroom-cache", b"miss") in rh.add_fields
+    assert rec["decisions"]["store"]["stored"] is True
+    hit = request(e)
+    r = hit.response
+    assert r.status == 200 and r.body == RESP
+    names = dict(r.fields)
+    assert names[b"x-headroom-cache"] == b"hit" and names[b"content-length"] == str(len(RESP)).encode()
+    assert b"request-id" not in names  # volatile headers are not replayed
+    e.close()
+
+
+def test_stream_entry_round_trip_and_separate_from_buffered(tmp_path):
+    e = make(tmp_path, "cache")
+    sbody = json.dumps({**json.loads(BODY), "stream": True}).encode()
+    plan = request(e, sbody)
+    chunks = [SSE[:100], SSE[100:101], SSE[101:]]
+    _, rec = respond(e, plan, fields=SSE_H, chunks=chunks)
+    assert rec["stream_state"] == "complete" and rec["usage"]["cache_read_tokens"] == 40
+    hit = request(e, sbody)
+    assert hit.response.body == SSE
+    assert request(e).response is None  # the buffered twin is its own entry
+    e.close()
+
+
+@pytest.mark.parametrize("status,chunks,error", [
+    (200, [SSE[:200]], "connection reset"),  # truncated
+    (200, [SSE.replace(b"message_stop", b"error")], None),  # no terminal event
+    (529, None, None),  # error status
+])
+def test_incomplete_or_failed_responses_are_not_stored(tmp_path, status, chunks, error):
+    e = make(tmp_path, "cache")
+    sbody = json.dumps({**json.loads(BODY), "stream": chunks is not None}).encode()
+    plan = request(e, sbody)
+    _, rec = respond(e, plan, status=status, fields=SSE_H if chunks else JSON_H,
+                     chunks=chunks, error=error)
+    assert rec["decisions"]["store"].get("stored") is False
+    assert request(e, sbody).response is None
+    e.close()
+
+
+def test_replay_miss_explains_difference(tmp_path):
+    e = make(tmp_path, "record")
+    respond(e, request(e))
+    e.close()
+    e = make(tmp_path, "replay")
+    other = json.dumps({"model": "claude-x", "max_tokens": 50,
+                        "messages": [{"role": "user", "content": "hi"}]}).encode()
+    plan = request(e, other)
+    r = plan.response
+    assert r.status == 400
+    doc = json.loads(r.body)
+    assert doc["type"] == "error" and "max_tokens changed: 5 -> 50" in doc["error"]["message"]
+    assert plan.state.decisions["store"]["decision"] == "replay-miss"
+    assert request(e).response.status == 200
+    e.close()
+
+
+def test_volatile_fields_and_breakpoints_do_not_change_the_key(tmp_path):
+    e = make(tmp_path, "cache")
+    respond(e, request(e))
+    noisy = json.dumps({"model": "claude-x", "max_tokens": 5, "metadata": {"user_id": "u-123"},
+                        "messages": [{"role": "user", "content": [
+                            {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}]})
+    plain = json.dumps({"model": "claude-x", "max_tokens": 5, "metadata": {"user_id": "u-999"},
+                        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]})
+    respond(e, request(e, plain.encode()))
+    assert request(e, noisy.encode()).response is not None
+    e.close()
+
+
+def test_controls(tmp_path):
+    e = make(tmp_path, "cache")
+    respond(e, request(e))
+    assert request(e, extra=[(b"x-headroom-cache", b"bypass")]).response is None
+    assert request(e, extra=[(b"Cache-Control", b"no-cache")]).response is None
+    e.close()
+    e = make(tmp_path, "replay")
+    # in replay mode only the explicit Headroom control reaches upstream
+    assert request(e, extra=[(b"Cache-Control", b"no-cache")]).response.status == 200
+    assert request(e, extra=[(b"x-headroom-cache", b"bypass")]).response is None
+    e.close()
+
+
+def test_stats_aggregate_usage_per_session(tmp_path):
+    e = make(tmp_path, "off")
+    sess = [(b"X-Claude-Code-Session-Id", b"s-1")]
+    for _ in range(3):
+        respond(e, request(e, extra=sess))
+    respond(e, request(e, extra=[(b"X-Claude-Code-Session-Id", b"s-2")]), status=500,
+            body=b"{}")
+    t = e.stats.total
+    assert t.requests == 4 and t.errors == 1 and t.cache_read_tokens == 120
+    assert sorted(x.requests for x in e.stats.sessions.values()) == [1, 3]
+    e.close()
