@@ -41,7 +41,7 @@ OPTIONS = (
     "headroom_hosts", "headroom_max_body", "headroom_stream_sse", "headroom_namespace",
     "headroom_beta_sticky", "headroom_beta_max_sessions", "headroom_beta_deny",
     "headroom_sse_max_event", "headroom_store_mode", "headroom_store_size", "headroom_store_ttl",
-    "headroom_store_exclude", "headroom_store_pace",
+    "headroom_store_exclude", "headroom_store_pace", "headroom_websocket",
 )
 
 
@@ -49,6 +49,7 @@ class Headroom:
     def __init__(self) -> None:
         self.engine: hengine.Engine | None = None
         self.states: dict[str, hengine.FlowState] = {}
+        self.ws: dict[str, tuple[hengine.FlowState, hengine.WebSocketConversation]] = {}
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -134,6 +135,14 @@ class Headroom:
             "Replay stored streams with their recorded timing instead of as fast as possible.",
         )
 
+        loader.add_option(
+            "headroom_websocket", str, "pass",
+            "Responses-API WebSocket upgrades (Codex's default transport): pass (read them on the "
+            "side like HTTP streams) or refuse (answer 426, so Codex falls back to HTTP + SSE). "
+            "In headroom_store_mode=replay they are always refused: the store serves HTTP only.",
+            choices=["pass", "refuse"],
+        )
+
     def configure(self, updated: set[str]) -> None:
         if self.engine is not None and not any(o in updated for o in OPTIONS):
             return
@@ -211,6 +220,9 @@ class Headroom:
         if state is None or self.engine is None or flow.response is None:
             return
         resp = flow.response
+        if flow.websocket is not None:  # a 101: the conversation continues as messages
+            self.ws[flow.id] = (state, self.engine.websocket_start(state))
+            return
         body = None if resp.stream else resp.raw_content
         finish = functools.partial(
             self.engine.finish,
@@ -226,6 +238,27 @@ class Headroom:
             await asyncio.to_thread(finish)  # usage extraction parses the whole body
         else:
             finish()
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        entry = self.ws.get(flow.id)
+        if entry is None or self.engine is None:
+            return
+        state, conv = entry
+        msg = flow.websocket.messages[-1]
+        if msg.injected or msg.dropped:
+            return
+        new = self.engine.websocket_message(state, conv, from_client=msg.from_client,
+                                            is_text=msg.is_text, content=msg.content)
+        if new is not None:
+            msg.content = new
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        entry = self.ws.pop(flow.id, None)
+        if entry is None or self.engine is None:
+            return
+        state, conv = entry
+        err = flow.error.msg if flow.error else None
+        self.engine.websocket_end(state, conv, err)
 
     def error(self, flow: http.HTTPFlow) -> None:
         state = self.states.pop(flow.id, None)

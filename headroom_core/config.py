@@ -45,6 +45,7 @@ class Config:
     store_exclude: tuple[str, ...] = ()  # extra cache-key exclusion paths
     store_pace: bool = False  # replay streamed hits with their recorded timing
     store_stream_limit: int = 64 << 20  # larger streams are forwarded but not stored
+    websocket: str = "pass"  # "pass" | "refuse" (answer Responses WebSocket upgrades with 426)
 
     @property
     def store_dir(self) -> Path:
@@ -105,6 +106,8 @@ def from_options(o: Mapping[str, Any]) -> Config:
         store_ttl=parse_duration("headroom_store_ttl", o.get("headroom_store_ttl", "")),
         store_exclude=_paths("headroom_store_exclude", o.get("headroom_store_exclude", [])),
         store_pace=bool(o.get("headroom_store_pace", False)),
+        websocket=_choice("headroom_websocket", o.get("headroom_websocket", "pass"),
+                          ("pass", "refuse")),
     )
 
 

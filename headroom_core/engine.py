@@ -25,6 +25,7 @@ from .stats import Stats
 from .store import Entry, ResponseStore
 from .store import refusal as storemode_refusal
 from .stream import StreamTee
+from .websocket import WebSocketConversation
 from .headers import Controls, Fields
 
 log = logging.getLogger("headroom.engine")
@@ -171,6 +172,17 @@ class Engine:
         state.tenant = tenant.tenant_id(fields, self.salt, self.config.namespace)
         if state.route.websocket:  # a handshake: headers only
             state.session = session.identify(state.route.provider, fields, None, state.tenant)
+            refuse = self.config.websocket == "refuse" or (
+                self.config.store_mode == "replay"
+                and storemode.access("replay", state.controls).read)
+            if refuse:
+                # Codex falls back to HTTP POST + SSE at once on 426, which the store can serve.
+                plan.response = LocalResponse(426, [
+                    (b"content-type", b"text/plain; charset=utf-8"), (b"upgrade", b"websocket"),
+                    (b"x-headroom-websocket", b"refused")],
+                    b"headroom: WebSocket transport refused; use HTTP (POST + SSE)\n")
+                state.decisions["websocket"] = "refused"
+                return
             self._merge_betas(plan, state, fields)
             return
         if req.body is None:
@@ -407,6 +419,67 @@ class Engine:
         self._io.submit(lambda: None).result(timeout)
         self.events.flush(timeout)
 
+
+    # -- WebSocket (Codex's Responses transport) ------------------------------------------------
+
+    def websocket_start(self, state: FlowState) -> WebSocketConversation:
+        return WebSocketConversation(clock=self.clock, rewrite=self._ws_rewriter(state))
+
+    def _ws_rewriter(self, state: FlowState):
+        return None
+
+    def websocket_message(self, state: FlowState, conv: WebSocketConversation, *,
+                          from_client: bool, is_text: bool, content: bytes) -> bytes | None:
+        """One WebSocket message (both directions): replacement content or None. Never raises."""
+        try:
+            if state.decisions.get("bypass"):
+                return None
+            if from_client:
+                return conv.client_message(content, is_text)
+            for rec in conv.server_message(content, is_text):
+                self._record_ws_response(state, rec)
+        except Exception as e:
+            _warn("internal_error", flow=state.flow_id, phase="websocket",
+                  error=type(e).__name__, detail=str(e)[:200])
+        return None
+
+    def websocket_end(self, state: FlowState, conv: WebSocketConversation,
+                      error: str | None = None) -> None:
+        try:
+            for rec in conv.end():
+                self._record_ws_response(state, rec, error or "connection closed mid-response")
+        except Exception as e:
+            _warn("internal_error", flow=state.flow_id, phase="websocket_end",
+                  error=type(e).__name__, detail=str(e)[:200])
+
+    def _record_ws_response(self, state: FlowState, rec, error: str | None = None) -> None:
+        def ms(a: float | None, b: float | None) -> float | None:
+            return round((b - a) * 1000, 2) if a is not None and b is not None else None
+
+        result = rec.result
+        decisions = {k: v for k, v in state.decisions.items() if k in ("beta",)}
+        if rec.rewrite:
+            decisions["rewrite"] = rec.rewrite
+        if result.reason:
+            decisions["stream"] = {"reason": result.reason}
+        if not rec.generate:
+            decisions["warmup"] = True
+        record = {
+            "ts": _iso(rec.started), "flow_id": state.flow_id, "transport": "websocket",
+            "provider": state.route.provider, "endpoint": state.route.endpoint,
+            "host": state.host, "path": state.path, "model": rec.model, "stream": True,
+            "status": None, "error": error, "local": False,
+            "req_bytes": rec.request_bytes, "req_bytes_upstream": rec.request_bytes_upstream,
+            "resp_bytes": None, "upstream_ms": None, "ttfb_ms": ms(rec.started, rec.first_event_at),
+            "duration_ms": ms(rec.started, rec.ended), "stream_ms": ms(rec.first_event_at, rec.ended),
+            "stream_state": result.state,
+            "usage": result.usage.to_dict() if result.usage is not None else None,
+            "stripped_headers": state.stripped, "session_id": state.session.id,
+            "session_source": state.session.source,
+            "session_confidence": state.session.confidence, "decisions": decisions,
+        }
+        self.events.record(record)
+        self.stats.add(record)
 
     def _forget_rejected_betas(self, state: FlowState, fields: Fields, body: bytes) -> None:
         """A 400 naming a token we added: drop it from the session so the next turn works."""

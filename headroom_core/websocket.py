@@ -1,0 +1,155 @@
+"""Codex's Responses-over-WebSocket transport, read on the side like an HTTP stream.
+
+One `WebSocketConversation` per connection: client `response.create` messages give the model (and
+their new tool outputs are the live zone a rewriter may shrink); server messages are the same
+`response.*` events as the HTTP SSE stream and go through the Responses reconstruction, one
+response after another. Each finished response yields an event-log record. Never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .reconstruct import StreamResult, for_shape
+
+log = logging.getLogger("headroom.websocket")
+
+# A rewriter for the text of a client `response.create` message: (text, tool_names) -> new text
+# or None to leave the message alone, plus a manifest for the event log.
+Rewrite = Callable[[bytes, dict[str, str]], tuple[bytes | None, dict[str, Any] | None]]
+
+_TOOL_CALL_ITEMS = ("function_call", "custom_tool_call", "local_shell_call")
+_MAX_TOOL_NAMES = 4096  # per connection; Codex sessions can run for hours
+
+
+@dataclass(slots=True)
+class ResponseRecord:
+    """One model response carried by the connection, with what Headroom saw of its request."""
+
+    model: str | None
+    started: float
+    request_bytes: int
+    request_bytes_upstream: int
+    first_event_at: float | None
+    ended: float
+    result: StreamResult
+    rewrite: dict[str, Any] | None = None
+    generate: bool = True
+
+
+@dataclass
+class WebSocketConversation:
+    clock: Callable[[], float]
+    rewrite: Rewrite | None = None
+    tool_names: dict[str, str] = field(default_factory=dict)
+    binary_messages: int = 0
+    malformed_messages: int = 0
+    responses: int = 0
+    _recon: Any = None
+    _pending: dict[str, Any] | None = None  # the create message the next response answers
+    _first_event_at: float | None = None
+
+    def client_message(self, content: bytes, is_text: bool) -> bytes | None:
+        """A message from the client. Returns replacement content, or None to forward as is."""
+        if not is_text:
+            self.binary_messages += 1
+            return None
+        try:
+            doc = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            self.malformed_messages += 1
+            log.info("websocket client message is not JSON; forwarded untouched (%d bytes)",
+                     len(content))
+            return None
+        if not isinstance(doc, dict) or doc.get("type") != "response.create":
+            return None
+        body = doc.get("response") if isinstance(doc.get("response"), dict) else doc
+        model = body.get("model")
+        pending: dict[str, Any] = {
+            "model": model if isinstance(model, str) else None,
+            "started": self.clock(),
+            "request_bytes": len(content),
+            "request_bytes_upstream": len(content),
+            "generate": body.get("generate") is not False,
+            "rewrite": None,
+        }
+        self._pending = pending
+        if self.rewrite is None:
+            return None
+        try:
+            new, manifest = self.rewrite(content, self.tool_names)
+        except Exception as e:  # fail safe: the client's bytes go on unchanged
+            log.warning("websocket rewrite failed; message forwarded untouched: %s",
+                        type(e).__name__)
+            return None
+        pending["rewrite"] = manifest
+        if new is not None and new != content:
+            pending["request_bytes_upstream"] = len(new)
+            return new
+        return None
+
+    def server_message(self, content: bytes, is_text: bool) -> list[ResponseRecord]:
+        """A message from the server; returns the responses it completed (usually none)."""
+        if not is_text:
+            self.binary_messages += 1
+            return []
+        if self._recon is None:
+            self._recon = for_shape("responses")
+            self._first_event_at = None
+        if self._first_event_at is None:
+            self._first_event_at = self.clock()
+        recon = self._recon
+        recon.feed_message(content)
+        self._note_tool_names(content)
+        if not recon.finished:
+            return []
+        return [self._close_response(ended_cleanly=True)]
+
+    def end(self) -> list[ResponseRecord]:
+        """The connection closed: a response still in flight is truncated."""
+        if self._recon is None:
+            return []
+        return [self._close_response(ended_cleanly=False)]
+
+    def _close_response(self, ended_cleanly: bool) -> ResponseRecord:
+        result = self._recon.result(ended_cleanly)
+        p = self._pending or {}
+        now = self.clock()
+        rec = ResponseRecord(
+            model=result.model or p.get("model"),
+            started=p.get("started", self._first_event_at or now),
+            request_bytes=p.get("request_bytes", 0),
+            request_bytes_upstream=p.get("request_bytes_upstream", 0),
+            first_event_at=self._first_event_at,
+            ended=now,
+            result=result,
+            rewrite=p.get("rewrite"),
+            generate=p.get("generate", True),
+        )
+        self._recon = None
+        self._pending = None
+        self._first_event_at = None
+        self.responses += 1
+        return rec
+
+    def _note_tool_names(self, content: bytes) -> None:
+        """Remember call_id -> tool name from the server's tool-call items: a later
+        `response.create` carries only the outputs, keyed by call_id."""
+        if b"call_id" not in content:
+            return
+        try:
+            doc = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            return
+        item = doc.get("item") if isinstance(doc, dict) else None
+        if isinstance(item, dict) and item.get("type") in _TOOL_CALL_ITEMS:
+            call_id, name = item.get("call_id"), item.get("name")
+            if isinstance(call_id, str) and isinstance(name, str):
+                if len(self.tool_names) >= _MAX_TOOL_NAMES:
+                    self.tool_names.pop(next(iter(self.tool_names)))
+                self.tool_names[call_id] = name

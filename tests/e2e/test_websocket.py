@@ -1,0 +1,147 @@
+"""End to end: Codex's Responses-over-WebSocket transport through the real proxy."""
+
+import json
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from tests.e2e.fake_ws import FakeWebSocketUpstream
+from tests.e2e.proxy import Mitmdump
+
+BETA = "responses_websockets=2026-02-04"
+
+
+@pytest.fixture(scope="module")
+def ws_upstream():
+    up = FakeWebSocketUpstream()
+    yield up
+    up.close()
+
+
+@pytest.fixture(scope="module")
+def ws_proxy(ws_upstream, tmp_path_factory):
+    with Mitmdump(mode=f"reverse:{ws_upstream.url}", workdir=tmp_path_factory.mktemp("ws")) as p:
+        yield p
+
+
+@pytest.fixture(autouse=True)
+def _clear(ws_upstream):
+    ws_upstream.clear()
+
+
+def create(**kw):
+    return json.dumps({"type": "response.create", "model": "gpt-5-codex", **kw})
+
+
+def recv_until_completed(ws):
+    events = []
+    while True:
+        ev = json.loads(ws.recv(timeout=10))
+        events.append(ev)
+        if ev["type"] in ("response.completed", "response.failed", "error"):
+            return events
+
+
+def codex_headers(session="codex-ws-1", beta=BETA, **extra):
+    return {"Authorization": "Bearer sk-proj-ws", "OpenAI-Beta": beta, "session_id": session,
+            "X-Headroom-Note": "internal", **extra}
+
+
+def test_messages_pass_untouched_and_usage_is_logged(ws_proxy, ws_upstream):
+    before = len(ws_proxy.events())
+    sent = [create(generate=False, input=[]),
+            create(input=[{"type": "message", "role": "user",
+                           "content": [{"type": "input_text", "text": "run the tests ✓"}]}],
+                   previous_response_id="resp_0")]
+    with connect(ws_proxy.url.replace("http", "ws") + "/v1/responses",
+                 additional_headers=codex_headers()) as ws:
+        ws.send(sent[0])
+        warm = recv_until_completed(ws)
+        ws.send(sent[1])
+        turn = recv_until_completed(ws)
+    assert warm[-1]["type"] == turn[-1]["type"] == "response.completed"
+    assert ws_upstream.messages == sent  # byte-identical text frames
+    (hs,) = ws_upstream.handshakes
+    names = [n.lower() for n, _ in hs]
+    assert "x-headroom-note" not in names
+    assert dict((n.lower(), v) for n, v in hs)["openai-beta"] == BETA
+    for n in ("sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"):
+        assert n in names
+    evs = ws_proxy.events(wait_for=before + 2)[before:]
+    assert [e["transport"] for e in evs] == ["websocket", "websocket"]
+    assert evs[0]["decisions"].get("warmup") is True
+    last = evs[1]
+    assert last["stream_state"] == "complete" and last["model"] == "gpt-5-codex"
+    assert last["usage"]["cache_read_tokens"] == 900 and last["usage"]["input_tokens"] == 100
+    assert last["session_source"] == "header:session-id" and last["session_confidence"] == "high"
+    assert last["stripped_headers"] == 1
+
+
+def test_handshake_betas_are_sticky_per_session(ws_proxy, ws_upstream):
+    url = ws_proxy.url.replace("http", "ws") + "/v1/responses"
+    with connect(url, additional_headers=codex_headers(session="sticky", beta=f"{BETA},x-extra")):
+        pass
+    with connect(url, additional_headers=codex_headers(session="sticky", beta=BETA)):
+        pass
+    first, second = ws_upstream.handshakes
+    beta = lambda hs: [v for n, v in hs if n.lower() == "openai-beta"]  # noqa: E731
+    assert beta(first) == [f"{BETA},x-extra"]
+    assert beta(second) == [f"{BETA},x-extra"]
+
+
+def test_binary_and_malformed_frames_pass(ws_proxy, ws_upstream):
+    with connect(ws_proxy.url.replace("http", "ws") + "/v1/responses",
+                 additional_headers=codex_headers()) as ws:
+        ws.send(b"\x00\x01\xffbinary")
+        assert ws.recv(timeout=10) == b"\x00\x01\xffbinary"
+        ws.send("{not json")
+        assert json.loads(ws.recv(timeout=10))["type"] == "error"
+    assert ws_upstream.messages == [b"\x00\x01\xffbinary", "{not json"]
+
+
+def test_connection_closed_mid_response_is_truncated(ws_proxy, ws_upstream):
+    before = len(ws_proxy.events())
+    with connect(ws_proxy.url.replace("http", "ws") + "/v1/responses",
+                 additional_headers=codex_headers()) as ws:
+        ws.send(create(input=[]))
+        ws.recv(timeout=10)  # response.created; close before the rest is read
+    evs = ws_proxy.events(wait_for=before + 1)[before:]
+    assert evs and evs[0]["transport"] == "websocket"
+    assert evs[0]["stream_state"] in ("complete", "truncated")  # the fake may finish first
+
+
+def test_refused_in_replay_mode_then_http_is_served_from_the_store(upstream, tmp_path):
+    body = json.dumps({"model": "gpt-5-codex", "input": "hi", "stream": True}).encode()
+    h = {"content-type": "application/json", "authorization": "Bearer sk-proj-ws"}
+    work = tmp_path / "codex"
+    with Mitmdump(mode=f"reverse:{upstream.url}", workdir=work,
+                  options={"headroom_store_mode": "record"}) as rec:
+        recorded = httpx.post(rec.url + "/v1/responses", content=body, headers=h).content
+    upstream.clear()
+    with Mitmdump(mode=f"reverse:{upstream.url}", workdir=work,
+                  options={"headroom_store_mode": "replay"}) as rep:
+        with pytest.raises(InvalidStatus) as e:
+            connect(rep.url.replace("http", "ws") + "/v1/responses",
+                    additional_headers=codex_headers())
+        assert e.value.response.status_code == 426
+        r = httpx.post(rep.url + "/v1/responses", content=body, headers=h)
+        assert r.headers["x-headroom-cache"] == "hit" and r.content == recorded
+        ev = rep.events(wait_for=3)[-2]
+        assert ev["status"] == 426 and ev["transport"] == "websocket"
+    assert upstream.received == []
+
+
+def test_refuse_option(ws_upstream, tmp_path):
+    with Mitmdump(mode=f"reverse:{ws_upstream.url}", workdir=tmp_path,
+                  options={"headroom_websocket": "refuse"}) as p:
+        with pytest.raises(InvalidStatus) as e:
+            connect(p.url.replace("http", "ws") + "/v1/responses",
+                    additional_headers=codex_headers())
+        assert e.value.response.status_code == 426
+        # other WebSocket endpoints are not ours to refuse
+        with connect(p.url.replace("http", "ws") + "/elsewhere") as ws:
+            ws.send(b"ping")
+            assert ws.recv(timeout=10) == b"ping"
+    assert len(ws_upstream.handshakes) == 1  # only the /elsewhere one reached upstream
