@@ -27,13 +27,14 @@ except ImportError:  # run from a checkout without `pip install -e .`
 from headroom_core import beta  # noqa: E402
 from headroom_core import config as hconfig  # noqa: E402
 from headroom_core import engine as hengine  # noqa: E402
+from headroom_core import livezone  # noqa: E402
 from headroom_core import storemode  # noqa: E402
 from headroom_core.stats import format_table  # noqa: E402
 
 log = logging.getLogger("headroom")
 
-# Requests whose raw body is larger than this are processed in a worker thread, so a big body
-# never stalls mitmproxy's event loop; small ones are cheaper to handle inline.
+# Response bodies larger than this are inspected in a worker thread, so a big body never stalls
+# mitmproxy's event loop; small ones are cheaper to handle inline.
 INLINE_BODY_LIMIT = 256 << 10
 
 OPTIONS = (
@@ -41,7 +42,10 @@ OPTIONS = (
     "headroom_hosts", "headroom_max_body", "headroom_stream_sse", "headroom_namespace",
     "headroom_beta_sticky", "headroom_beta_max_sessions", "headroom_beta_deny",
     "headroom_sse_max_event", "headroom_store_mode", "headroom_store_size", "headroom_store_ttl",
-    "headroom_store_exclude", "headroom_store_pace", "headroom_websocket",
+    "headroom_store_exclude", "headroom_store_pace", "headroom_websocket", "headroom_compress",
+    "headroom_compress_include", "headroom_compress_exclude", "headroom_compress_min_bytes",
+    "headroom_compress_min_ratio", "headroom_compress_min_tokens", "headroom_compress_error_limit",
+    "headroom_ccr_host", "headroom_ledger_size",
 )
 
 
@@ -143,6 +147,49 @@ class Headroom:
             choices=["pass", "refuse"],
         )
 
+        loader.add_option(
+            "headroom_compress", str, "auto",
+            "Live-zone rewriting of large tool outputs in the newest turn: off; on; auto (API-key "
+            "traffic only: Claude subscription and ChatGPT-login traffic stay untouched).",
+            choices=["off", "auto", "on"],
+        )
+        loader.add_option(
+            "headroom_compress_include", Sequence[str], [],
+            "Only tools matching these fnmatch patterns are compressed (empty: every tool not "
+            "excluded).",
+        )
+        loader.add_option(
+            "headroom_compress_exclude", Sequence[str], list(livezone.DEFAULT_EXCLUDE),
+            "Tools never compressed: file-content tools whose exact text agents edit against.",
+        )
+        loader.add_option(
+            "headroom_compress_min_bytes", Sequence[str], [],
+            "Per content type size thresholds, e.g. log=512 json=1k search=1k diff=1k "
+            "(those are the defaults).",
+        )
+        loader.add_option(
+            "headroom_compress_min_ratio", str, "0.10",
+            "Apply a rewrite only if the o200k token count drops by at least this fraction...",
+        )
+        loader.add_option(
+            "headroom_compress_min_tokens", int, 200,
+            "...and by at least this many tokens.",
+        )
+        loader.add_option(
+            "headroom_compress_error_limit", str, "32k",
+            "Tool results flagged is_error are kept unless larger than this.",
+        )
+        loader.add_option(
+            "headroom_ccr_host", str, "headroom.local",
+            "Host (host[:port]) named in compression markers; GET http://<host>/ccr/<handle> "
+            "through the proxy returns the original output. In reverse mode /ccr/<handle> on the "
+            "listener works too (set this to the listener's host:port).",
+        )
+        loader.add_option(
+            "headroom_ledger_size", str, "1g",
+            "Size bound of the rewrite ledger (what each rewritten output was forwarded as).",
+        )
+
     def configure(self, updated: set[str]) -> None:
         if self.engine is not None and not any(o in updated for o in OPTIONS):
             return
@@ -181,6 +228,14 @@ class Headroom:
         log.info("headroom stats:\n%s", table)
         return table
 
+    @command.command("headroom.original")
+    def original(self, handle: str) -> str:
+        """The original tool output kept under a compression marker's handle."""
+        if self.engine is None or self.engine.originals is None:
+            return "headroom: compression is off; no originals are kept"
+        text = self.engine.originals.get(handle.strip())
+        return text if text is not None else f"headroom: no original kept under {handle!r}"
+
     # -- hooks ----------------------------------------------------------------------------------
 
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -188,7 +243,7 @@ class Headroom:
             return
         engine = self.engine
         req = _request_in(flow)
-        if engine.heavy or (req.body is not None and len(req.body) > INLINE_BODY_LIMIT):
+        if engine.offload(req):
             plan = await asyncio.to_thread(engine.handle_request, req)
         else:
             plan = engine.handle_request(req)

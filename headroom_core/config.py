@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import beta, cachekey, routing, storemode
+from . import beta, cachekey, livezone, routing, storemode
 from .headers import StripRules
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.I)
@@ -46,6 +46,19 @@ class Config:
     store_pace: bool = False  # replay streamed hits with their recorded timing
     store_stream_limit: int = 64 << 20  # larger streams are forwarded but not stored
     websocket: str = "pass"  # "pass" | "refuse" (answer Responses WebSocket upgrades with 426)
+    compress: str = "auto"  # "off" | "auto" (API-key traffic only) | "on"
+    compress_include: tuple[str, ...] | None = None  # tool-name patterns; None: every tool
+    compress_exclude: tuple[str, ...] = livezone.DEFAULT_EXCLUDE
+    compress_min_bytes: tuple[tuple[str, int], ...] = ()  # per content type overrides
+    compress_min_ratio: float = 0.10
+    compress_min_tokens: int = 200
+    compress_error_limit: int = livezone.DEFAULT_ERROR_LIMIT
+    ccr_host: str = "headroom.local"  # host that serves kept originals: http://<host>/ccr/<handle>
+    ledger_size: int = 1 << 30
+
+    @property
+    def retrieval_base(self) -> str:
+        return f"http://{self.ccr_host}/ccr/"
 
     @property
     def store_dir(self) -> Path:
@@ -108,7 +121,63 @@ def from_options(o: Mapping[str, Any]) -> Config:
         store_pace=bool(o.get("headroom_store_pace", False)),
         websocket=_choice("headroom_websocket", o.get("headroom_websocket", "pass"),
                           ("pass", "refuse")),
+        compress=_choice("headroom_compress", o.get("headroom_compress", "auto"),
+                         ("off", "auto", "on")),
+        compress_include=tuple(p.strip() for p in o.get("headroom_compress_include", [])
+                               if p.strip()) or None,
+        compress_exclude=tuple(p.strip() for p in o.get("headroom_compress_exclude",
+                                                        livezone.DEFAULT_EXCLUDE) if p.strip()),
+        compress_min_bytes=_thresholds(o.get("headroom_compress_min_bytes", [])),
+        compress_min_ratio=_ratio(o.get("headroom_compress_min_ratio", "0.10")),
+        compress_min_tokens=_non_negative("headroom_compress_min_tokens",
+                                          o.get("headroom_compress_min_tokens", 200)),
+        compress_error_limit=parse_size("headroom_compress_error_limit",
+                                        o.get("headroom_compress_error_limit", "32k")),
+        ccr_host=_ccr_host(o.get("headroom_ccr_host", "headroom.local")),
+        ledger_size=parse_size("headroom_ledger_size", o.get("headroom_ledger_size", "1g")),
     )
+
+
+_KINDS = ("json", "log", "search", "diff")
+
+
+def _thresholds(values) -> tuple[tuple[str, int], ...]:
+    out = []
+    for v in values:
+        kind, sep, size = v.partition("=")
+        kind = kind.strip().lower()
+        if not sep or kind not in _KINDS:
+            raise ConfigError("headroom_compress_min_bytes", v,
+                              "expected kind=size with kind one of " + ", ".join(_KINDS))
+        out.append((kind, parse_size("headroom_compress_min_bytes", size.strip())))
+    return tuple(out)
+
+
+def _ratio(value) -> float:
+    try:
+        r = float(value)
+    except (TypeError, ValueError):
+        r = -1.0
+    if not 0.0 <= r < 1.0:
+        raise ConfigError("headroom_compress_min_ratio", value, "expected a fraction such as 0.10")
+    return r
+
+
+def _non_negative(option: str, value) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = -1
+    if n < 0:
+        raise ConfigError(option, value, "expected an integer >= 0")
+    return n
+
+
+def _ccr_host(value: str) -> str:
+    v = (value or "").strip().lower()
+    if not re.fullmatch(r"[a-z0-9.\-]+(:\d{1,5})?", v):
+        raise ConfigError("headroom_ccr_host", value, "expected a host[:port] such as headroom.local")
+    return v
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.I)

@@ -12,6 +12,7 @@ import concurrent.futures
 import datetime
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,10 @@ from .stats import Stats
 from .store import Entry, ResponseStore
 from .store import refusal as storemode_refusal
 from .stream import StreamTee
+from .compress import DEFAULT_MIN_BYTES, CompressPolicy
+from .ledger import Ledger
+from .originals import Originals
+from .rewrite import Rewriter, RewritePolicy, RewriteResult
 from .websocket import WebSocketConversation
 from .headers import Controls, Fields
 
@@ -70,6 +75,7 @@ class FlowState:
     forwarded_at: float | None = None
     tenant: str = tenant.ANONYMOUS
     session: session.SessionId = session.NONE
+    compress: bool = False
     beta_key: str | None = None
     beta_added: list[str] = field(default_factory=list)
     store_key: str | None = None
@@ -115,19 +121,35 @@ class Engine:
         self.store: ResponseStore | None = None
         if config.store_mode != "off":
             self.store = ResponseStore(config.store_dir, config.store_size, config.store_ttl)
+        self.rewriter: Rewriter | None = None
+        self.originals: Originals | None = None
+        if config.compress != "off":
+            self.originals = Originals(config.headroom_dir / "originals")
+            self.rewriter = Rewriter(
+                _rewrite_policy(config), Ledger(config.headroom_dir / "ledger",
+                                                size_limit=config.ledger_size),
+                self.originals, self.salt)
         # Store writes are disk I/O: one background thread, in arrival order.
         self._io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="headroom-io")
 
-    @property
-    def heavy(self) -> bool:
-        """Whether request handling may block on disk (the adapter then runs it off-loop)."""
-        return self.store is not None
+    def offload(self, req: RequestIn) -> bool:
+        """Whether handling this request may block (disk, a big body): the adapter then runs
+        `handle_request` in a worker thread instead of on the event loop."""
+        if self.store is not None:
+            return True
+        if self.rewriter is not None and req.body and (
+                self.config.compress == "on" or tenant.credential_kind(req.fields) == "api_key"):
+            return True
+        return req.body is not None and len(req.body) > 256 << 10
 
     def close(self) -> None:
         self._io.shutdown(wait=True)
         self.events.close()
         if self.store is not None:
             self.store.close()
+        if self.rewriter is not None:
+            self.rewriter.ledger.close()
+            self.rewriter.originals.close()
 
     # -- request -----------------------------------------------------------------------------
 
@@ -145,6 +167,8 @@ class Engine:
             websocket_upgrade=req.websocket_upgrade,
         )
         if route is None:
+            if self.originals is not None and self._is_ccr(req):
+                plan.response = self._serve_original(req)
             return plan
         state = FlowState(
             flow_id=req.flow_id, route=route, host=req.host, path=routing.split_path(req.path)[0],
@@ -183,6 +207,7 @@ class Engine:
                     b"headroom: WebSocket transport refused; use HTTP (POST + SSE)\n")
                 state.decisions["websocket"] = "refused"
                 return
+            state.compress = self._compress_applies(fields)
             self._merge_betas(plan, state, fields)
             return
         if req.body is None:
@@ -199,23 +224,78 @@ class Engine:
             state.decisions["passthrough"] = "undecodable-body"
             _warn("passthrough", flow=req.flow_id, reason="undecodable-body", detail=str(e)[:200])
             return
-        doc = _parse_json(decoded)
-        if doc is _INVALID:
-            state.decisions["passthrough"] = "invalid-json"
-            _warn("passthrough", flow=req.flow_id, reason="invalid-json", bytes=len(decoded))
-            return
-        if not isinstance(doc, dict):
-            state.decisions["passthrough"] = "not-an-object"
-            return
-        model = doc.get("model")
-        state.model = model if isinstance(model, str) else None
-        stream = doc.get("stream")
-        state.stream = stream if isinstance(stream, bool) else False
-        state.session = session.identify(state.route.provider, fields, doc, state.tenant)
+        provider = state.route.provider
+        state.compress = (self._compress_applies(fields)
+                          and state.route.endpoint != "count_tokens")
+        doc = None
+        if not (state.compress or self.store is not None):
+            # Nothing will rewrite or key this body: when the model is the first key and the
+            # client names its session in a header, skip parsing the whole document.
+            state.model = _peek_model(decoded)
+            if state.model is not None:
+                state.session = session.identify(provider, fields, None, state.tenant)
+        if state.model is None or state.session.id is None:
+            doc = _parse_json(decoded)
+            if doc is _INVALID:
+                state.decisions["passthrough"] = "invalid-json"
+                _warn("passthrough", flow=req.flow_id, reason="invalid-json", bytes=len(decoded))
+                return
+            if not isinstance(doc, dict):
+                state.decisions["passthrough"] = "not-an-object"
+                return
+            model = doc.get("model")
+            state.model = model if isinstance(model, str) else None
+            stream = doc.get("stream")
+            state.stream = stream if isinstance(stream, bool) else False
+            state.session = session.identify(provider, fields, doc, state.tenant)
         client_fields = fields
         fields = self._merge_betas(plan, state, fields)
         if self.store is not None and self._store_lookup(req, client_fields, decoded, plan, state):
             return
+        if state.compress:
+            self._rewrite(plan, state, fields, decoded, coding, doc)
+
+    def _compress_applies(self, fields: Fields) -> bool:
+        """`headroom_compress`: off; on; auto = API-key traffic only (subscription/OAuth
+        traffic is left exactly as the client sent it)."""
+        if self.rewriter is None:
+            return False
+        return self.config.compress == "on" or tenant.credential_kind(fields) == "api_key"
+
+    def _rewrite(self, plan: RequestPlan, state: FlowState, fields: Fields, decoded: bytes,
+                 coding: str, doc: Any) -> None:
+        """Live-zone rewriting with ledger replay; the body keeps its content coding."""
+        res = self.rewriter.rewrite(state.route.shape, decoded, tenant=state.tenant, doc=doc)
+        state.decisions["rewrite"] = _rewrite_summary(res)
+        if res.body is None:
+            return
+        if _BILLING_CCH.search(decoded):
+            # Claude Code signs some requests with a per-request `cch=` value in its billing
+            # block; record that such a body was rewritten.
+            state.decisions["rewrite"]["cch"] = True
+        raw = encoding.encode(res.body, coding) if coding else res.body
+        plan.body = raw
+        plan.fields = fields
+        state.req_bytes_upstream = len(raw)
+
+    def _is_ccr(self, req: RequestIn) -> bool:
+        path = routing.split_path(req.path)[0]
+        if not path.startswith("/ccr/") or req.method.upper() not in ("GET", "HEAD"):
+            return False
+        host = req.host.lower()
+        ccr = self.config.ccr_host
+        return req.reverse or host == ccr.split(":")[0] or f"{host}:{req.port}" == ccr
+
+    def _serve_original(self, req: RequestIn) -> LocalResponse:
+        handle = routing.split_path(req.path)[0][len("/ccr/"):].strip("/")
+        text = self.originals.get(handle)
+        if text is None:
+            return LocalResponse(404, [(b"content-type", b"text/plain; charset=utf-8")],
+                                 b"headroom: no original kept under this handle\n")
+        body = text.encode("utf-8")
+        return LocalResponse(200, [(b"content-type", b"text/plain; charset=utf-8"),
+                                   (b"content-length", str(len(body)).encode()),
+                                   (b"x-headroom-original", handle.encode())], body)
 
     def _store_lookup(self, req: RequestIn, fields: Fields, decoded: bytes, plan: RequestPlan,
                       state: FlowState) -> bool:
@@ -291,6 +371,8 @@ class Engine:
         """Called when response headers arrive: whether to stream (and the tee that reads the
         stream on the side), and header fields to add for the client."""
         plan = ResponseHeadersPlan()
+        if state is not None and state.stream is None:
+            state.stream = is_event_stream(fields)
         if state is not None and state.store_key and not state.decisions.get("bypass"):
             dec = state.decisions.get("store", {}).get("decision")
             if dec in ("miss", "record"):
@@ -426,7 +508,17 @@ class Engine:
         return WebSocketConversation(clock=self.clock, rewrite=self._ws_rewriter(state))
 
     def _ws_rewriter(self, state: FlowState):
-        return None
+        """Codex sends only the new items after a tool call: every tool output in a
+        `response.create` is live. Same policy, thresholds, tokenizer check and ledger."""
+        if not state.compress or self.rewriter is None:
+            return None
+        rewriter, tenant_ = self.rewriter, state.tenant
+
+        def rewrite(content: bytes, tool_names: dict[str, str]):
+            res = rewriter.rewrite("responses_ws", content, tenant=tenant_, tool_names=tool_names)
+            return res.body, _rewrite_summary(res)
+
+        return rewrite
 
     def websocket_message(self, state: FlowState, conv: WebSocketConversation, *,
                           from_client: bool, is_text: bool, content: bytes) -> bytes | None:
@@ -504,6 +596,39 @@ class ResponseHeadersPlan:
 
 
 _INVALID = object()
+_MODEL_FIRST = re.compile(rb'\A\s*\{\s*"model"\s*:\s*"([^"\\\x00-\x1f]{1,200})"\s*[,}]')
+_BILLING_CCH = re.compile(rb"x-anthropic-billing-header:[^\"]*cch=")
+
+
+def _peek_model(data: bytes) -> str | None:
+    """The model when it is the body's first key (Claude Code and Codex put it there), without
+    parsing the rest; None when unsure."""
+    m = _MODEL_FIRST.match(data)
+    if m is None:
+        return None
+    try:
+        return m.group(1).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _rewrite_policy(config: Config) -> RewritePolicy:
+    min_bytes = dict(DEFAULT_MIN_BYTES)
+    min_bytes.update(dict(config.compress_min_bytes))
+    return RewritePolicy(
+        compress_policy=CompressPolicy(min_bytes=min_bytes,
+                                       min_saving_ratio=config.compress_min_ratio,
+                                       min_saving_tokens=config.compress_min_tokens),
+        include=config.compress_include, exclude=config.compress_exclude,
+        error_limit=config.compress_error_limit, retrieval_base=config.retrieval_base)
+
+
+def _rewrite_summary(res: RewriteResult) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for m in res.manifest:
+        counts[m.get("action", "?")] = counts.get(m.get("action", "?"), 0) + 1
+    return {"changed": res.body is not None, "tokens_saved": res.tokens_saved,
+            "bytes_saved": res.bytes_saved, "actions": counts, "blocks": res.manifest}
 
 
 def _parse_json(data: bytes) -> Any:
