@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -213,6 +214,7 @@ class Headroom:
             old.close()
 
     def done(self) -> None:
+        PACER.stop()
         if self.engine is not None:
             if self.engine.stats.total.requests:
                 log.info("headroom stats:\n%s", format_table(self.engine.stats))
@@ -247,6 +249,8 @@ class Headroom:
             plan = await asyncio.to_thread(engine.handle_request, req)
         else:
             plan = engine.handle_request(req)
+        if plan.replay_chunks:
+            await PACER.start()
         _apply(flow, plan)
         if plan.state is not None:
             if plan.response is None:
@@ -354,6 +358,14 @@ def _request_in(flow: http.HTTPFlow) -> hengine.RequestIn:
 
 def _apply(flow: http.HTTPFlow, plan: hengine.RequestPlan) -> None:
     """Apply a plan in one step: build everything first, then assign."""
+    if plan.response is not None and plan.replay_chunks and plan.state is not None:
+        token = PACER.register(plan.response.status, plan.response.fields, plan.replay_chunks)
+        # Let mitmproxy fetch the stored stream from the loopback pacer, so it reaches the client
+        # through the normal streaming path with its recorded rhythm.
+        flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", PACER.port
+        flow.request.path = f"/replay/{token}"
+        flow.metadata["headroom_local"] = True
+        return
     if plan.response is not None:
         lr = plan.response
         flow.response = http.Response.make(lr.status, lr.body, http.Headers(lr.fields))
@@ -372,4 +384,55 @@ def _apply(flow: http.HTTPFlow, plan: hengine.RequestPlan) -> None:
         flow.request.headers = new_headers
 
 
+class Pacer:
+    """A loopback HTTP/1.1 server that replays stored streams with their recorded timing
+    (`headroom_store_pace`). Frames come from `storemode.paced_frames`; this only writes them."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._pending: dict[str, list[tuple[float, bytes]]] = {}
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+            self.port = self._server.sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def register(self, status: int, fields, chunks) -> str:
+        token = secrets.token_hex(16)
+        self._pending[token] = storemode.paced_frames(status, fields, chunks)
+        if len(self._pending) > 1000:  # never-fetched registrations must not pile up
+            self._pending.pop(next(iter(self._pending)))
+        return token
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            target = head.split(b" ", 2)[1].decode("latin-1")
+            frames = self._pending.pop(target.rsplit("/", 1)[-1], None)
+            if frames is None:
+                writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n"
+                             b"connection: close\r\n\r\n")
+            else:
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                for at, data in frames:
+                    delay = start + at - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    writer.write(data)
+                    await writer.drain()
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, IndexError):
+            pass
+        finally:
+            writer.close()
+
+
+PACER = Pacer()
 addons = [Headroom()]

@@ -69,3 +69,23 @@ def miss_response(provider: str, key: str, nearest: tuple[str, dict, list[str]] 
                                                  code="headroom_replay_miss")
     fields = [*fields, (b"x-headroom-cache", b"miss"), (b"x-headroom-cache-key", key.encode())]
     return status, fields, body
+
+
+def paced_frames(status: int, fields: Fields,
+                 chunks: list[tuple[float, bytes]]) -> list[tuple[float, bytes]]:
+    """A stored stream (its hit header `fields`) as HTTP/1.1 wire frames with send times (seconds from the first byte):
+    the status line and headers at 0, then each recorded chunk at its recorded offset, chunked,
+    then the terminating chunk. The adapter writes them to a loopback socket mitmproxy reads from,
+    so the client sees the recorded rhythm through mitmproxy's normal streaming."""
+    fields = [(n, v) for n, v in fields
+              if n.lower() not in (b"content-length", b"transfer-encoding", b"connection")]
+    fields += [(b"transfer-encoding", b"chunked"), (b"connection", b"close")]
+    head = b"HTTP/1.1 %d Stored\r\n" % status
+    head += b"".join(n + b": " + v + b"\r\n" for n, v in fields) + b"\r\n"
+    frames: list[tuple[float, bytes]] = [(0.0, head)]
+    for t, chunk in chunks:
+        if chunk:
+            frames.append((max(0.0, t), b"%x\r\n" % len(chunk) + chunk + b"\r\n"))
+    last = frames[-1][0] if len(frames) > 1 else 0.0
+    frames.append((last, b"0\r\n\r\n"))
+    return frames

@@ -185,3 +185,31 @@ def test_flow_file_import_then_replay(upstream, tmp_path):
             extra_headers={"x-test-scenario": "events:9"}) if e.type == "content_block_delta"]
         assert len(texts) == 9
     assert upstream.received == []
+
+
+def test_paced_replay_keeps_recorded_rhythm_and_bytes(upstream, tmp_path):
+    """With headroom_store_pace the stored stream arrives chunk by chunk, spread like the
+    recording (the fake's `slow` scenario sleeps 50 ms between events), byte-identical."""
+    body = json.dumps({"model": "claude-x", "max_tokens": 16, "messages": MSGS,
+                       "stream": True}).encode()
+    h = {"content-type": "application/json", "x-test-scenario": "events:6,slow"}
+    with Mitmdump(mode=f"reverse:{upstream.url}", workdir=tmp_path,
+                  options={"headroom_store_mode": "record"}) as rec:
+        with httpx.stream("POST", rec.url + "/v1/messages", content=body, headers=h) as r:
+            recorded = b"".join(r.iter_raw())
+    upstream.clear()
+    with Mitmdump(mode=f"reverse:http://127.0.0.1:{free_port()}", workdir=tmp_path,
+                  options={"headroom_store_mode": "replay", "headroom_store_pace": "true"}) as rep:
+        arrivals = []
+        with httpx.stream("POST", rep.url + "/v1/messages", content=body, headers=h) as r:
+            assert r.headers["x-headroom-cache"] == "hit"
+            got = b""
+            for chunk in r.iter_raw():
+                arrivals.append(len(got))
+                got += chunk
+        assert got == recorded
+        assert len(arrivals) >= 6  # many chunks, not one buffered body
+        ev = rep.events(wait_for=2)[-1]
+        assert ev["decisions"]["store"]["decision"] == "hit" and ev["stream_state"] == "complete"
+        assert ev["duration_ms"] >= 6 * 50 * 0.8  # the recorded ~50 ms gaps were kept
+    assert upstream.received == []
