@@ -10,7 +10,6 @@ one step. Any failure leaves the flow as the client sent it (minus internal head
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import secrets
 import sys
@@ -33,10 +32,6 @@ from headroom_core import storemode  # noqa: E402
 from headroom_core.stats import format_table  # noqa: E402
 
 log = logging.getLogger("headroom")
-
-# Response bodies larger than this are inspected in a worker thread, so a big body never stalls
-# mitmproxy's event loop; small ones are cheaper to handle inline.
-INLINE_BODY_LIMIT = 256 << 10
 
 OPTIONS = (
     "headroom_dir", "headroom_events", "headroom_strip_prefixes", "headroom_strip_headers",
@@ -274,7 +269,7 @@ class Headroom:
         if plan.stream is not None:
             flow.response.stream = plan.stream
 
-    async def response(self, flow: http.HTTPFlow) -> None:
+    def response(self, flow: http.HTTPFlow) -> None:
         state = self.states.pop(flow.id, None)
         if state is None or self.engine is None or flow.response is None:
             return
@@ -282,21 +277,17 @@ class Headroom:
         if flow.websocket is not None:  # a 101: the conversation continues as messages
             self.ws[flow.id] = (state, self.engine.websocket_start(state))
             return
-        body = None if resp.stream else resp.raw_content
-        finish = functools.partial(
-            self.engine.finish,
+        # The response goes to the client as soon as this hook returns: the accounting (usage
+        # extraction, store write, event line) happens in Headroom's I/O thread.
+        self.engine.finish_later(
             state,
             status=resp.status_code,
             fields=list(resp.headers.fields),
-            body=body,
+            body=None if resp.stream else resp.raw_content,
             response_started=resp.timestamp_start,
             response_ended=resp.timestamp_end,
             local=bool(flow.metadata.get("headroom_local")),
         )
-        if body is not None and len(body) > INLINE_BODY_LIMIT:
-            await asyncio.to_thread(finish)  # usage extraction parses the whole body
-        else:
-            finish()
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
         entry = self.ws.get(flow.id)
@@ -324,7 +315,7 @@ class Headroom:
         if state is None or self.engine is None:
             return
         resp = flow.response
-        self.engine.finish(
+        self.engine.finish_later(
             state,
             status=resp.status_code if resp else None,
             fields=list(resp.headers.fields) if resp else None,

@@ -412,6 +412,14 @@ class Engine:
                   detail=str(e)[:200])
             return {}
 
+    def finish_later(self, state: FlowState, **kwargs: Any) -> None:
+        """`finish` in Headroom's I/O thread: the caller (mitmproxy's event loop) returns at once;
+        `flush()` waits for it."""
+        try:
+            self._io.submit(self.finish, state, **kwargs)
+        except RuntimeError:  # shutting down: do it here rather than lose the line
+            self.finish(state, **kwargs)
+
     def _finish(self, state, status, fields, body, error, response_started, response_ended, local):
         if status == 400 and state.beta_added and body:
             self._forget_rejected_betas(state, fields or [], body)
@@ -497,8 +505,10 @@ class Engine:
         self._io.submit(write)
 
     def flush(self, timeout: float = 10.0) -> None:
-        """Wait for queued store writes and event-log lines (tests, shutdown)."""
-        self._io.submit(lambda: None).result(timeout)
+        """Wait for queued accounting, store writes and event-log lines (tests, shutdown).
+        Twice: a queued `finish` queues its store write behind the first marker."""
+        for _ in range(2):
+            self._io.submit(lambda: None).result(timeout)
         self.events.flush(timeout)
 
 

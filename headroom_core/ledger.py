@@ -30,6 +30,7 @@ DEFAULT_REFRESH_AFTER = 3600.0
 DEFAULT_TIMEOUT = 2.0
 
 _MIN_LEN = b"min_len"
+FLOOR_REFRESH = 2.0  # seconds between re-reads of the shared size floor
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,8 @@ class Ledger:
         )
         self._refresh_after = refresh_after
         self._clock = clock
+        self._floor: int | None = None
+        self._floor_read_at = -FLOOR_REFRESH
         # The size floor must outlive eviction, so it lives in a small store that never evicts.
         self._meta = diskcache.Cache(
             os.path.join(os.fspath(directory), "meta"), timeout=timeout, eviction_policy="none",
@@ -142,13 +145,22 @@ class Ledger:
     def min_length(self) -> int | None:
         """Raw length of the shortest original ever recorded (None: the ledger is empty).
 
-        Shorter literals cannot be in the ledger, so callers skip them before hashing.
+        Shorter literals cannot be in the ledger, so callers skip them before hashing. The value
+        is read from disk at most every `FLOOR_REFRESH` seconds (it is asked on every request);
+        this process's own records update it at once. Another process sharing the directory may
+        thus record a shorter original up to that long before this one looks for it.
         """
+        now = time.monotonic()
+        if now - self._floor_read_at < FLOOR_REFRESH:
+            return self._floor
         value = self._meta.get(_MIN_LEN)
         if isinstance(value, int):
-            return value
-        # Floor lost but entries kept (meta removed by hand): look everything up.
-        return 0 if len(self._cache) else None
+            floor: int | None = value
+        else:
+            # Floor lost but entries kept (meta removed by hand): look everything up.
+            floor = 0 if len(self._cache) else None
+        self._floor, self._floor_read_at = floor, now
+        return floor
 
     def lookup(self, tenant: str, originals: Iterable[Original]) -> dict[Original, Entry]:
         """The recorded entries for those of `originals` that have one."""
@@ -196,6 +208,9 @@ class Ledger:
                 current = self._meta.get(_MIN_LEN)
                 if not isinstance(current, int) or size < current:
                     self._meta.set(_MIN_LEN, size)
+                    current = size
+        if self._floor is None or current < self._floor:
+            self._floor = current
         key = ledger_key(tenant, original)
         now = int(self._clock())
         if not self._cache.add(key, entry.dump(now)):

@@ -72,6 +72,10 @@ def _parse(body: bytes) -> Any:
         return None
 
 
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
 def _may_reach(text: str, floor: int) -> bool:
     # A character takes at most 12 raw bytes (a \\uXXXX\\uXXXX surrogate-pair escape), plus quotes.
     return len(text) * 12 + 2 >= floor
@@ -152,11 +156,22 @@ class Rewriter:
             log.warning("rewrite: ledger unavailable (%s); forwarding unchanged", type(e).__name__)
             return RewriteResult(None, [{"action": "error", "reason": "ledger-unavailable"}])
 
-        # Historic outputs only matter when they could be in the ledger.
+        # Live outputs the policy or their size rules out are settled without touching the
+        # body; historic outputs only matter when they could be in the ledger.
+        settled: dict[int, _Decision] = {}
+        smallest = self._smallest_candidate()
+        for c in cands:
+            if c.live:
+                d = self._precheck(c, smallest)
+                if d is not None:
+                    settled[id(c)] = d
         wanted = [c for c in cands
-                  if c.live or (floor is not None and _may_reach(c.text, floor))]
+                  if (floor is not None and _may_reach(c.text, floor))
+                  or (c.live and id(c) not in settled)]
         if not wanted:
-            return RewriteResult(None)
+            return RewriteResult(None, [_entry(c, d.action, _utf8(c.text), None, d.kind,
+                                               reason=d.reason)
+                                        for c in cands if (d := settled.get(id(c)))])
         spans = jsonspan.locate_checked(body, {c.path: c.text for c in wanted})
         if spans is None:
             log.warning("rewrite: cannot map %d tool outputs to body bytes; forwarding unchanged",
@@ -180,7 +195,14 @@ class Rewriter:
         decided: dict[Original, _Decision] = {}
         tokens_saved = 0
         counts: dict[str, int] = {}
-        for c in wanted:
+        for c in cands:
+            if c.path not in literal:
+                d = settled.get(id(c))
+                if d is not None:  # settled before locating: reported, never touched
+                    counts[d.action] = counts.get(d.action, 0) + 1
+                    manifest.append(_entry(c, d.action, _utf8(c.text), None, d.kind,
+                                           reason=d.reason))
+                continue
             lit = literal[c.path]
             orig = (c.call_id, lit)
             hit = hits.get(orig)
@@ -188,7 +210,7 @@ class Rewriter:
                 d = _Decision("replayed", hit.kind, hit.forwarded, hit.tokens_before,
                               hit.tokens_after)
             elif c.live:
-                d = decided.get(orig)
+                d = settled.get(id(c)) or decided.get(orig)
                 if d is None:
                     d = decided[orig] = self._decide(c, lit, tenant)
             else:
@@ -208,6 +230,26 @@ class Rewriter:
         log.info("rewrite: %s; %d -> %d bytes",
                  ", ".join(f"{n} {a}" for a, n in sorted(counts.items())), len(body), len(new_body))
         return RewriteResult(new_body, manifest, tokens_saved, len(body) - len(new_body))
+
+    def _smallest_candidate(self) -> int:
+        """Below this many UTF-8 bytes no compressor applies (the smallest per-type threshold)."""
+        self._resolve()
+        sizes = getattr(self._compress_policy, "min_bytes", None)
+        if isinstance(sizes, dict) and sizes and all(isinstance(v, int) for v in sizes.values()):
+            return min(sizes.values())
+        return 0
+
+    def _precheck(self, c: Candidate, smallest: int) -> _Decision | None:
+        """Decisions that need neither the body's bytes nor the compressor."""
+        policy = self.policy
+        if not livezone.tool_allowed(c.tool, policy.include, policy.exclude):
+            return _Decision("excluded")
+        # len(str) <= UTF-8 length <= raw literal length: a short text is below every threshold.
+        if len(c.text) * 4 < smallest:
+            return _Decision("below-threshold")
+        if c.is_error and len(c.text) * 12 + 2 <= policy.error_limit:
+            return _Decision("error-kept")
+        return None
 
     def _decide(self, c: Candidate, lit: bytes, tenant: str) -> _Decision:
         """What to do with a live-zone literal the ledger does not know."""

@@ -837,17 +837,20 @@ def cpu_table(phases: list[tuple[str, list[Target], str]], md: bool) -> str:
 
 
 def ratio_lines(plain: Target, head: Target, plain_stream: Target | None,
-                do_load: bool, do_stream: bool) -> list[str]:
+                do_load: bool, do_stream: bool, head_pt: Target | None = None) -> list[str]:
     out = []
-    if do_load:
+    variants = [(head, "Headroom (defaults: API-key traffic, live-zone scan on)")]
+    if head_pt is not None:
+        variants.insert(0, (head_pt, "Headroom (headroom_compress=off: pure passthrough)"))
+    for h, name in variants if do_load else ():
         out.append(
-            "Headroom / plain, passthrough: req/s "
-            f"{ratio(statistics.median(head.rounds_rps), statistics.median(plain.rounds_rps))}, "
-            f"p50 {ratio(pct(head.lat_load, 50), pct(plain.lat_load, 50))}, "
-            f"p95 {ratio(pct(head.lat_load, 95), pct(plain.lat_load, 95))}, "
-            f"proxy CPU/req {ratio(head.cpu_load.proxy / head.n_load, plain.cpu_load.proxy / plain.n_load)}; "
-            f"one at a time: p50 {ratio(pct(head.lat_serial, 50), pct(plain.lat_serial, 50))}, "
-            f"p95 {ratio(pct(head.lat_serial, 95), pct(plain.lat_serial, 95))}")
+            f"{name} / plain: req/s "
+            f"{ratio(statistics.median(h.rounds_rps), statistics.median(plain.rounds_rps))}, "
+            f"p50 {ratio(pct(h.lat_load, 50), pct(plain.lat_load, 50))}, "
+            f"p95 {ratio(pct(h.lat_load, 95), pct(plain.lat_load, 95))}, "
+            f"proxy CPU/req {ratio(h.cpu_load.proxy / h.n_load, plain.cpu_load.proxy / plain.n_load)}; "
+            f"one at a time: p50 {ratio(pct(h.lat_serial, 50), pct(plain.lat_serial, 50))}, "
+            f"p95 {ratio(pct(h.lat_serial, 95), pct(plain.lat_serial, 95))}")
     if do_stream and head.stream_mbps and plain.stream_mbps:
         for other, name in ((plain, "plain"), (plain_stream, "plain+stream_large_bodies")):
             if other is None or not other.stream_mbps:
@@ -958,7 +961,10 @@ def main(argv: list[str] | None = None) -> int:
             direct = Target("direct", "direct (no proxy)", up.port)
             plain_p = Mitmdump(mode=mode, headroom=False)
             head_p = Mitmdump(mode=mode, headroom=True)
-            specs = [("plain", "mitmdump", plain_p), ("headroom", "mitmdump -s headroom.py", head_p)]
+            pt_p = Mitmdump(mode=mode, headroom=True, options={"headroom_compress": "off"})
+            specs = [("plain", "mitmdump", plain_p),
+                     ("headroom_pt", "headroom, compress=off", pt_p),
+                     ("headroom", "mitmdump -s headroom.py", head_p)]
             plain_stream = None
             if do_stream and not args.no_plain_streaming:
                 ps_p = Mitmdump(mode=mode, headroom=False,
@@ -970,8 +976,9 @@ def main(argv: list[str] | None = None) -> int:
                 p.start()
                 targets[key] = Target(key, label, p.port, p.proc.pid, p)
             plain, head = targets["plain"], targets["headroom"]
+            head_pt = targets["headroom_pt"]
             plain_stream = targets.get("plainstream")
-            load_targets = [direct, plain, head]
+            load_targets = [direct, plain, head_pt, head]
             stream_targets = [t for t in (direct, plain, plain_stream, head) if t is not None]
             bench = Bench(args, work, up)
 
@@ -1067,7 +1074,7 @@ def main(argv: list[str] | None = None) -> int:
                     "generator; other: everything else on the machine)"))
         print(cpu_table(phases, md))
         print()
-        for line in ratio_lines(plain, head, plain_stream, do_load, do_stream):
+        for line in ratio_lines(plain, head, plain_stream, do_load, do_stream, head_pt):
             print(f"- {line}" if md else line)
 
     print("\nNotes:")
@@ -1093,7 +1100,7 @@ def main(argv: list[str] | None = None) -> int:
     tracebacks = head_log.count("Traceback")
     if tracebacks:
         print(f"- WARNING: the Headroom mitmdump log has {tracebacks} tracebacks.")
-    errors = {t.label: t.errors for t in [direct, plain, head, *([plain_stream] if plain_stream else [])]
+    errors = {t.label: t.errors for t in [direct, plain, head_pt, head, *([plain_stream] if plain_stream else [])]
               if t.errors}
     for label, errs in errors.items():
         status = 1
