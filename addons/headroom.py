@@ -41,7 +41,7 @@ OPTIONS = (
     "headroom_store_exclude", "headroom_store_pace", "headroom_websocket", "headroom_compress",
     "headroom_compress_include", "headroom_compress_exclude", "headroom_compress_min_bytes",
     "headroom_compress_min_ratio", "headroom_compress_min_tokens", "headroom_compress_error_limit",
-    "headroom_ccr_host", "headroom_ledger_size",
+    "headroom_ccr_host", "headroom_ledger_size", "headroom_flush_interval",
 )
 
 
@@ -186,6 +186,13 @@ class Headroom:
             "Size bound of the rewrite ledger (what each rewritten output was forwarded as).",
         )
 
+        loader.add_option(
+            "headroom_flush_interval", str, "0.25",
+            "Seconds between Headroom's background batches (per-flow accounting, store writes, "
+            "event-log lines). Batching keeps the work from competing with mitmproxy's event "
+            "loop flow by flow.",
+        )
+
     def configure(self, updated: set[str]) -> None:
         if self.engine is not None and not any(o in updated for o in OPTIONS):
             return
@@ -277,8 +284,8 @@ class Headroom:
         if flow.websocket is not None:  # a 101: the conversation continues as messages
             self.ws[flow.id] = (state, self.engine.websocket_start(state))
             return
-        # The response goes to the client as soon as this hook returns: the accounting (usage
-        # extraction, store write, event line) happens in Headroom's I/O thread.
+        # The client gets the response as soon as this returns; the accounting (usage, store
+        # write, event line) runs in Headroom's background thread.
         self.engine.finish_later(
             state,
             status=resp.status_code,

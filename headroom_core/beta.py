@@ -156,6 +156,9 @@ class StickyBetas:
         self.max_tokens_per_session = max_tokens_per_session
         self.deny = tuple(p.lower() for p in deny)
         self._sessions: OrderedDict[str, list[str]] = OrderedDict()
+        # session key -> (the last request's (client tokens, required), its decision); valid
+        # while the session's memory is unchanged (any change drops the entry)
+        self._memo: dict[str, tuple[tuple, BetaDecision]] = {}
         self._lock = threading.Lock()
 
     def denied(self, token: str) -> bool:
@@ -171,13 +174,25 @@ class StickyBetas:
     ) -> BetaDecision:
         """Tokens for this request: the client's, then `required`, then the session's sticky
         ones the client dropped (first-seen order); and remember what is sent."""
-        merged = merge_tokens(client_tokens, required)
-        client = {t.lower() for t in merge_tokens(client_tokens)}
         if session_key is not None and high_confidence:
+            # Most turns repeat the previous turn's header: answer those from the memo.
+            sig = (tuple(client_tokens), tuple(required))
             with self._lock:
+                memo = self._memo.get(session_key)
+                if memo is not None and memo[0] == sig and session_key in self._sessions:
+                    self._sessions.move_to_end(session_key)
+                    return memo[1]
+                merged = merge_tokens(client_tokens, required)
                 tokens = self._apply_locked(session_key, merged)
-        else:
-            tokens = merged
+                decision = self._decision(client_tokens, tokens)
+                if session_key in self._sessions:
+                    self._memo[session_key] = (sig, decision)
+            return decision
+        return self._decision(client_tokens, merge_tokens(client_tokens, required))
+
+    @staticmethod
+    def _decision(client_tokens: Sequence[str], tokens: list[str]) -> BetaDecision:
+        client = {t.lower() for t in merge_tokens(client_tokens)}
         added = [t for t in tokens if t.lower() not in client]
         if added:
             log.debug("beta tokens added: %s", ",".join(added))
@@ -201,7 +216,8 @@ class StickyBetas:
         if memory and key not in self._sessions:
             self._sessions[key] = memory
             while len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
+                evicted, _ = self._sessions.popitem(last=False)
+                self._memo.pop(evicted, None)
         return tokens
 
     def reject(self, session_key: str | None, token: str) -> bool:
@@ -210,6 +226,7 @@ class StickyBetas:
             return False
         t = token.strip().lower()
         with self._lock:
+            self._memo.pop(session_key, None)
             memory = self._sessions.get(session_key)
             if not memory:
                 return False
@@ -231,6 +248,7 @@ class StickyBetas:
     def forget(self, session_key: str) -> None:
         with self._lock:
             self._sessions.pop(session_key, None)
+            self._memo.pop(session_key, None)
 
     def __len__(self) -> int:
         with self._lock:

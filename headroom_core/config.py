@@ -55,6 +55,7 @@ class Config:
     compress_error_limit: int = livezone.DEFAULT_ERROR_LIMIT
     ccr_host: str = "headroom.local"  # host that serves kept originals: http://<host>/ccr/<handle>
     ledger_size: int = 1 << 30
+    flush_interval: float = 0.25  # seconds between background batches (accounting, event log)
 
     @property
     def retrieval_base(self) -> str:
@@ -135,7 +136,18 @@ def from_options(o: Mapping[str, Any]) -> Config:
                                         o.get("headroom_compress_error_limit", "32k")),
         ccr_host=_ccr_host(o.get("headroom_ccr_host", "headroom.local")),
         ledger_size=parse_size("headroom_ledger_size", o.get("headroom_ledger_size", "1g")),
+        flush_interval=_interval(o.get("headroom_flush_interval", "0.25")),
     )
+
+
+def _interval(value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = -1.0
+    if not 0.001 <= v <= 60:
+        raise ConfigError("headroom_flush_interval", value, "expected seconds between 0.001 and 60")
+    return v
 
 
 _KINDS = ("json", "log", "search", "diff")

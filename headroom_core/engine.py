@@ -8,11 +8,10 @@ any exception inside a step leaves the flow as the client sent it (minus interna
 
 from __future__ import annotations
 
-import concurrent.futures
-import datetime
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,10 +20,12 @@ from typing import Any
 import orjson
 
 from . import beta, cachekey, encoding, headers, routing, session, storemode, tenant, usage
+from .background import Background
 from .config import Config
 from .stats import Stats
 from .store import Entry, ResponseStore
 from .store import refusal as storemode_refusal
+from .store import storable_headers
 from .stream import StreamTee
 from .compress import DEFAULT_MIN_BYTES, CompressPolicy
 from .ledger import Ledger
@@ -100,7 +101,8 @@ def _warn(event: str, **fields: Any) -> None:
 
 
 def _iso(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds")
+    """UTC ISO 8601 with milliseconds, e.g. 2026-11-22T01:43:23.132Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + ".%03dZ" % (ts % 1 * 1000)
 
 
 def is_event_stream(fields: Fields) -> bool:
@@ -116,7 +118,7 @@ class Engine:
         self.clock = clock
         self.salt = tenant.load_salt(config.headroom_dir / "salt")
         self.betas = beta.StickyBetas(config.beta_max_sessions, config.beta_deny)
-        self.events = EventLog(config.events_path)
+        self.events = EventLog(config.events_path, interval=config.flush_interval)
         self.stats = Stats()
         self.store: ResponseStore | None = None
         if config.store_mode != "off":
@@ -129,21 +131,22 @@ class Engine:
                 _rewrite_policy(config), Ledger(config.headroom_dir / "ledger",
                                                 size_limit=config.ledger_size),
                 self.originals, self.salt)
-        # Store writes are disk I/O: one background thread, in arrival order.
-        self._io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="headroom-io")
+        # Accounting and store writes: off the event loop, batched, in arrival order.
+        self._io = Background(interval=config.flush_interval)
+        self._pending: dict[str, Entry] = {}  # store entries queued but not yet on disk
+        self._pending_lock = threading.Lock()
 
     def offload(self, req: RequestIn) -> bool:
-        """Whether handling this request may block (disk, a big body): the adapter then runs
-        `handle_request` in a worker thread instead of on the event loop."""
+        """Whether the adapter should run `handle_request` in a worker thread instead of on the
+        event loop: when the response store may touch the disk, or the body is big enough that
+        parsing and compressing it would stall other flows. Small bodies stay inline: the work is
+        CPU-bound, so a thread only adds GIL hand-offs."""
         if self.store is not None:
             return True
-        if self.rewriter is not None and req.body and (
-                self.config.compress == "on" or tenant.credential_kind(req.fields) == "api_key"):
-            return True
-        return req.body is not None and len(req.body) > 256 << 10
+        return req.body is not None and len(req.body) > OFFLOAD_BODY
 
     def close(self) -> None:
-        self._io.shutdown(wait=True)
+        self._io.close()
         self.events.close()
         if self.store is not None:
             self.store.close()
@@ -156,8 +159,7 @@ class Engine:
     def handle_request(self, req: RequestIn) -> RequestPlan:
         """Decide what goes upstream. Header stripping always applies; everything after it is
         best-effort: a failure forwards the client's body untouched and logs why."""
-        kept, stripped = headers.strip(req.fields, self.config.strip)
-        controls = headers.read_controls(req.fields)
+        kept, stripped, controls = headers.strip_and_read(req.fields, self.config.strip)
         plan = RequestPlan(fields=kept if stripped else None, stripped=stripped)
         if stripped:
             log.info("stripped_headers %s",
@@ -193,7 +195,9 @@ class Engine:
         return plan
 
     def _process(self, req: RequestIn, fields: Fields, plan: RequestPlan, state: FlowState) -> None:
-        state.tenant = tenant.tenant_id(fields, self.salt, self.config.namespace)
+        cred = tenant.credential(fields)
+        state.tenant = tenant.tenant_of(cred, self.salt, self.config.namespace)
+        kind = tenant.kind_of(cred)
         if state.route.websocket:  # a handshake: headers only
             state.session = session.identify(state.route.provider, fields, None, state.tenant)
             refuse = self.config.websocket == "refuse" or (
@@ -207,7 +211,7 @@ class Engine:
                     b"headroom: WebSocket transport refused; use HTTP (POST + SSE)\n")
                 state.decisions["websocket"] = "refused"
                 return
-            state.compress = self._compress_applies(fields)
+            state.compress = self._compress_applies(kind)
             self._merge_betas(plan, state, fields)
             return
         if req.body is None:
@@ -225,7 +229,7 @@ class Engine:
             _warn("passthrough", flow=req.flow_id, reason="undecodable-body", detail=str(e)[:200])
             return
         provider = state.route.provider
-        state.compress = (self._compress_applies(fields)
+        state.compress = (self._compress_applies(kind)
                           and state.route.endpoint != "count_tokens")
         doc = None
         if not (state.compress or self.store is not None):
@@ -255,12 +259,12 @@ class Engine:
         if state.compress:
             self._rewrite(plan, state, fields, decoded, coding, doc)
 
-    def _compress_applies(self, fields: Fields) -> bool:
+    def _compress_applies(self, credential_kind: str) -> bool:
         """`headroom_compress`: off; on; auto = API-key traffic only (subscription/OAuth
         traffic is left exactly as the client sent it)."""
         if self.rewriter is None:
             return False
-        return self.config.compress == "on" or tenant.credential_kind(fields) == "api_key"
+        return self.config.compress == "on" or credential_kind == "api_key"
 
     def _rewrite(self, plan: RequestPlan, state: FlowState, fields: Fields, decoded: bytes,
                  coding: str, doc: Any) -> None:
@@ -317,7 +321,10 @@ class Engine:
         key = cachekey.request_key(canonical)
         state.store_key, dec["key"] = key, key
         if acc.read:
-            entry = self.store.get(key, with_request=False)
+            with self._pending_lock:
+                entry = self._pending.get(key)
+            if entry is None:
+                entry = self.store.get(key, with_request=False)
             if entry is not None:
                 plan.response = LocalResponse(
                     entry.status, storemode.hit_fields(entry.headers, key, len(entry.body)),
@@ -413,12 +420,14 @@ class Engine:
             return {}
 
     def finish_later(self, state: FlowState, **kwargs: Any) -> None:
-        """`finish` in Headroom's I/O thread: the caller (mitmproxy's event loop) returns at once;
-        `flush()` waits for it."""
-        try:
-            self._io.submit(self.finish, state, **kwargs)
-        except RuntimeError:  # shutting down: do it here rather than lose the line
+        """`finish` in Headroom's background thread: the caller (mitmproxy's event loop) returns
+        at once; `flush()` waits for it."""
+        if state.store_write:
+            # Decide and queue the store entry now, so an identical request right behind this
+            # one is a hit (`_pending` serves it until the write lands).
             self.finish(state, **kwargs)
+        else:
+            self._io.submit(self.finish, state, **kwargs)
 
     def _finish(self, state, status, fields, body, error, response_started, response_ended, local):
         if status == 400 and state.beta_added and body:
@@ -480,6 +489,7 @@ class Engine:
         """Queue a complete 2xx response for the store (off the caller's thread)."""
         dec = state.decisions.setdefault("store", {})
         tee = state.tee
+        fields = storable_headers(fields)  # what a hit replays, pending or from disk
         if tee is not None:
             chunks = list(tee.raw_chunks)
             complete = (error is None and result is not None and result.state == "complete"
@@ -497,18 +507,23 @@ class Engine:
         dec["stored"] = True
         key = state.store_key
         store = self.store
+        with self._pending_lock:
+            self._pending[key] = entry
 
         def write() -> None:
-            if not store.put(key, entry, complete=True):
-                log.warning("store_write_failed %s", orjson.dumps({"key": key}).decode())
+            try:
+                if not store.put(key, entry, complete=True):
+                    log.warning("store_write_failed %s", orjson.dumps({"key": key}).decode())
+            finally:
+                with self._pending_lock:
+                    if self._pending.get(key) is entry:
+                        del self._pending[key]
 
         self._io.submit(write)
 
     def flush(self, timeout: float = 10.0) -> None:
-        """Wait for queued accounting, store writes and event-log lines (tests, shutdown).
-        Twice: a queued `finish` queues its store write behind the first marker."""
-        for _ in range(2):
-            self._io.submit(lambda: None).result(timeout)
+        """Wait for queued accounting, store writes and event-log lines (tests, shutdown)."""
+        self._io.flush(timeout)
         self.events.flush(timeout)
 
 
@@ -606,6 +621,7 @@ class ResponseHeadersPlan:
 
 
 _INVALID = object()
+OFFLOAD_BODY = 256 << 10  # raw request bytes above which handling leaves the event loop
 _MODEL_FIRST = re.compile(rb'\A\s*\{\s*"model"\s*:\s*"([^"\\\x00-\x1f]{1,200})"\s*[,}]')
 _BILLING_CCH = re.compile(rb"x-anthropic-billing-header:[^\"]*cch=")
 

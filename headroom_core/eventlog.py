@@ -1,14 +1,14 @@
 """The event log: one JSON line per LLM flow, written off the caller's thread.
 
-`EventLog.record()` only enqueues; a daemon thread appends to the file, so mitmproxy's event loop
-never waits on disk. Records carry sizes, timings and decisions; never credentials or bodies.
+`EventLog.record()` only appends to an in-memory batch; a daemon thread writes the batch a few
+times a second. Waking a writer thread per record would make mitmproxy's event loop compete for
+the GIL on every flow. Records carry sizes, timings and decisions; never credentials or bodies.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,25 +17,34 @@ import orjson
 
 log = logging.getLogger("headroom.eventlog")
 
-_STOP = object()
+FLUSH_INTERVAL = 0.25  # seconds between batch writes
+WAKE_AT = 2000  # records: write early when a batch gets this big
 
 
 class EventLog:
-    def __init__(self, path: str | os.PathLike[str] | None, max_queue: int = 100_000) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None, max_pending: int = 100_000,
+                 interval: float = FLUSH_INTERVAL) -> None:
         self.path = Path(path) if path else None
         self.dropped = 0
         self.written = 0
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self.max_pending = max_pending
+        self.interval = interval
+        self._batch: list[bytes] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._written_cv = threading.Condition()
+        self._queued = 0  # records accepted so far
+        self._done = 0  # records written or dropped so far
+        self._closing = False
         self._thread: threading.Thread | None = None
-        self._idle = threading.Condition()
-        self._pending = 0
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._thread = threading.Thread(target=self._run, name="headroom-eventlog", daemon=True)
             self._thread.start()
 
     def record(self, event: dict[str, Any]) -> None:
-        """Queue one record; never blocks, never raises (a full queue drops and counts)."""
+        """Add one record; never blocks on disk, never raises (past `max_pending` unwritten
+        records, new ones are dropped and counted)."""
         if self._thread is None:
             return
         try:
@@ -44,58 +53,60 @@ class EventLog:
         except Exception as e:  # a value orjson cannot encode: say so, don't lose the flow
             log.warning("event_log_encode_failed %s", orjson.dumps({"error": repr(e)}).decode())
             return
-        with self._idle:
-            self._pending += 1
-        try:
-            self._queue.put_nowait(line)
-        except queue.Full:
-            with self._idle:
-                self._pending -= 1
-            self.dropped += 1
+        with self._lock:
+            if len(self._batch) >= self.max_pending:
+                self.dropped += 1
+                return
+            self._batch.append(line)
+            self._queued += 1
+            big = len(self._batch) >= WAKE_AT
+        if big:
+            self._wake.set()
 
     def _run(self) -> None:
         assert self.path is not None
         f = None
         while True:
-            item = self._queue.get()
-            if item is _STOP:
-                break
-            batch = [item]
-            while True:  # write whatever else is queued in one go
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            with self._lock:
+                batch, self._batch = self._batch, []
+                closing = self._closing
+            if batch:
                 try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    self._queue.put(_STOP)
-                    break
-                batch.append(nxt)
-            try:
-                if f is None:
-                    f = open(self.path, "ab")
-                f.write(b"".join(batch))
-                f.flush()
-                self.written += len(batch)
-            except OSError as e:
-                self.dropped += len(batch)
-                log.warning("event_log_write_failed %s",
-                            orjson.dumps({"path": str(self.path), "error": str(e)}).decode())
-                f = None
-            with self._idle:
-                self._pending -= len(batch)
-                self._idle.notify_all()
+                    if f is None:
+                        f = open(self.path, "ab")
+                    f.write(b"".join(batch))
+                    f.flush()
+                    self.written += len(batch)
+                except OSError as e:
+                    self.dropped += len(batch)
+                    log.warning("event_log_write_failed %s",
+                                orjson.dumps({"path": str(self.path), "error": str(e)}).decode())
+                    f = None
+                with self._written_cv:
+                    self._done += len(batch)
+                    self._written_cv.notify_all()
+            if closing:
+                break
         if f is not None:
             f.close()
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until everything queued so far is on disk (for tests and shutdown)."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._pending <= 0, timeout)
+        """Wait until everything recorded so far is on disk (tests, shutdown)."""
+        if self._thread is None:
+            return True
+        with self._lock:
+            target = self._queued
+        self._wake.set()
+        with self._written_cv:
+            return self._written_cv.wait_for(lambda: self._done >= target, timeout)
 
     def close(self) -> None:
         if self._thread is None:
             return
-        self.flush()
-        self._queue.put(_STOP)
+        with self._lock:
+            self._closing = True
+        self._wake.set()
         self._thread.join(timeout=5)
         self._thread = None

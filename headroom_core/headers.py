@@ -64,6 +64,30 @@ def strip(fields: Sequence[tuple[bytes, bytes]], rules: StripRules) -> tuple[Fie
     return kept, stripped
 
 
+def strip_and_read(fields: Sequence[tuple[bytes, bytes]], rules: StripRules
+                   ) -> tuple[Fields, list[bytes], Controls]:
+    """`strip` and `read_controls` in one pass over the fields (this runs on every flow)."""
+    kept: Fields = []
+    stripped: list[bytes] = []
+    bypass = no_store = False
+    cache: str | None = None
+    names, prefixes = rules.names, rules.prefixes
+    for name, value in fields:
+        n = name.lower()
+        if n in names or n.startswith(prefixes):
+            stripped.append(name)
+        else:
+            kept.append((name, value))
+        if n == b"x-headroom-bypass":
+            bypass = bypass or value.strip().lower() in _TRUE
+        elif n == b"x-headroom-cache":
+            cache = value.strip().lower().decode("latin-1") or cache
+        elif n == b"cache-control":
+            directives = {d.strip().split(b"=")[0] for d in value.lower().split(b",")}
+            no_store = no_store or bool(directives & {b"no-cache", b"no-store"})
+    return kept, stripped, Controls(bypass=bypass, cache=cache, no_store=no_store)
+
+
 def get(fields: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     """First value of a header, case-insensitively."""
     name = name.lower()

@@ -7,6 +7,7 @@ fallback. Every id is namespaced by provider and tenant, so two users never shar
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -35,6 +36,9 @@ OPENAI_ID_HEADERS: tuple[tuple[str, tuple[bytes, ...]], ...] = (
     ("header:session-id", (b"session-id", b"session_id")),
 )
 
+_ID_HEADERS = frozenset({CLAUDE_SESSION_HEADER, CLAUDE_AGENT_HEADER,
+                         *(n for _, names in OPENAI_ID_HEADERS for n in names)})
+
 BILLING_PREFIX = "x-anthropic-billing-header:"
 ID_HEX_CHARS = 32  # 128 bits: collisions are not a practical concern
 
@@ -58,6 +62,7 @@ class SessionId:
 NONE = SessionId(None, "none", "none")
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and asked again on every turn of a session
 def namespaced_id(provider: str, tenant: str, source: str, raw: str) -> str:
     """Hash a raw id under its provider, tenant and source (length-prefixed, so unambiguous)."""
     h = hashlib.sha256()
@@ -108,12 +113,14 @@ def identify(
 
 
 def _first_values(fields: Iterable[tuple[bytes, bytes]]) -> dict[bytes, str]:
+    """First value of each session-identifying header (this runs on every request: only those
+    names are decoded)."""
     out: dict[bytes, str] = {}
     for name, value in fields:
         if not isinstance(name, bytes) or not isinstance(value, bytes):
             continue  # not a wire header; ignore rather than guess
         n = name.lower()
-        if n not in out:
+        if n in _ID_HEADERS and n not in out:
             out[n] = value.decode("latin-1").strip()
     return out
 

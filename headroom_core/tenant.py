@@ -33,7 +33,10 @@ def credential(fields: Iterable[tuple[bytes, bytes]]) -> bytes | None:
 
 def credential_kind(fields: Iterable[tuple[bytes, bytes]]) -> str:
     """"api_key", "oauth" (Claude `sk-ant-oat…` or a ChatGPT-login JWT) or "none"."""
-    cred = credential(fields)
+    return kind_of(credential(fields))
+
+
+def kind_of(cred: bytes | None) -> str:
     if not cred:
         return "none"
     if cred.startswith(b"sk-ant-oat"):
@@ -51,9 +54,12 @@ def tenant_id(
     fields: Iterable[tuple[bytes, bytes]], salt: bytes, namespace: str | None = None
 ) -> str:
     """A short, stable, non-reversible tenant id. An explicit namespace wins over the credential."""
+    return tenant_of(credential(fields), salt, namespace)
+
+
+def tenant_of(cred: bytes | None, salt: bytes, namespace: str | None = None) -> str:
     if namespace:
         return "ns:" + namespace
-    cred = credential(fields)
     if not cred:
         return ANONYMOUS
     return "t:" + hashlib.blake2b(cred, key=salt[:64], digest_size=12).hexdigest()

@@ -41,7 +41,9 @@ class Mitmdump:
         self.port = free_port()
         self.mode = mode
         self.headroom = headroom
-        self.options = {"headroom_dir": str(self.headroom_dir), **(options or {})}
+        # Flush fast: tests read the event log right after a request.
+        self.options = {"headroom_dir": str(self.headroom_dir), "headroom_flush_interval": "0.02",
+                        **(options or {})}
         self.redirect_to = redirect_to
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen | None = None
@@ -104,19 +106,26 @@ class Mitmdump:
         except OSError:
             return ""
 
-    def events(self, wait_for: int = 0, timeout: float = 10.0) -> list[dict]:
-        """Event-log records; waits until at least `wait_for` are on disk."""
+    def events(self, wait_for: int = 0, timeout: float = 10.0, settle: float = 0.0) -> list[dict]:
+        """Event-log records; waits until at least `wait_for` are on disk, and with `settle`
+        until no new line has appeared for that many seconds (lines of earlier flows are
+        written in background batches)."""
         import json
 
         deadline = time.monotonic() + timeout
+        last, stable_since = -1, time.monotonic()
         while True:
             recs = []
             if self.events_path.exists():
                 recs = [json.loads(line) for line in
                         self.events_path.read_text().splitlines() if line.strip()]
-            if len(recs) >= wait_for or time.monotonic() > deadline:
+            now = time.monotonic()
+            if len(recs) != last:
+                last, stable_since = len(recs), now
+            settled = now - stable_since >= settle
+            if (len(recs) >= wait_for and settled) or now > deadline:
                 return recs
-            time.sleep(0.02)
+            time.sleep(0.01)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -44,7 +44,7 @@ def sent_fields(request) -> list[tuple[str, str]]:
 def test_anthropic_sdk_bytes_reach_upstream_identical(mode, request, upstream, capture):
     proxy = request.getfixturevalue(f"{mode}_proxy")
     client = anthropic_client(proxy, capture, regular=mode == "regular")
-    before = len(proxy.events())
+    before = len(proxy.events(settle=0.1))
     msg = client.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=MSG,
                                  extra_headers={"X-Headroom-Session": "s1", "x-headroom-note": "n"})
     assert msg.content[0].text == "Hello from the fake upstream."
@@ -143,7 +143,7 @@ def test_unusual_bodies_and_codings_pass_byte_identical(reverse_proxy, upstream,
 
 def test_bypass_header(reverse_proxy, upstream, capture):
     client = anthropic_client(reverse_proxy, capture)
-    before = len(reverse_proxy.events())
+    before = len(reverse_proxy.events(settle=0.1))
     client.messages.create(model="claude-x", max_tokens=8, messages=MSG,
                            extra_headers={"x-headroom-bypass": "1"})
     (rec,) = upstream.requests_to("/v1/messages")
@@ -153,7 +153,7 @@ def test_bypass_header(reverse_proxy, upstream, capture):
 
 
 def test_non_llm_host_passes_through_unlogged(regular_proxy, upstream):
-    before = len(regular_proxy.events())
+    before = len(regular_proxy.events(settle=0.1))
     with httpx.Client(proxy=regular_proxy.url, verify=regular_proxy.verify) as c:
         r = c.post("https://gateway.test/v1/other?x=1", content=b"\x00\x01binary",
                    headers={"X-Headroom-Note": "1", "X-Custom": "Kept"})
@@ -161,12 +161,12 @@ def test_non_llm_host_passes_through_unlogged(regular_proxy, upstream):
     (rec,) = upstream.received
     assert rec.body == b"\x00\x01binary" and rec.header("x-custom") == "Kept"
     assert rec.header("x-headroom-note") is None
-    assert len(regular_proxy.events()) == before
+    assert len(regular_proxy.events(settle=0.2)) == before
 
 
 def test_internal_error_forwards_original_bytes(reverse_proxy, upstream, capture):
     client = anthropic_client(reverse_proxy, capture)
-    before = len(reverse_proxy.events())
+    before = len(reverse_proxy.events(settle=0.1))
     msg = client.messages.create(model="claude-x", max_tokens=8, messages=MSG,
                                  extra_headers={"x-test-fault": "1", "x-headroom-a": "1"})
     assert msg.content
@@ -178,7 +178,7 @@ def test_internal_error_forwards_original_bytes(reverse_proxy, upstream, capture
 
 
 def test_truncated_stream_is_logged_as_error(reverse_proxy, upstream):
-    before = len(reverse_proxy.events())
+    before = len(reverse_proxy.events(settle=0.1))
     body = json.dumps({"model": "m", "stream": True, "messages": MSG}).encode()
     with pytest.raises(httpx.HTTPError):
         with httpx.stream("POST", reverse_proxy.url + "/v1/messages", content=body,

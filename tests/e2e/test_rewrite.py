@@ -47,7 +47,7 @@ def test_sdk_turns_compressed_and_replayed(regular_proxy, upstream):
     end = t1.body.rindex(b"]}]")  # end of turn 1's last message content
     assert t2.body[:end] == t1.body[:end]
     assert len(t2.json()["messages"][4]["content"][0]["content"]) < len(RUNS) // 2
-    evs = regular_proxy.events()
+    evs = regular_proxy.events(wait_for=2, settle=0.1)
     assert evs[-1]["decisions"]["rewrite"]["actions"] == {"compressed": 1, "replayed": 1}
     assert evs[-1]["req_bytes_upstream"] < evs[-1]["req_bytes"]
     # the agent's shell can fetch the original through the proxy

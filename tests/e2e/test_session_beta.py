@@ -21,7 +21,7 @@ def test_anthropic_turn_two_keeps_turn_one_betas(reverse_proxy, upstream):
     assert first.headers_named("anthropic-beta") == ["a,b"]
     assert second.headers_named("anthropic-beta") == ["a,b"]
     assert other.headers_named("anthropic-beta") == ["a"]
-    evs = reverse_proxy.events()
+    evs = reverse_proxy.events(wait_for=3, settle=0.1)
     sticky = [e for e in evs if e["decisions"].get("beta", {}).get("added") == ["b"]]
     assert sticky and sticky[-1]["session_source"] == "header:x-claude-code-session-id"
 
@@ -37,5 +37,5 @@ def test_openai_sdk_codex_style_session_header(regular_proxy, upstream):
     first, second = upstream.requests_to("/v1/responses")
     assert first.headers_named("openai-beta") == ["p,q"]
     assert second.headers_named("openai-beta") == ["q,p"]
-    ev = regular_proxy.events()[-1]
+    ev = regular_proxy.events(wait_for=2, settle=0.1)[-1]
     assert ev["session_source"] == "header:session-id" and ev["session_confidence"] == "high"

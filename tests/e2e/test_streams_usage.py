@@ -32,7 +32,7 @@ def test_stream_bytes_identical_and_usage_logged(reverse_proxy, upstream, shape,
     path, body = SHAPES[shape]
     body = {**body, "stream": True}
     direct = post(upstream.url + path, body, scenario)
-    before = len(reverse_proxy.events())
+    before = len(reverse_proxy.events(settle=0.1))
     via = post(reverse_proxy.url + path, body, scenario)
     assert via.content == direct.content  # decoded by httpx identically; raw checked below
     ev = reverse_proxy.events(wait_for=before + 1)[-1]
@@ -59,7 +59,7 @@ def test_raw_stream_bytes_identical(reverse_proxy, upstream, shape):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_buffered_usage_logged(reverse_proxy, upstream, shape):
     path, body = SHAPES[shape]
-    before = len(reverse_proxy.events())
+    before = len(reverse_proxy.events(settle=0.1))
     r = post(reverse_proxy.url + path, body, "gzip")
     assert r.status_code == 200
     ev = reverse_proxy.events(wait_for=before + 1)[-1]
@@ -70,7 +70,7 @@ def test_buffered_usage_logged(reverse_proxy, upstream, shape):
 
 def test_dropped_stream_is_truncated(reverse_proxy, upstream):
     path, body = SHAPES["anthropic"]
-    before = len(reverse_proxy.events())
+    before = len(reverse_proxy.events(settle=0.1))
     with pytest.raises(httpx.HTTPError):
         with httpx.stream("POST", reverse_proxy.url + path,
                           content=json.dumps({**body, "stream": True}).encode(),
@@ -84,7 +84,7 @@ def test_dropped_stream_is_truncated(reverse_proxy, upstream):
 
 def test_error_status_logged(reverse_proxy, upstream):
     path, body = SHAPES["chat"]
-    before = len(reverse_proxy.events())
+    before = len(reverse_proxy.events(settle=0.1))
     r = post(reverse_proxy.url + path, {**body, "stream": True}, "status:529")
     assert r.status_code == 529
     ev = reverse_proxy.events(wait_for=before + 1)[-1]

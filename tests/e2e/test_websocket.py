@@ -51,7 +51,7 @@ def codex_headers(session="codex-ws-1", beta=BETA, **extra):
 
 
 def test_messages_pass_untouched_and_usage_is_logged(ws_proxy, ws_upstream):
-    before = len(ws_proxy.events())
+    before = len(ws_proxy.events(settle=0.1))
     sent = [create(generate=False, input=[]),
             create(input=[{"type": "message", "role": "user",
                            "content": [{"type": "input_text", "text": "run the tests ✓"}]}],

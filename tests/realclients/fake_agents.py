@@ -16,23 +16,31 @@ own, because the e2e fake is shaped for the SDKs:
   prints it, so a test can tell whether the upstream saw the original or a compressed output.
 * A Codex request whose input mentions `CODEX_TOOL_TRIGGER` and carries no function-call output
   yet is answered with an `exec_command` function call (Codex's unified exec tool) running
-  `CODEX_SHELL`; the follow-up gets a text
-  answer with the size the fake saw.
+  `CODEX_SHELL`; the follow-up gets `tool_result_answer(n)` the same way.
 
-Any other path gets a 404 with an Anthropic-shaped `not_found_error`, as the real API
-answers routes it does not serve.
+Any other path gets a 404 with an Anthropic-shaped `not_found_error`, as the real API answers
+routes it does not serve.
+
+`TlsFakeWebSocketUpstream` is the e2e WebSocket fake (`tests/e2e/fake_ws.py`) behind TLS, for
+Codex's built-in provider in regular mode.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import ssl
 from collections.abc import Iterator
 
-from tests.e2e.fake_upstream import FakeUpstream, Received, _decode, _sse
+from websockets.asyncio.server import serve
+
+from tests.e2e.fake_upstream import FakeUpstream, Received, _decode, _self_signed, _sse
+from tests.e2e.fake_ws import FakeWebSocketUpstream
 
 ANSWER = "Hi from the Headroom fake upstream 7f3a."
-# A pytest-like log: Headroom's log compressor applies (a bare `seq 1 3000` is plain text,
-# which Headroom leaves alone: `unchanged-type`).
+# A pytest-like log of ~24 KB: Headroom's log compressor applies (a bare `seq 1 3000` is plain
+# text, which Headroom leaves alone: `unchanged-type`), and it stays under Claude Code's own limit
+# (~30,000 characters; a larger Bash output is saved to a file and only a 2 KB preview is sent).
 BASH_COMMAND = "seq -f 'tests/test_mod.py::test_case_%g PASSED' 1 600"
 CODEX_TOOL_TRIGGER = "HEADROOM-RUN-SHELL"
 CODEX_SHELL = BASH_COMMAND
@@ -211,3 +219,25 @@ class AgentFake(FakeUpstream):
             body = {"id": "resp_fake_rc", "object": "response", "status": "completed",
                     "model": model, "output": []}
         return self._send(h, 200, json.dumps(body).encode(), "application/json", None)
+
+
+class TlsFakeWebSocketUpstream(FakeWebSocketUpstream):
+    """`tests.e2e.fake_ws.FakeWebSocketUpstream` behind TLS (self-signed; the proxy under test
+    runs with ssl_insecure), for regular mode, where mitmproxy reaches "api.openai.com" over TLS."""
+
+    def _run(self, ready) -> None:
+        asyncio.set_event_loop(self._loop)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*_self_signed())
+
+        async def main():
+            self._server = await serve(self._handler, "127.0.0.1", 0, ssl=ctx,
+                                       process_request=self._hs)
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+            await self._server.serve_forever()
+
+        try:
+            self._loop.run_until_complete(main())
+        except asyncio.CancelledError:
+            pass

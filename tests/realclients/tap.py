@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import struct
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,12 +40,60 @@ class WireRequest:
 
 def parse_requests(data: bytes) -> list[WireRequest]:
     """HTTP/1.1 requests in a client->server byte stream (stops at anything incomplete)."""
+    return _parse(data)[0]
+
+
+def parse_websocket(data: bytes) -> list[bytes | str]:
+    """The messages a client sent after a WebSocket upgrade in this byte stream (text as str).
+
+    Frames are unmasked and reassembled; permessage-deflate messages (RSV1) are inflated with
+    one decompressor for the connection, which is right with or without context takeover.
+    """
+    _, rest = _parse(data)
+    if rest is None:
+        return []
+    out: list[bytes | str] = []
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pos, parts, opcode, compressed = 0, [], 0, False
+    while len(rest) - pos >= 2:
+        b0, b1 = rest[pos], rest[pos + 1]
+        n, hdr = b1 & 0x7F, 2
+        if n == 126:
+            if len(rest) - pos < 4:
+                break
+            n, hdr = struct.unpack(">H", rest[pos + 2:pos + 4])[0], 4
+        elif n == 127:
+            if len(rest) - pos < 10:
+                break
+            n, hdr = struct.unpack(">Q", rest[pos + 2:pos + 10])[0], 10
+        mask = rest[pos + hdr:pos + hdr + 4] if b1 & 0x80 else b"\0\0\0\0"
+        hdr += 4 if b1 & 0x80 else 0
+        if len(rest) - pos < hdr + n:
+            break
+        payload = bytes(c ^ mask[i % 4] for i, c in enumerate(rest[pos + hdr:pos + hdr + n]))
+        pos += hdr + n
+        op = b0 & 0x0F
+        if op >= 0x8:  # control frames (close, ping, pong) are not messages
+            continue
+        if op != 0:
+            parts, opcode, compressed = [], op, bool(b0 & 0x40)
+        parts.append(payload)
+        if b0 & 0x80:  # FIN
+            msg = b"".join(parts)
+            if compressed:
+                msg = inflater.decompress(msg + b"\x00\x00\xff\xff")
+            out.append(msg.decode("utf-8") if opcode == 1 else msg)
+    return out
+
+
+def _parse(data: bytes) -> tuple[list[WireRequest], bytes | None]:
+    """(requests, bytes after a WebSocket upgrade request or None)."""
     out: list[WireRequest] = []
     pos = 0
     while True:
         end = data.find(b"\r\n\r\n", pos)
         if end < 0:
-            return out
+            return out, None
         head = data[pos:end].decode("latin-1").split("\r\n")
         method, path, _ = head[0].split(" ", 2)
         fields = [(n, v.strip()) for n, v in (line.split(":", 1) for line in head[1:] if line)]
@@ -54,7 +104,7 @@ def parse_requests(data: bytes) -> list[WireRequest]:
             while True:
                 eol = data.find(b"\r\n", pos)
                 if eol < 0:
-                    return out
+                    return out, None
                 size = int(data[pos:eol].split(b";")[0], 16)
                 pos = eol + 2
                 if size == 0:
@@ -62,21 +112,23 @@ def parse_requests(data: bytes) -> list[WireRequest]:
                     while True:
                         eol = data.find(b"\r\n", pos)
                         if eol < 0:
-                            return out
+                            return out, None
                         line, pos = data[pos:eol], eol + 2
                         if not line:
                             break
                     break
                 if len(data) < pos + size + 2:
-                    return out
+                    return out, None
                 body += data[pos:pos + size]
                 pos += size + 2
         else:
             n = int(lower.get("content-length", "0") or 0)
             if len(data) < pos + n:
-                return out
+                return out, None
             body, pos = data[pos:pos + n], pos + n
         out.append(WireRequest(method, path, fields, body))
+        if lower.get("upgrade", "").lower() == "websocket":
+            return out, data[pos:]
 
 
 class WireTap:
@@ -100,9 +152,15 @@ class WireTap:
 
     def requests(self) -> list[WireRequest]:
         """Every complete request received so far, connection by connection."""
+        return [r for s in self._snapshot() for r in parse_requests(s)]
+
+    def websocket_messages(self) -> list[bytes | str]:
+        """Every message the client sent on upgraded connections, connection by connection."""
+        return [m for s in self._snapshot() for m in parse_websocket(s)]
+
+    def _snapshot(self) -> list[bytes]:
         with self._lock:
-            streams = [bytes(s) for s in self._streams]
-        return [r for s in streams for r in parse_requests(s)]
+            return [bytes(s) for s in self._streams]
 
     def _accept(self) -> None:
         while not self._closed:
