@@ -251,6 +251,15 @@ class Headroom:
             plan = await asyncio.to_thread(engine.handle_request, req)
         else:
             plan = engine.handle_request(req)
+        if plan.deferred is not None:
+            try:
+                plan.response = await asyncio.to_thread(plan.deferred)
+            except Exception as e:  # never forward: a deferred answer replaces the upstream
+                log.warning("internal_error phase=deferred flow=%s error=%s", flow.id,
+                            type(e).__name__)
+                plan.response = hengine.LocalResponse(
+                    502, [(b"content-type", b"text/plain"), (b"x-should-retry", b"false")],
+                    b"headroom: internal error while answering locally\n")
         if plan.replay_chunks:
             await PACER.start()
         _apply(flow, plan)

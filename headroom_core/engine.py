@@ -8,6 +8,7 @@ any exception inside a step leaves the flow as the client sent it (minus interna
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -94,6 +95,7 @@ class RequestPlan:
     state: FlowState | None = None  # None: not an LLM flow (nothing more to do)
     stripped: list[bytes] = field(default_factory=list)
     replay_chunks: list[tuple[float, bytes]] | None = None  # paced replay of a stored stream
+    deferred: Callable[[], LocalResponse] | None = None  # slow part of a local answer (thread)
 
 
 def _warn(event: str, **fields: Any) -> None:
@@ -138,11 +140,11 @@ class Engine:
 
     def offload(self, req: RequestIn) -> bool:
         """Whether the adapter should run `handle_request` in a worker thread instead of on the
-        event loop: when the response store may touch the disk, or the body is big enough that
-        parsing and compressing it would stall other flows. Small bodies stay inline: the work is
-        CPU-bound, so a thread only adds GIL hand-offs."""
-        if self.store is not None:
-            return True
+        event loop: when the body is big enough that parsing and compressing it would stall other
+        flows. Everything else stays inline: the work is CPU-bound or a small read (the store and
+        ledger are SQLite in WAL mode, whose readers never wait for writers), and a thread
+        hand-off costs more latency than it saves. Slow work found later (explaining a replay
+        miss) comes back as `RequestPlan.deferred`."""
         return req.body is not None and len(req.body) > OFFLOAD_BODY
 
     def close(self) -> None:
@@ -333,20 +335,29 @@ class Engine:
                 dec["decision"] = "hit"
                 return True
             if mode == "replay":
-                nearest = self.store.nearest(canonical, session_id=state.session.id)
-                status, fields_, body = storemode.miss_response(route.provider, key, nearest)
-                plan.response = LocalResponse(status, fields_, body)
                 dec["decision"] = "replay-miss"
-                dec["nearest"] = nearest[0] if nearest else None
-                _warn("replay_miss", flow=state.flow_id, key=key,
-                      nearest=nearest[0] if nearest else None,
-                      diff=nearest[2][:5] if nearest else None)
+                # Comparing with every recording can take a while: the adapter runs this part
+                # in a worker thread.
+                plan.deferred = functools.partial(self._explain_miss, state, canonical, key)
                 return True
         dec["decision"] = "miss" if acc.read else acc.reason
         if acc.write:
             state.store_write = True
             state.canonical = canonical
         return False
+
+    def _explain_miss(self, state: FlowState, canonical: dict, key: str) -> LocalResponse:
+        """The replay-miss answer, naming the difference to the nearest recording."""
+        try:
+            nearest = self.store.nearest(canonical, session_id=state.session.id)
+        except Exception as e:
+            _warn("internal_error", flow=state.flow_id, phase="replay_miss", error=type(e).__name__)
+            nearest = None
+        state.decisions["store"]["nearest"] = nearest[0] if nearest else None
+        _warn("replay_miss", flow=state.flow_id, key=key, nearest=nearest[0] if nearest else None,
+              diff=nearest[2][:5] if nearest else None)
+        status, fields, body = storemode.miss_response(state.route.provider, key, nearest)
+        return LocalResponse(status, fields, body)
 
     def _merge_betas(self, plan: RequestPlan, state: FlowState, fields: Fields) -> Fields:
         """Session-sticky beta header: re-send tokens this conversation already sent upstream."""

@@ -100,7 +100,8 @@ def test_replay_miss_explains_difference(tmp_path):
     other = json.dumps({"model": "claude-x", "max_tokens": 50,
                         "messages": [{"role": "user", "content": "hi"}]}).encode()
     plan = request(e, other)
-    r = plan.response
+    assert plan.response is None and plan.deferred is not None  # explained off the event loop
+    r = plan.deferred()
     assert r.status == 400
     doc = json.loads(r.body)
     assert doc["type"] == "error" and "max_tokens changed: 5 -> 50" in doc["error"]["message"]

@@ -12,6 +12,7 @@ header `x-test-scenario` (comma-separated):
   status:<n>    answer with HTTP status n and a provider-shaped error body
   events:<n>    stream n text deltas (default 5)
   batch:<n>     write n events per chunk (default 1), like a busy upstream's TCP segments
+  pad:<bytes>   make a buffered answer's text about this long
 """
 
 from __future__ import annotations
@@ -314,6 +315,9 @@ class FakeUpstream:
             return self._stream(h, events, opts, coding)
         if path.endswith("/messages"):
             body = anthropic_json(model)
+            if opts.get("pad"):
+                body["content"][0]["text"] = ("lorem ipsum dolor " * (int(opts["pad"]) // 18 + 1)
+                                              )[: int(opts["pad"])]
         elif path.endswith("/chat/completions"):
             body = chat_json(model)
         else:
