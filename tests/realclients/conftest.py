@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -133,9 +134,27 @@ class Sandbox:
         return Run(argv, proc.returncode, out, err, time.monotonic() - t0)
 
 
+def _real_home_state(tmp_path: Path) -> dict:
+    """What a client run in `tmp_path` would leave in the real HOME if the sandbox leaked:
+    ~/.claude.json and ~/.codex (existence, mtime), and a ~/.claude/projects entry named after
+    the run's working directory (Claude Code keeps one per cwd)."""
+    out: dict = {}
+    for name in (".claude.json", ".codex"):
+        p = Path.home() / name
+        out[name] = (p.exists(), p.stat().st_mtime_ns if p.exists() else 0)
+    projects = Path.home() / ".claude" / "projects"
+    mangled = re.sub(r"[^A-Za-z0-9]", "-", str(tmp_path))
+    out["projects"] = sorted(p.name for p in projects.glob("*") if mangled in p.name) \
+        if projects.is_dir() else []
+    return out
+
+
 @pytest.fixture
 def sandbox(tmp_path) -> Sandbox:
-    return Sandbox(tmp_path)
+    """A throwaway HOME; afterwards the real HOME must show no trace of the run."""
+    before = _real_home_state(tmp_path)
+    yield Sandbox(tmp_path)
+    assert _real_home_state(tmp_path) == before, "a client run touched the real HOME"
 
 
 # -- what the clients sent, for the report -------------------------------------------------------

@@ -14,6 +14,8 @@ own, because the e2e fake is shaped for the SDKs:
   `tool_use` of `Bash` running `BASH_COMMAND`. The request that brings the result back gets
   `tool_result_answer(n)`, n being the length of the result text the fake received: the client
   prints it, so a test can tell whether the upstream saw the original or a compressed output.
+* `x-test-scenario: gzip` / `br` / `zstd` content-encodes the answer (SSE incrementally), as the
+  e2e fake does.
 * A Codex request whose input mentions `CODEX_TOOL_TRIGGER` and carries no function-call output
   yet is answered with an `exec_command` function call (Codex's unified exec tool) running
   `CODEX_SHELL`; the follow-up gets `tool_result_answer(n)` the same way.
@@ -21,8 +23,8 @@ own, because the e2e fake is shaped for the SDKs:
 Any other path gets a 404 with an Anthropic-shaped `not_found_error`, as the real API answers
 routes it does not serve.
 
-`TlsFakeWebSocketUpstream` is the e2e WebSocket fake (`tests/e2e/fake_ws.py`) behind TLS, for
-Codex's built-in provider in regular mode.
+`AgentWebSocketFake` gives the same answers over the Responses WebSocket transport (Codex's
+built-in provider), optionally behind TLS for regular mode.
 """
 
 from __future__ import annotations
@@ -207,28 +209,47 @@ class AgentFake(FakeUpstream):
         if not isinstance(doc, dict):
             doc = {}
         model = str(doc.get("model") or "fake-model")
+        coding = next((c for c in ("gzip", "br", "zstd") if c in scenario), None)
+        opts = {"batch": "3"}  # a few events per chunk, like a busy upstream
         if path.endswith("/messages"):
             kind, block = _anthropic_plan(doc, scenario)
             if doc.get("stream"):
-                return self._stream(h, anthropic_events(model, kind, block), {}, None)
+                return self._stream(h, anthropic_events(model, kind, block), opts, coding)
             body = anthropic_message(model, kind, block)
         else:
             kind, plan = _responses_plan(doc)
             if doc.get("stream", True):
-                return self._stream(h, responses_events(model, kind, plan), {}, None)
+                return self._stream(h, responses_events(model, kind, plan), opts, coding)
             body = {"id": "resp_fake_rc", "object": "response", "status": "completed",
                     "model": model, "output": []}
-        return self._send(h, 200, json.dumps(body).encode(), "application/json", None)
+        return self._send(h, 200, json.dumps(body).encode(), "application/json", coding)
 
 
-class TlsFakeWebSocketUpstream(FakeWebSocketUpstream):
-    """`tests.e2e.fake_ws.FakeWebSocketUpstream` behind TLS (self-signed; the proxy under test
-    runs with ssl_insecure), for regular mode, where mitmproxy reaches "api.openai.com" over TLS."""
+class AgentWebSocketFake(FakeWebSocketUpstream):
+    """The e2e Responses-over-WebSocket fake (`tests/e2e/fake_ws.py`: records handshakes and
+    messages) with the same agent-shaped answers as `AgentFake`, optionally behind TLS
+    (self-signed; the proxy under test runs with ssl_insecure) for regular mode, where mitmproxy
+    reaches "api.openai.com" over TLS.
+
+    `generate: false` (Codex's pre-warm) gets the e2e fake's empty completed response; a create
+    carrying a function-call output gets `tool_result_answer(n)`; one mentioning
+    `CODEX_TOOL_TRIGGER` gets an `exec_command` call; anything else gets `ANSWER`.
+    """
+
+    def __init__(self, tls: bool = False) -> None:
+        self.tls = tls
+        super().__init__()
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def _run(self, ready) -> None:
         asyncio.set_event_loop(self._loop)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(*_self_signed())
+        ctx = None
+        if self.tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*_self_signed())
 
         async def main():
             self._server = await serve(self._handler, "127.0.0.1", 0, ssl=ctx,
@@ -241,3 +262,15 @@ class TlsFakeWebSocketUpstream(FakeWebSocketUpstream):
             self._loop.run_until_complete(main())
         except asyncio.CancelledError:
             pass
+
+    def _answer(self, doc: dict) -> list[dict]:
+        if doc.get("generate") is False:
+            return super()._answer(doc)
+        self._n += 1
+        kind, plan = _responses_plan(doc)
+        events = [json.loads(chunk.decode().split("data: ", 1)[1])
+                  for chunk in responses_events(str(doc.get("model") or "gpt-x"), kind, plan)]
+        for ev in events:  # distinct ids per response, like the real service
+            if isinstance(ev.get("response"), dict):
+                ev["response"]["id"] = f"resp_{self._n}"
+        return events
