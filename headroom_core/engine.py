@@ -404,7 +404,7 @@ class Engine:
         coding = (headers.get(fields, b"content-encoding") or b"").decode("latin-1")
         keep = self.config.store_stream_limit if state.store_write and 200 <= status < 300 else 0
         tee = StreamTee(state.route.shape, coding or None, self.config.sse_max_event, keep,
-                        clock=self.clock)
+                        clock=self.clock, batch_bytes=TEE_BATCH)
         state.tee = tee
         plan.stream = tee
         return plan
@@ -633,6 +633,7 @@ class ResponseHeadersPlan:
 
 _INVALID = object()
 OFFLOAD_BODY = 256 << 10  # raw request bytes above which handling leaves the event loop
+TEE_BATCH = 32 << 10  # streamed bytes read on the side per batch (see StreamTee.batch_bytes)
 _MODEL_FIRST = re.compile(rb'\A\s*\{\s*"model"\s*:\s*"([^"\\\x00-\x1f]{1,200})"\s*[,}]')
 _BILLING_CCH = re.compile(rb"x-anthropic-billing-header:[^\"]*cch=")
 

@@ -40,8 +40,15 @@ class StreamTee:
         max_event_bytes: int = 1 << 20,
         keep_bytes_limit: int = 64 << 20,
         clock: Callable[[], float] = time.monotonic,
+        batch_bytes: int = 0,
     ) -> None:
         self.shape = shape
+        # Parsing in batches of this many bytes (0: every chunk at once) spreads the per-call
+        # cost of decoding, splitting and reconstructing over many small chunks. The result is
+        # the same whatever the batching: nothing is read before `finish`.
+        self.batch_bytes = batch_bytes
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
         self.keep_bytes_limit = keep_bytes_limit
         self.raw_chunks: list[tuple[float, bytes]] = []
         self.kept_bytes = 0
@@ -110,9 +117,21 @@ class StreamTee:
                     self.raw_chunks.append((now - self.first_chunk_at, chunk))
                     self.kept_bytes += len(chunk)
             if self._parsing:
-                self._inspect(chunk)
+                if self.batch_bytes:
+                    self._pending.append(chunk)
+                    self._pending_bytes += len(chunk)
+                    if self._pending_bytes >= self.batch_bytes:
+                        self._inspect_pending()
+                else:
+                    self._inspect(chunk)
         except Exception as e:
             self._fail(e)
+
+    def _inspect_pending(self) -> None:
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._inspect(data)
 
     def _inspect(self, chunk: bytes) -> None:
         if self._decoder is not None:
@@ -158,6 +177,11 @@ class StreamTee:
         return self._result
 
     def _finish(self, ended_cleanly: bool) -> StreamResult:
+        if self._pending and self._parsing:
+            try:
+                self._inspect_pending()
+            except Exception as e:
+                self._fail(e)
         recon = self._recon
         if self._parsing and recon is not None:
             tail = b""

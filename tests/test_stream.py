@@ -274,3 +274,20 @@ def test_damaged_fixtures_never_raise_and_never_complete_when_damaged(path, cuts
     r = tee.finish(True)
     if flips:
         assert r.state != "complete"
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+@settings(max_examples=25, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=1, max_value=4000), max_size=12),
+       batch=st.sampled_from([1, 7, 100, 1000, 1 << 20]))
+def test_batched_parsing_gives_the_same_result(path, cuts, batch):
+    data = path.read_bytes()
+    cuts = sorted({c for c in cuts if c < len(data)})
+    whole = StreamTee(shape_of(path))
+    whole.feed(data)
+    batched = StreamTee(shape_of(path), batch_bytes=batch)
+    feed_all(batched, data, cuts)
+    a, b = whole.finish(True), batched.finish(True)
+    assert (a.state, a.reason, a.usage, a.message, a.error) == \
+           (b.state, b.reason, b.usage, b.message, b.error)
+    assert batched.bytes_seen == len(data)
