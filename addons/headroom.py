@@ -27,6 +27,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
 from headroom_core import beta  # noqa: E402
 from headroom_core import config as hconfig  # noqa: E402
 from headroom_core import engine as hengine  # noqa: E402
+from headroom_core import headers as hheaders  # noqa: E402
 from headroom_core import livezone  # noqa: E402
 from headroom_core import storemode  # noqa: E402
 from headroom_core.stats import format_table  # noqa: E402
@@ -245,7 +246,22 @@ class Headroom:
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live or self.engine is None:
             return
-        engine = self.engine
+        try:
+            await self._request(flow, self.engine)
+        except Exception as e:  # our bug: the flow goes on as sent, minus internal headers
+            log.warning("internal_error phase=request flow=%s error=%s", flow.id,
+                        type(e).__name__)
+            kept, stripped = hheaders.strip(flow.request.headers.fields, self.engine.config.strip)
+            if stripped:
+                flow.request.headers = http.Headers(kept)
+            if self.engine.config.store_mode == "replay":  # offline by contract: never forward
+                flow.response = http.Response.make(
+                    502, b"headroom: internal error in replay mode\n",
+                    {"content-type": "text/plain", "x-should-retry": "false"})
+            else:
+                flow.response = None
+
+    async def _request(self, flow: http.HTTPFlow, engine: hengine.Engine) -> None:
         req = _request_in(flow)
         if engine.offload(req):
             plan = await asyncio.to_thread(engine.handle_request, req)

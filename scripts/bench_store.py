@@ -19,6 +19,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -107,11 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         widths = [max(len(r[i]) for r in [head, *lines]) for i in range(len(head))]
         for r in [head, *lines]:
             print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
-        # the floor, for the 100 KB case: same client, same request, a trivial local answer
-        body_path = Path(p.workdir) / "floor-body.json"
-        body_path.write_bytes(b"x" * rows[0][1])
-        addon = Path(p.workdir) / "floor_addon.py"
-        addon.write_text(FLOOR_ADDON.format(path=str(body_path)))
+    # the floor, for the 100 KB case: same client, same request, a trivial local answer
+    work = Path(tempfile.mkdtemp(prefix="headroom-floor-"))
+    body_path = work / "floor-body.json"
+    body_path.write_bytes(b"x" * rows[0][1])
+    addon = work / "floor_addon.py"
+    addon.write_text(FLOOR_ADDON.format(path=str(body_path)))
     with Mitmdump(mode=f"reverse:{up.url}", headroom=False, extra_args=["-s", str(addon)]) as f, \
             httpx.Client(timeout=60) as client:
         floor = [timed(client, f.url + "/v1/messages", b"{}", "")[0]

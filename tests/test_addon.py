@@ -176,3 +176,13 @@ def test_store_mode_forces_lazy_connections(ctx):
     assert tctx.options.connection_strategy == "lazy"
     with pytest.raises(exceptions.OptionsError):
         tctx.configure(addon, headroom_store_exclude=["bad[path"])
+
+
+def test_a_failure_outside_the_engine_still_strips_and_forwards(ctx, monkeypatch):
+    tctx, addon = ctx
+    f = llm_flow()
+    raw = f.request.raw_content
+    monkeypatch.setattr(mod, "_request_in", lambda flow: 1 / 0)
+    run(tctx, addon.request(f))
+    assert f.response is None and f.request.raw_content == raw
+    assert "x-headroom-trace" not in f.request.headers and "x-api-key" in f.request.headers
