@@ -9,7 +9,6 @@ any exception inside a step leaves the flow as the client sent it (minus interna
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import re
 import threading
@@ -20,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from . import beta, cachekey, encoding, headers, routing, session, storemode, tenant, usage
+from . import beta, cachekey, encoding, headers, jsonutil, routing, session, storemode, tenant, usage
 from .background import Background
 from .config import Config
 from .stats import Stats
@@ -670,13 +669,8 @@ def _rewrite_summary(res: RewriteResult) -> dict[str, Any]:
 
 
 def _parse_json(data: bytes) -> Any:
-    """orjson first; the stdlib for what orjson refuses but JSON allows (lone surrogates)."""
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return json.loads(data)
+        return jsonutil.loads(data)
     except (ValueError, RecursionError):
         return _INVALID
 

@@ -52,21 +52,10 @@ class Controls:
     no_store: bool = False  # standard `cache-control: no-cache / no-store` from the client
 
 
-def strip(fields: Sequence[tuple[bytes, bytes]], rules: StripRules) -> tuple[Fields, list[bytes]]:
-    """Split fields into (kept, stripped names). Order and case of kept fields are untouched."""
-    kept: Fields = []
-    stripped: list[bytes] = []
-    for name, value in fields:
-        if rules.matches(name):
-            stripped.append(name)
-        else:
-            kept.append((name, value))
-    return kept, stripped
-
-
 def strip_and_read(fields: Sequence[tuple[bytes, bytes]], rules: StripRules
                    ) -> tuple[Fields, list[bytes], Controls]:
-    """`strip` and `read_controls` in one pass over the fields (this runs on every flow)."""
+    """Split fields into (kept, stripped names) and read the client's controls, in one pass
+    (this runs on every flow). Order and case of kept fields are untouched."""
     kept: Fields = []
     stripped: list[bytes] = []
     bypass = no_store = False
@@ -97,47 +86,12 @@ def get(fields: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
-def get_all(fields: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
-    name = name.lower()
-    return [v for n, v in fields if n.lower() == name]
+def strip(fields: Sequence[tuple[bytes, bytes]], rules: StripRules) -> tuple[Fields, list[bytes]]:
+    """Split fields into (kept, stripped names). Order and case of kept fields are untouched."""
+    kept, stripped, _ = strip_and_read(fields, rules)
+    return kept, stripped
 
 
-def set_value(fields: Sequence[tuple[bytes, bytes]], name: bytes, value: bytes) -> Fields:
-    """Replace the first occurrence of `name` in place (keeping its casing) and drop the others,
-    or append it when absent."""
-    out: Fields = []
-    lname = name.lower()
-    done = False
-    for n, v in fields:
-        if n.lower() == lname:
-            if not done:
-                out.append((n, value))
-                done = True
-            continue
-        out.append((n, v))
-    if not done:
-        out.append((name, value))
-    return out
-
-
-def remove(fields: Sequence[tuple[bytes, bytes]], name: bytes) -> Fields:
-    lname = name.lower()
-    return [(n, v) for n, v in fields if n.lower() != lname]
-
-
-def read_controls(fields: Iterable[tuple[bytes, bytes]]) -> Controls:
+def read_controls(fields: Sequence[tuple[bytes, bytes]]) -> Controls:
     """Read `x-headroom-bypass`, `x-headroom-cache` and standard cache-control directives."""
-    bypass = False
-    cache: str | None = None
-    no_store = False
-    for name, value in fields:
-        n = name.lower()
-        if n == b"x-headroom-bypass":
-            bypass = bypass or value.strip().lower() in _TRUE
-        elif n == b"x-headroom-cache":
-            cache = value.strip().lower().decode("latin-1") or cache
-        elif n == b"cache-control":
-            directives = {d.strip().split(b"=")[0] for d in value.lower().split(b",")}
-            if directives & {b"no-cache", b"no-store"}:
-                no_store = True
-    return Controls(bypass=bypass, cache=cache, no_store=no_store)
+    return strip_and_read(fields, StripRules((), frozenset()))[2]

@@ -7,7 +7,6 @@ byte outside a replaced literal goes upstream exactly as the client sent it.
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping
@@ -15,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import diskcache
-import orjson
 
 from headroom_core import jsonspan, livezone
+from headroom_core.jsonutil import loads
 from headroom_core.ledger import Entry, Ledger, Original
 from headroom_core.livezone import DEFAULT_ERROR_LIMIT, DEFAULT_EXCLUDE, Candidate
 from headroom_core.originals import DEFAULT_RETRIEVAL_BASE, Originals, handle_for
@@ -62,13 +61,8 @@ class _Decision:
 
 def _parse(body: bytes) -> Any:
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
-    # orjson refuses lone surrogates, which the provider's parser accepts; keep such bodies usable.
-    try:
-        return json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        return loads(body)
+    except (ValueError, RecursionError):
         return None
 
 

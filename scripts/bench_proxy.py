@@ -396,7 +396,7 @@ def read_response(sock: socket.socket) -> Resp:
             if e >= 0:
                 size = int(bytes(buf[pos:e]).split(b";")[0], 16)
                 if size == 0:
-                    if (t := buf.find(b"\r\n\r\n", e)) >= 0:
+                    if buf.find(b"\r\n\r\n", e) >= 0:
                         return Resp(status, headers, b"".join(pieces), t_first, now())
                 elif len(buf) >= e + 2 + size + 2:
                     pieces.append(bytes(buf[e + 2:e + 2 + size]))

@@ -11,8 +11,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 
+from headroom_core.jsonutil import loads
 from headroom_core.sse import DONE, SSEEvent
 from headroom_core.usage import Usage
 
@@ -47,14 +47,6 @@ class StreamResult:
     reason: str | None = None
     lossy: bool = False
     unknown: list[str] = field(default_factory=list)  # distinct unknown event/delta types seen
-
-
-def loads(text: str | bytes) -> Any:
-    """Parse an event: orjson (fast) first, the stdlib for what orjson refuses (lone surrogates)."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
 
 
 def loads_exact(text: str) -> Any:
