@@ -51,6 +51,7 @@ class Headroom:
         self.engine: hengine.Engine | None = None
         self.states: dict[str, hengine.FlowState] = {}
         self.ws: dict[str, tuple[hengine.FlowState, hengine.WebSocketConversation]] = {}
+        self.early: dict[str, list[tuple[bytes, bytes]]] = {}  # headers stripped before `request`
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -243,8 +244,29 @@ class Headroom:
 
     # -- hooks ----------------------------------------------------------------------------------
 
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Only matters when mitmproxy will stream the request body (`stream_large_bodies`, or
+        another addon): the headers then go upstream right after this hook, before `request`,
+        so internal headers are stripped here. Such a body cannot be inspected: the request
+        passes through untouched, and in replay mode (offline by contract) it is refused."""
+        if self.engine is None or not flow.request.stream or flow.response:
+            return
+        r = flow.request
+        kept, stripped = hheaders.strip(r.headers.fields, self.engine.config.strip)
+        self.early[flow.id] = list(r.headers.fields)  # `request` still reads the controls
+        if stripped:
+            r.headers = http.Headers(kept)
+        route = self.engine.route_of(r.method, r.host, r.path, reverse=_is_reverse(flow),
+                                     websocket_upgrade=_is_upgrade(r))
+        if route is not None and self.engine.config.store_mode == "replay":
+            log.warning("headroom: replay mode refuses a streamed request body (flow %s); raise "
+                        "stream_large_bodies to let Headroom read it", flow.id)
+            self.early.pop(flow.id, None)
+            flow.kill()
+
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live or self.engine is None:
+            self.early.pop(flow.id, None)
             return
         try:
             await self._request(flow, self.engine)
@@ -262,7 +284,7 @@ class Headroom:
                 flow.response = None
 
     async def _request(self, flow: http.HTTPFlow, engine: hengine.Engine) -> None:
-        req = _request_in(flow)
+        req = _request_in(flow, self.early.pop(flow.id, None))
         if engine.offload(req):
             plan = await asyncio.to_thread(engine.handle_request, req)
         else:
@@ -343,6 +365,7 @@ class Headroom:
         self.engine.websocket_end(state, conv, err)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self.early.pop(flow.id, None)
         state = self.states.pop(flow.id, None)
         if state is None or self.engine is None:
             return
@@ -362,9 +385,13 @@ def _is_reverse(flow: http.HTTPFlow) -> bool:
     return isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode)
 
 
-def _request_in(flow: http.HTTPFlow) -> hengine.RequestIn:
+def _is_upgrade(r: http.Request) -> bool:
+    return r.headers.get("upgrade", "").lower() == "websocket"
+
+
+def _request_in(flow: http.HTTPFlow, fields=None) -> hengine.RequestIn:
     r = flow.request
-    upgrade = (r.headers.get("upgrade", "").lower() == "websocket")
+    upgrade = _is_upgrade(r)
     return hengine.RequestIn(
         flow_id=flow.id,
         method=r.method,
@@ -372,7 +399,7 @@ def _request_in(flow: http.HTTPFlow) -> hengine.RequestIn:
         host=r.host,
         port=r.port,
         path=r.path,
-        fields=list(r.headers.fields),
+        fields=fields if fields is not None else list(r.headers.fields),
         body=None if r.stream else r.raw_content,
         reverse=_is_reverse(flow),
         websocket_upgrade=upgrade,
@@ -390,8 +417,7 @@ def _apply(flow: http.HTTPFlow, plan: hengine.RequestPlan) -> None:
         flow.metadata["headroom_local"] = True
         return
     if plan.response is not None:
-        lr = plan.response
-        flow.response = http.Response.make(lr.status, lr.body, http.Headers(lr.fields))
+        flow.response = _local_response(plan.response)
         flow.metadata["headroom_local"] = True
         return
     new_headers = http.Headers(plan.fields) if plan.fields is not None else None
@@ -405,6 +431,16 @@ def _apply(flow: http.HTTPFlow, plan: hengine.RequestPlan) -> None:
         flow.request.raw_content = body
     elif new_headers is not None:
         flow.request.headers = new_headers
+
+
+def _local_response(lr: hengine.LocalResponse) -> http.Response:
+    """A response exactly as the core built it: the body is raw wire bytes (a stored answer may
+    be gzip/br/zstd-encoded already), so it must not go through mitmproxy's `content` encoder."""
+    resp = http.Response.make(lr.status, b"", http.Headers(lr.fields))
+    resp.raw_content = lr.body
+    if "transfer-encoding" not in resp.headers:
+        resp.headers["content-length"] = str(len(lr.body))
+    return resp
 
 
 class Pacer:

@@ -230,6 +230,19 @@ def _key_headers(fields: Iterable[tuple[bytes, bytes]]) -> dict[str, list[str]]:
     return {n: sorted(t) for n, t in out.items() if t}
 
 
+# Query parameters that carry credentials (gateways accept `?key=`, `?api-key=`, `?token=`):
+# their values count for the key but are never kept as such in a stored canonical request.
+_SECRET_PARAM = re.compile(
+    r"(^|[-_.])(key|apikey|token|secret|sig|signature|password|passwd|auth|authorization|"
+    r"credential|credentials)($|[-_.])", re.IGNORECASE)
+
+
+def _query_value(name: str, value: str) -> str:
+    if _SECRET_PARAM.search(name):
+        return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return value
+
+
 def canonical_request(
     *,
     provider: str,
@@ -258,7 +271,7 @@ def canonical_request(
         "method": method.upper(),
         "host": host.lower().rstrip("."),
         "path": p,
-        "query": sorted([k, v] for k, v in parse_qsl(q, keep_blank_values=True)),
+        "query": sorted([k, _query_value(k, v)] for k, v in parse_qsl(q, keep_blank_values=True)),
         "headers": _key_headers(fields),
         "stream": False,
     }

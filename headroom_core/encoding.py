@@ -38,16 +38,39 @@ def _check_limit(size: int, limit: int | None) -> None:
 
 
 def _zlib_decode(data: bytes, wbits: int, limit: int | None) -> bytes:
-    d = zlib.decompressobj(wbits)
-    max_length = 0 if limit is None else limit + 1
-    out = d.decompress(data, max_length)
-    _check_limit(len(out), limit)
-    if d.unconsumed_tail:
-        raise EncodingError("decoded body exceeds limit")
-    out += d.flush()
-    if not d.eof:
-        raise EncodingError("truncated compressed body")
-    return out
+    out = b""
+    while True:  # gzip allows several members back to back
+        d = zlib.decompressobj(wbits)
+        max_length = 0 if limit is None else limit + 1 - len(out)
+        out += d.decompress(data, max_length)
+        _check_limit(len(out), limit)
+        if d.unconsumed_tail:
+            raise EncodingError("decoded body exceeds limit")
+        out += d.flush()
+        if not d.eof:
+            raise EncodingError("truncated compressed body")
+        data = d.unused_data
+        if not data or wbits <= zlib.MAX_WBITS or not data.strip(b"\0"):
+            return out
+
+
+def _brotli_decode(data: bytes, limit: int | None) -> bytes:
+    # Piece by piece, so a bomb stops at the limit instead of filling memory first.
+    d = brotli.Decompressor()
+    step = 1 << 20
+    out = [d.process(data, output_buffer_limit=step)]
+    total = len(out[0])
+    while not d.can_accept_more_data():
+        _check_limit(total, limit)
+        piece = d.process(b"", output_buffer_limit=step)
+        if not piece:
+            break
+        out.append(piece)
+        total += len(piece)
+    _check_limit(total, limit)
+    if not d.is_finished():
+        raise EncodingError("truncated brotli body")
+    return b"".join(out)
 
 
 def _decode_one(data: bytes, coding: str, limit: int | None) -> bytes:
@@ -61,9 +84,7 @@ def _decode_one(data: bytes, coding: str, limit: int | None) -> bytes:
             except zlib.error:
                 return _zlib_decode(data, -zlib.MAX_WBITS, limit)
         if coding == "br":
-            out = brotli.decompress(data)
-            _check_limit(len(out), limit)
-            return out
+            return _brotli_decode(data, limit)
         if coding == "zstd":
             dctx = zstandard.ZstdDecompressor()
             reader = dctx.stream_reader(data, read_across_frames=True)
@@ -85,9 +106,11 @@ def _decode_one(data: bytes, coding: str, limit: int | None) -> bytes:
 
 
 def decode(data: bytes, header_value: str | None, limit: int | None = None) -> bytes:
-    """Undo every coding in `Content-Encoding` (last applied first). `limit` caps the output size."""
+    """Undo every coding in `Content-Encoding` (last applied first). `limit` caps the size of
+    what comes out, an identity body included."""
     for coding in reversed(parse_codings(header_value)):
         data = _decode_one(data, coding, limit)
+    _check_limit(len(data), limit)
     return data
 
 
@@ -173,3 +196,30 @@ class IncrementalDecoder:
             return pending
         except Exception as e:
             raise EncodingError(f"cannot flush stream: {e}") from e
+
+
+def accepts(accept_encoding: str | None, content_encoding: str | None) -> bool:
+    """Whether a client's `Accept-Encoding` allows a body with this `Content-Encoding`
+    (RFC 9110 12.5.3: no header means anything goes; `q=0` refuses; `*` covers the rest)."""
+    codings = parse_codings(content_encoding)
+    if not codings or accept_encoding is None:
+        return True
+    weights: dict[str, float] = {}
+    for item in accept_encoding.split(","):
+        name, _, params = item.strip().partition(";")
+        q = 1.0
+        for p in params.split(";"):
+            k, _, v = p.strip().partition("=")
+            if k.strip().lower() == "q":
+                try:
+                    q = float(v)
+                except ValueError:
+                    q = 0.0
+        weights[name.strip().lower()] = q
+    for c in codings:
+        c = "gzip" if c == "x-gzip" else c
+        q = weights.get(c, weights.get("x-gzip") if c == "gzip" and "x-gzip" in weights
+                        else weights.get("*", 0.0))
+        if not q or q <= 0:
+            return False
+    return True

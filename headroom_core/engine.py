@@ -37,6 +37,23 @@ from .headers import Controls, Fields
 log = logging.getLogger("headroom.engine")
 
 
+class _Held:
+    """A complete response on its way to the store, served to identical requests meanwhile.
+    The stream's chunks are joined only if a hit needs the body before the write lands."""
+
+    __slots__ = ("status", "headers", "chunks", "_body")
+
+    def __init__(self, status: int, headers: Fields, body: bytes | None,
+                 chunks: list[tuple[float, bytes]] | None) -> None:
+        self.status, self.headers, self.chunks, self._body = status, headers, chunks, body
+
+    @property
+    def body(self) -> bytes:
+        if self._body is None:
+            self._body = b"".join(c for _, c in self.chunks or ())
+        return self._body
+
+
 @dataclass(slots=True)
 class RequestIn:
     flow_id: str
@@ -77,6 +94,9 @@ class FlowState:
     tenant: str = tenant.ANONYMOUS
     session: session.SessionId = session.NONE
     compress: bool = False
+    local: bool = False  # answered by Headroom (store hit, replay miss, refusal): no upstream
+    held: _Held | None = None  # a response waiting for its store write
+    paced: bool = False  # a stored stream replayed through the pacer
     beta_key: str | None = None
     beta_added: list[str] = field(default_factory=list)
     store_key: str | None = None
@@ -134,7 +154,7 @@ class Engine:
                 self.originals, self.salt)
         # Accounting and store writes: off the event loop, batched, in arrival order.
         self._io = Background(interval=config.flush_interval)
-        self._pending: dict[str, Entry] = {}  # store entries queued but not yet on disk
+        self._pending: dict[str, _Held] = {}  # store entries queued but not yet on disk
         self._pending_lock = threading.Lock()
 
     def offload(self, req: RequestIn) -> bool:
@@ -144,7 +164,11 @@ class Engine:
         ledger are SQLite in WAL mode, whose readers never wait for writers), and a thread
         hand-off costs more latency than it saves. Slow work found later (explaining a replay
         miss) comes back as `RequestPlan.deferred`."""
-        return req.body is not None and len(req.body) > OFFLOAD_BODY
+        if req.body is None:
+            return False
+        if headers.get(req.fields, b"content-encoding"):  # decodes to several times its size
+            return len(req.body) > OFFLOAD_BODY // 8
+        return len(req.body) > OFFLOAD_BODY
 
     def close(self) -> None:
         self._io.close()
@@ -157,6 +181,11 @@ class Engine:
 
     # -- request -----------------------------------------------------------------------------
 
+    def route_of(self, method: str, host: str, path: str, *, reverse: bool,
+                 websocket_upgrade: bool = False) -> routing.Route | None:
+        return routing.classify(method, host, path, reverse=reverse, hosts=self.config.hosts,
+                                websocket_upgrade=websocket_upgrade)
+
     def handle_request(self, req: RequestIn) -> RequestPlan:
         """Decide what goes upstream. Header stripping always applies; everything after it is
         best-effort: a failure forwards the client's body untouched and logs why."""
@@ -165,10 +194,8 @@ class Engine:
         if stripped:
             log.info("stripped_headers %s",
                      orjson.dumps({"flow": req.flow_id, "count": len(stripped)}).decode())
-        route = routing.classify(
-            req.method, req.host, req.path, reverse=req.reverse, hosts=self.config.hosts,
-            websocket_upgrade=req.websocket_upgrade,
-        )
+        route = self.route_of(req.method, req.host, req.path, reverse=req.reverse,
+                              websocket_upgrade=req.websocket_upgrade)
         if route is None:
             if self.originals is not None and self._is_ccr(req):
                 plan.response = self._serve_original(req)
@@ -182,17 +209,39 @@ class Engine:
         plan.state = state
         if controls.bypass:
             state.decisions["bypass"] = True
-            return plan
+            return self._seal(plan, state)
         try:
             self._process(req, kept, plan, state)
         except Exception as e:  # fail safe: forward what the client sent, minus internal headers
-            plan.body = None
-            plan.response = None
+            plan.body = plan.response = plan.deferred = plan.replay_chunks = None
             plan.fields = kept if stripped else None
             state.req_bytes_upstream = state.req_bytes
-            state.decisions["error"] = f"{type(e).__name__}: {e}"[:300]
+            # The exception's type only: its message could quote the request.
+            state.decisions["error"] = type(e).__name__
             _warn("internal_error", flow=req.flow_id, phase="request", route=route.name,
-                  error=type(e).__name__, detail=str(e)[:200])
+                  error=type(e).__name__)
+        return self._seal(plan, state)
+
+    def _seal(self, plan: RequestPlan, state: FlowState) -> RequestPlan:
+        """Last word on a model-API request. Replay mode is offline by contract: whatever could
+        not be answered from the recordings (a bypassed, unreadable or unkeyable request, or our
+        own failure) gets an explanation instead of reaching the upstream; only an explicit
+        `x-headroom-cache: bypass` goes there."""
+        if (self.config.store_mode == "replay" and plan.response is None
+                and plan.deferred is None and state.controls.cache != "bypass"):
+            reason = ("bypass" if state.decisions.get("bypass")
+                      else state.decisions.get("passthrough") or state.decisions.get("error")
+                      or "not answerable from recordings")
+            if state.route.websocket:
+                status, fields, body = storemode.WEBSOCKET_REFUSAL
+            else:
+                status, fields, body = storemode.refused_response(state.route.provider, reason)
+            plan.response = LocalResponse(status, fields, body)
+            plan.body = None
+            state.decisions.setdefault("store", {"mode": "replay"})["decision"] = "replay-refused"
+            _warn("replay_refused", flow=state.flow_id, reason=reason)
+        if plan.response is not None or plan.deferred is not None:
+            state.local = True
         return plan
 
     def _process(self, req: RequestIn, fields: Fields, plan: RequestPlan, state: FlowState) -> None:
@@ -206,10 +255,7 @@ class Engine:
                 and storemode.access("replay", state.controls).read)
             if refuse:
                 # Codex falls back to HTTP POST + SSE at once on 426, which the store can serve.
-                plan.response = LocalResponse(426, [
-                    (b"content-type", b"text/plain; charset=utf-8"), (b"upgrade", b"websocket"),
-                    (b"x-headroom-websocket", b"refused")],
-                    b"headroom: WebSocket transport refused; use HTTP (POST + SSE)\n")
+                plan.response = LocalResponse(*storemode.WEBSOCKET_REFUSAL)
                 state.decisions["websocket"] = "refused"
                 return
             state.compress = self._compress_applies(kind)
@@ -227,7 +273,8 @@ class Engine:
             decoded = encoding.decode(req.body, coding, limit=self.config.max_body)
         except encoding.EncodingError as e:
             state.decisions["passthrough"] = "undecodable-body"
-            _warn("passthrough", flow=req.flow_id, reason="undecodable-body", detail=str(e)[:200])
+            _warn("passthrough", flow=req.flow_id, reason="undecodable-body",
+                  detail=str(e)[:120])  # our own EncodingError text: names the coding, no data
             return
         provider = state.route.provider
         state.compress = (self._compress_applies(kind)
@@ -327,10 +374,19 @@ class Engine:
             if entry is None:
                 entry = self.store.get(key, with_request=False)
             if entry is not None:
+                stored_fields, body, chunks = entry.headers, entry.body, entry.chunks
+                coding = (headers.get(stored_fields, b"content-encoding") or b"").decode("latin-1")
+                accept = headers.get(fields, b"accept-encoding")
+                if not encoding.accepts(accept.decode("latin-1") if accept is not None else None,
+                                        coding):
+                    # recorded compressed, asked for by a client that does not take that coding
+                    body = encoding.decode(body, coding)
+                    stored_fields = headers.remove(stored_fields, b"content-encoding")
+                    chunks = None
                 plan.response = LocalResponse(
-                    entry.status, storemode.hit_fields(entry.headers, key, len(entry.body)),
-                    entry.body)
-                plan.replay_chunks = entry.chunks if self.config.store_pace else None
+                    entry.status, storemode.hit_fields(stored_fields, key, len(body)), body)
+                plan.replay_chunks = chunks if self.config.store_pace else None
+                state.paced = bool(plan.replay_chunks)
                 dec["decision"] = "hit"
                 return True
             if mode == "replay":
@@ -353,8 +409,9 @@ class Engine:
             _warn("internal_error", flow=state.flow_id, phase="replay_miss", error=type(e).__name__)
             nearest = None
         state.decisions["store"]["nearest"] = nearest[0] if nearest else None
+        # The differences go to the client only: they may quote short strings of the request.
         _warn("replay_miss", flow=state.flow_id, key=key, nearest=nearest[0] if nearest else None,
-              diff=nearest[2][:5] if nearest else None)
+              differences=len(nearest[2]) if nearest else None)
         status, fields, body = storemode.miss_response(state.route.provider, key, nearest)
         return LocalResponse(status, fields, body)
 
@@ -390,6 +447,9 @@ class Engine:
         plan = ResponseHeadersPlan()
         if state is not None and state.stream is None:
             state.stream = is_event_stream(fields)
+        if state is not None and state.local and not state.paced:
+            # mitmproxy sends an addon-made response whole; nothing will stream through a tee
+            return plan
         if state is not None and state.store_key and not state.decisions.get("bypass"):
             dec = state.decisions.get("store", {}).get("decision")
             if dec in ("miss", "record"):
@@ -425,19 +485,44 @@ class Engine:
             return self._finish(state, status, fields, body, error, response_started,
                                 response_ended, local)
         except Exception as e:
-            _warn("internal_error", flow=state.flow_id, phase="finish", error=type(e).__name__,
-                  detail=str(e)[:200])
+            _warn("internal_error", flow=state.flow_id, phase="finish", error=type(e).__name__)
             return {}
 
     def finish_later(self, state: FlowState, **kwargs: Any) -> None:
         """`finish` in Headroom's background thread: the caller (mitmproxy's event loop) returns
-        at once; `flush()` waits for it."""
+        at once; `flush()` waits for it. A response the store will keep is registered first, so an
+        identical request right behind this one is already a hit."""
         if state.store_write:
-            # Decide and queue the store entry now, so an identical request right behind this
-            # one is a hit (`_pending` serves it until the write lands).
-            self.finish(state, **kwargs)
+            try:
+                self._hold_for_store(state, kwargs.get("status"), kwargs.get("fields") or [],
+                                     kwargs.get("body"), kwargs.get("error"))
+            except Exception as e:
+                _warn("internal_error", flow=state.flow_id, phase="store", error=type(e).__name__)
+        self._io.submit(self.finish, state, **kwargs)
+
+    def _hold_for_store(self, state: FlowState, status: int | None, fields: Fields,
+                        body: bytes | None, error: str | None) -> None:
+        """Decide whether the response is storable (cheap: no joins, no parsing of the body)
+        and serve it from memory until the background write lands."""
+        tee = state.tee
+        if tee is not None:
+            result = tee.finish(ended_cleanly=error is None)
+            complete = (error is None and result.state == "complete" and not result.lossy
+                        and tee.kept_complete)
+            held = _Held(status, storable_headers(fields), None, list(tee.raw_chunks))
         else:
-            self._io.submit(self.finish, state, **kwargs)
+            complete = error is None and body is not None
+            held = _Held(status, storable_headers(fields), body or b"", None)
+        why = storemode_refusal(Entry(status or 0, [], b"", [] if tee else None), complete) \
+            if status is not None else "no response"
+        dec = state.decisions.setdefault("store", {})
+        if why is not None:
+            dec["stored"], dec["not_stored"] = False, why
+            return
+        dec["stored"] = True
+        state.held = held
+        with self._pending_lock:
+            self._pending[state.store_key] = held
 
     def _finish(self, state, status, fields, body, error, response_started, response_ended, local):
         if status == 400 and state.beta_added and body:
@@ -456,8 +541,12 @@ class Engine:
                 state.decisions["stream"] = {"reason": result.reason}
         elif body and status is not None and 200 <= status < 300 and not local:
             use = _usage_of(state.route.shape, fields or [], body)
-        if state.store_write and not local and status is not None:
-            self._store_response(state, status, fields or [], body, error, result, use)
+        if local or state.local:
+            use = None  # answered by Headroom: nothing was billed
+        elif state.store_write and "stored" not in state.decisions.get("store", {}):
+            self._hold_for_store(state, status, fields or [], body, error)  # not via finish_later
+        if state.held is not None:
+            self._store_response(state, use)
 
         def ms(a: float | None, b: float | None) -> float | None:
             return round((b - a) * 1000, 2) if a is not None and b is not None else None
@@ -494,42 +583,18 @@ class Engine:
         self.stats.add(record)
         return record
 
-    def _store_response(self, state: FlowState, status: int, fields: Fields, body: bytes | None,
-                        error: str | None, result, use: usage.Usage | None) -> None:
-        """Queue a complete 2xx response for the store (off the caller's thread)."""
-        dec = state.decisions.setdefault("store", {})
-        tee = state.tee
-        fields = storable_headers(fields)  # what a hit replays, pending or from disk
-        if tee is not None:
-            chunks = list(tee.raw_chunks)
-            complete = (error is None and result is not None and result.state == "complete"
-                        and not result.lossy and tee.kept_complete)
-            entry = Entry(status, fields, b"".join(c for _, c in chunks), chunks, state.canonical)
-        else:
-            complete = error is None and body is not None
-            entry = Entry(status, fields, body or b"", None, state.canonical)
+    def _store_response(self, state: FlowState, use: usage.Usage | None) -> None:
+        """Write a held response to the store (in the background thread)."""
+        held, key = state.held, state.store_key
+        entry = Entry(held.status, held.headers, held.body, held.chunks, state.canonical)
         entry.meta = {"usage": use.to_dict() if use else None, "session_id": state.session.id}
-        why = storemode_refusal(entry, complete)
-        if why is not None:
-            dec["stored"] = False
-            dec["not_stored"] = why
-            return
-        dec["stored"] = True
-        key = state.store_key
-        store = self.store
-        with self._pending_lock:
-            self._pending[key] = entry
-
-        def write() -> None:
-            try:
-                if not store.put(key, entry, complete=True):
-                    log.warning("store_write_failed %s", orjson.dumps({"key": key}).decode())
-            finally:
-                with self._pending_lock:
-                    if self._pending.get(key) is entry:
-                        del self._pending[key]
-
-        self._io.submit(write)
+        try:
+            if not self.store.put(key, entry, complete=True):
+                log.warning("store_write_failed %s", orjson.dumps({"key": key}).decode())
+        finally:
+            with self._pending_lock:
+                if self._pending.get(key) is held:
+                    del self._pending[key]
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait for queued accounting, store writes and event-log lines (tests, shutdown)."""
@@ -567,7 +632,7 @@ class Engine:
                 self._record_ws_response(state, rec)
         except Exception as e:
             _warn("internal_error", flow=state.flow_id, phase="websocket",
-                  error=type(e).__name__, detail=str(e)[:200])
+                  error=type(e).__name__)
         return None
 
     def websocket_end(self, state: FlowState, conv: WebSocketConversation,
@@ -577,7 +642,7 @@ class Engine:
                 self._record_ws_response(state, rec, error or "connection closed mid-response")
         except Exception as e:
             _warn("internal_error", flow=state.flow_id, phase="websocket_end",
-                  error=type(e).__name__, detail=str(e)[:200])
+                  error=type(e).__name__)
 
     def _record_ws_response(self, state: FlowState, rec, error: str | None = None) -> None:
         def ms(a: float | None, b: float | None) -> float | None:

@@ -86,6 +86,12 @@ def get(fields: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
+def remove(fields: Sequence[tuple[bytes, bytes]], name: bytes) -> Fields:
+    """Every field but those named `name` (any case)."""
+    lname = name.lower()
+    return [(n, v) for n, v in fields if n.lower() != lname]
+
+
 def strip(fields: Sequence[tuple[bytes, bytes]], rules: StripRules) -> tuple[Fields, list[bytes]]:
     """Split fields into (kept, stripped names). Order and case of kept fields are untouched."""
     kept, stripped, _ = strip_and_read(fields, rules)

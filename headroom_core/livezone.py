@@ -72,7 +72,7 @@ def candidates(
     if shape == "chat":
         return _chat(doc)
     if shape in ("responses", "responses_ws"):
-        return _responses(doc, tool_names or {}, all_live=shape == "responses_ws")
+        return _responses(doc, tool_names or {})
     return []
 
 
@@ -187,7 +187,7 @@ def _is_model_item(item: Any) -> bool:
                                            or itype == "mcp_approval_response"))
 
 
-def _responses(doc: dict, tool_names: Mapping[str, str], *, all_live: bool) -> list[Candidate]:
+def _responses(doc: dict, tool_names: Mapping[str, str]) -> list[Candidate]:
     items = doc.get("input")
     prefix: Path = ("input",)
     if items is None and isinstance(doc.get("response"), dict):
@@ -204,7 +204,10 @@ def _responses(doc: dict, tool_names: Mapping[str, str], *, all_live: bool) -> l
                 names[item["call_id"]] = item["name"]
             elif itype == "local_shell_call":
                 names[item["call_id"]] = "local_shell"
-    last_model = -1 if all_live else _last_index(items, _is_model_item)
+    # The same rule for WebSocket messages: after a tool call Codex sends only the new items (no
+    # model item, so all outputs are live), but a fresh connection resends the whole input, whose
+    # earlier outputs were already sent and cached as they were.
+    last_model = _last_index(items, _is_model_item)
     out: list[Candidate] = []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or item.get("type") not in _OUTPUT_ITEMS:

@@ -46,6 +46,25 @@ def access(mode: str, controls: Controls) -> Access:
     return Access(True, False, "replay")
 
 
+# Codex falls back to HTTP POST + SSE at once on 426 (a 404 costs it several retries first).
+WEBSOCKET_REFUSAL: tuple[int, Fields, bytes] = (
+    426,
+    [(b"content-type", b"text/plain; charset=utf-8"), (b"upgrade", b"websocket"),
+     (b"x-headroom-websocket", b"refused")],
+    b"headroom: WebSocket transport refused; use HTTP (POST + SSE)\n",
+)
+
+
+def refused_response(provider: str, reason: str) -> tuple[int, Fields, bytes]:
+    """The replay-mode answer to a request that cannot be answered from recordings at all."""
+    msg = (f"headroom replay: this request cannot be answered from recordings ({reason}), and "
+           "replay mode never contacts the upstream. Send `x-headroom-cache: bypass` to let one "
+           "request through on purpose.")
+    status, fields, body = errors.provider_error(provider, MISS_STATUS, msg,
+                                                 code="headroom_replay_refused")
+    return status, [*fields, (b"x-headroom-cache", b"refused")], body
+
+
 def hit_fields(stored: Fields, key: str, body_len: int) -> Fields:
     """Response header fields for an answer served from the store."""
     out = [(n, v) for n, v in stored if n.lower() not in (b"content-length", b"transfer-encoding")]

@@ -515,3 +515,18 @@ def test_diff_is_empty_exactly_when_keys_match(x, y):
     a = canon(raw=json.dumps({"model": "m", "x": x}).encode())
     b = canon(raw=json.dumps({"model": "m", "x": y}).encode())
     assert (diff(a, b) == []) == (request_key(a) == request_key(b))
+
+
+def test_credential_query_values_are_hashed_not_kept():
+    from headroom_core.cachekey import canonical_request, request_key
+
+    def canon(q):
+        return canonical_request(provider="openai", endpoint="responses", method="POST",
+                                 host="gw", path="/v1/responses?" + q, fields=[],
+                                 body=b'{"model":"m"}', tenant="t")
+
+    a, b = canon("api-key=SECRET1&region=eu"), canon("api-key=SECRET2&region=eu")
+    assert "SECRET1" not in str(a) and dict(a["query"])["region"] == "eu"
+    assert dict(a["query"])["api-key"].startswith("sha256:")
+    assert request_key(a) != request_key(b)  # still distinct per credential
+    assert "s3cr3t" not in str(canon("access_token=s3cr3t"))

@@ -93,3 +93,35 @@ def test_incremental_decoder_reports_garbage():
         dec.feed(b"definitely not gzip data")
     with pytest.raises(encoding.EncodingError):
         encoding.IncrementalDecoder("lz4")
+
+
+@pytest.mark.parametrize("accept,coding,ok", [
+    (None, "gzip", True),
+    ("gzip, deflate, br, zstd", "zstd", True),
+    ("identity", "gzip", False),
+    ("gzip;q=0, br", "gzip", False),
+    ("*", "br", True),
+    ("*;q=0", "br", False),
+    ("br", None, True),
+    ("x-gzip", "gzip", True),
+    ("gzip", "gzip, br", False),
+])
+def test_accepts(accept, coding, ok):
+    assert encoding.accepts(accept, coding) is ok
+
+
+def test_identity_bodies_respect_the_limit_too():
+    with pytest.raises(encoding.EncodingError):
+        encoding.decode(b"x" * 2000, None, limit=1000)
+    assert encoding.decode(b"x" * 1000, "identity", limit=1000) == b"x" * 1000
+
+
+def test_brotli_bomb_stops_at_the_limit_without_decoding_it_all():
+    bomb = brotli.compress(b"\0" * (64 << 20), quality=1)  # a few kilobytes
+    with pytest.raises(encoding.EncodingError):
+        encoding.decode(bomb, "br", limit=4 << 20)
+
+
+def test_multi_member_gzip_is_decoded_whole():
+    body = gzip.compress(b"first ") + gzip.compress(b"second")
+    assert encoding.decode(body, "gzip") == b"first second"

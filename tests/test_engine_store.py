@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from headroom_core import encoding
 from headroom_core.config import Config
 from headroom_core.engine import Engine, RequestIn
 
@@ -146,4 +147,16 @@ def test_stats_aggregate_usage_per_session(tmp_path):
     t = e.stats.total
     assert t.requests == 4 and t.errors == 1 and t.cache_read_tokens == 120
     assert sorted(x.requests for x in e.stats.sessions.values()) == [1, 3]
+    e.close()
+
+
+def test_hit_decoded_for_a_client_that_does_not_accept_the_stored_coding(tmp_path):
+    e = make(tmp_path, "cache")
+    gz = encoding.encode(RESP, "gzip")
+    respond(e, request(e), fields=JSON_H + [(b"content-encoding", b"gzip")], body=gz)
+    hit = request(e, extra=[(b"accept-encoding", b"gzip, br")]).response
+    assert hit.body == gz and dict(hit.fields)[b"content-encoding"] == b"gzip"
+    plain = request(e, extra=[(b"accept-encoding", b"identity")]).response
+    assert plain.body == RESP and b"content-encoding" not in dict(plain.fields)
+    assert dict(plain.fields)[b"content-length"] == str(len(RESP)).encode()
     e.close()

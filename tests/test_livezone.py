@@ -203,3 +203,22 @@ def test_include_and_exclude_patterns():
     assert not tool_allowed("mcp__gh__x", exclude=["mcp__gh__*"])
     assert tool_allowed("Read", exclude=())
     assert not tool_allowed("bash", include=["Bash"])  # case-sensitive, like tool names
+
+
+def test_websocket_full_input_on_a_fresh_connection_keeps_history_frozen():
+    """A reconnecting Codex resends the whole input: earlier outputs were sent (and cached)
+    already, so only outputs after the last model item are live, as over HTTP."""
+    from headroom_core.livezone import candidates
+
+    doc = {"type": "response.create", "input": [
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "go"}]},
+        {"type": "function_call", "call_id": "c1", "name": "shell", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "old"},
+        {"type": "function_call", "call_id": "c2", "name": "shell", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c2", "output": "new"},
+    ]}
+    got = [(c.text, c.live) for c in candidates("responses_ws", doc)]
+    assert got == [("old", False), ("new", True)]
+    incremental = {"type": "response.create", "input": [doc["input"][4]]}
+    assert [(c.text, c.live, c.tool) for c in candidates(
+        "responses_ws", incremental, tool_names={"c2": "shell"})] == [("new", True, "shell")]

@@ -213,3 +213,23 @@ def test_paced_replay_keeps_recorded_rhythm_and_bytes(upstream, tmp_path):
         assert ev["decisions"]["store"]["decision"] == "hit" and ev["stream_state"] == "complete"
         assert ev["duration_ms"] >= 6 * 50 * 0.8  # the recorded ~50 ms gaps were kept
     assert upstream.received == []
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "zstd"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_encoded_responses_are_replayed_as_recorded(cache_proxy, upstream, coding, stream):
+    body = json.dumps({"model": "claude-x", "max_tokens": 16, "stream": stream,
+                       "messages": [{"role": "user", "content": f"encoded {coding} {stream}"}]})
+    h = {"content-type": "application/json", "x-test-scenario": f"{coding},events:12"}
+    raws, decoded = [], []
+    for _ in range(2):
+        with httpx.stream("POST", cache_proxy.url + "/v1/messages", content=body.encode(),
+                          headers=h) as r:
+            raws.append(b"".join(r.iter_raw()))
+            states = r.headers["x-headroom-cache"]
+            assert r.headers["content-encoding"] == coding
+        decoded.append(httpx.post(cache_proxy.url + "/v1/messages", content=body.encode(),
+                                  headers=h).content)
+    assert raws[0] == raws[1] and states == "hit"
+    assert decoded[0] == decoded[1] and (b"message_stop" in decoded[0] or b'"type"' in decoded[0])
+    assert len(upstream.requests_to("/v1/messages")) == 1
