@@ -10,6 +10,7 @@ one step. Any failure leaves the flow as the client sent it (minus internal head
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import sys
@@ -343,7 +344,7 @@ class Headroom:
             local=bool(flow.metadata.get("headroom_local")),
         )
 
-    def websocket_message(self, flow: http.HTTPFlow) -> None:
+    async def websocket_message(self, flow: http.HTTPFlow) -> None:
         entry = self.ws.get(flow.id)
         if entry is None or self.engine is None:
             return
@@ -351,8 +352,15 @@ class Headroom:
         msg = flow.websocket.messages[-1]
         if msg.injected or msg.dropped:
             return
-        new = self.engine.websocket_message(state, conv, from_client=msg.from_client,
-                                            is_text=msg.is_text, content=msg.content)
+        call = functools.partial(self.engine.websocket_message, state, conv,
+                                 from_client=msg.from_client, is_text=msg.is_text,
+                                 content=msg.content)
+        # A big `response.create` may be compressed: not on the event loop. mitmproxy forwards
+        # the message once this hook returns, and a connection's messages stay in order.
+        if msg.from_client and len(msg.content) > hengine.OFFLOAD_BODY:
+            new = await asyncio.to_thread(call)
+        else:
+            new = call()
         if new is not None:
             msg.content = new
 
@@ -465,7 +473,9 @@ class Pacer:
     def register(self, status: int, fields, chunks) -> str:
         token = secrets.token_hex(16)
         self._pending[token] = storemode.paced_frames(status, fields, chunks)
-        if len(self._pending) > 1000:  # never-fetched registrations must not pile up
+        # registrations are fetched at once; never-fetched ones must not pile up
+        while len(self._pending) > 1 and (len(self._pending) > 1000 or sum(
+                len(d) for frames in self._pending.values() for _, d in frames) > 256 << 20):
             self._pending.pop(next(iter(self._pending)))
         return token
 

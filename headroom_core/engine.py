@@ -137,6 +137,8 @@ class Engine:
 
         self.config = config
         self.clock = clock
+        # Prompts, answers and tool outputs are private: a new state directory is the user's alone.
+        config.headroom_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.salt = tenant.load_salt(config.headroom_dir / "salt")
         self.betas = beta.StickyBetas(config.beta_max_sessions, config.beta_deny)
         self.events = EventLog(config.events_path, interval=config.flush_interval)
@@ -360,6 +362,12 @@ class Engine:
         state.decisions["store"] = dec
         if not (acc.read or acc.write):
             dec["decision"] = acc.reason
+            return False
+        if state.tenant == tenant.ANONYMOUS:
+            # No credential Headroom recognises and no headroom_namespace: entries could not be
+            # kept apart per user, so the store is not used at all.
+            dec["decision"] = "no-tenant"
+            state.decisions["passthrough"] = "no credential for the response store (set headroom_namespace)"
             return False
         route = state.route
         canonical = cachekey.canonical_request(

@@ -75,7 +75,8 @@ class EventLog:
             if batch:
                 try:
                     if f is None:
-                        f = open(self.path, "ab")
+                        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                        f = os.fdopen(fd, "ab")
                     f.write(b"".join(batch))
                     f.flush()
                     self.written += len(batch)

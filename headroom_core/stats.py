@@ -6,11 +6,14 @@ share, errors and tokens saved by rewriting. Records may miss any field; nothing
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 NO_SESSION = "(none)"
+OTHER = "(other sessions)"
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
 
 
@@ -71,10 +74,13 @@ def tokens_saved(record: dict[str, Any]) -> int:
 class Stats:
     """Feed event-log records with `add`; read `total` and `sessions` (session id -> Totals)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_sessions: int = 10_000) -> None:
         self.total = Totals()
         self.sessions: dict[str, Totals] = {}
         self.ignored = 0  # records that were not JSON objects
+        self.max_sessions = max_sessions  # past it, new sessions are counted under OTHER
+        # The proxy adds from its background thread while `headroom.stats` reads on the loop.
+        self._lock = threading.Lock()
 
     @classmethod
     def from_records(cls, records: Iterable[Any]) -> Stats:
@@ -93,15 +99,20 @@ class Stats:
         error, saved = is_error(record), tokens_saved(record)
         session = record.get("session_id")
         key = session if isinstance(session, str) and session else NO_SESSION
-        totals = self.sessions.get(key)
-        if totals is None:
-            totals = self.sessions[key] = Totals()
-        totals.add(usage, error, saved)
-        self.total.add(usage, error, saved)
+        with self._lock:
+            totals = self.sessions.get(key)
+            if totals is None:
+                if len(self.sessions) >= self.max_sessions:
+                    key = OTHER
+                totals = self.sessions.setdefault(key, Totals())
+            totals.add(usage, error, saved)
+            self.total.add(usage, error, saved)
 
     def rows(self) -> list[tuple[str, Totals]]:
         """Sessions by requests, most first (ties by session id, so the order is stable)."""
-        return sorted(self.sessions.items(), key=lambda kv: (-kv[1].requests, kv[0]))
+        with self._lock:
+            items = [(k, dataclasses.replace(v)) for k, v in self.sessions.items()]
+        return sorted(items, key=lambda kv: (-kv[1].requests, kv[0]))
 
 
 _COLUMNS = (

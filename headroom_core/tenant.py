@@ -11,7 +11,8 @@ import hashlib
 import os
 from collections.abc import Iterable
 
-CREDENTIAL_HEADERS = (b"x-api-key", b"authorization")
+# x-api-key (Anthropic), Authorization (OpenAI, OAuth), api-key (Azure OpenAI gateways)
+CREDENTIAL_HEADERS = (b"x-api-key", b"authorization", b"api-key")
 ANONYMOUS = "anon"
 
 
@@ -22,8 +23,9 @@ def credential(fields: Iterable[tuple[bytes, bytes]]) -> bytes | None:
         n = name.lower()
         if n in CREDENTIAL_HEADERS and n not in found:
             found[n] = value.strip()
-    if found.get(b"x-api-key"):
-        return found[b"x-api-key"]
+    for name in (b"x-api-key", b"api-key"):
+        if found.get(name):
+            return found[name]
     auth = found.get(b"authorization")
     if auth:
         scheme, _, token = auth.partition(b" ")

@@ -118,3 +118,14 @@ def test_sse_response_gets_a_tee_that_returns_chunks_unchanged(engine):
     assert engine.response_headers(plan.state, 200, [(b"content-type", b"application/json")]).stream is None
     # SSE on a non-LLM flow is streamed too (plain mitmproxy would buffer it), without a tee.
     assert engine.response_headers(None, 200, [(b"content-type", b"text/event-stream")]).stream(b"x") == b"x"
+
+
+def test_state_is_private_to_the_user(tmp_path):
+    d = tmp_path / "new-state"
+    e = Engine(Config(headroom_dir=d, events_path=d / "events.jsonl"))
+    plan = e.handle_request(req())
+    e.finish(plan.state, status=200, fields=[], body=b"{}")
+    e.flush()
+    e.close()
+    assert d.stat().st_mode & 0o777 == 0o700
+    assert (d / "events.jsonl").stat().st_mode & 0o777 == 0o600

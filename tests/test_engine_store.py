@@ -160,3 +160,21 @@ def test_hit_decoded_for_a_client_that_does_not_accept_the_stored_coding(tmp_pat
     assert plain.body == RESP and b"content-encoding" not in dict(plain.fields)
     assert dict(plain.fields)[b"content-length"] == str(len(RESP)).encode()
     e.close()
+
+
+def test_requests_without_a_tenant_never_share_store_entries(tmp_path):
+    e = make(tmp_path, "cache")
+    anon = e.handle_request(RequestIn("f", "POST", "https", "api.anthropic.com", 443,
+                                      "/v1/messages", [], BODY, False))
+    assert anon.state.decisions["store"]["decision"] == "no-tenant" and not anon.state.store_write
+    e.close()
+    e = make(tmp_path, "replay")
+    refused = e.handle_request(RequestIn("f", "POST", "https", "api.anthropic.com", 443,
+                                         "/v1/messages", [], BODY, False))
+    assert refused.response.status == 400 and b"headroom_namespace" in refused.response.body
+    e.close()
+    e = Engine(Config(headroom_dir=tmp_path, events_path=None, store_mode="cache", namespace="ci"))
+    p = e.handle_request(RequestIn("f", "POST", "https", "api.anthropic.com", 443,
+                                   "/v1/messages", [], BODY, False))
+    assert p.state.store_write  # an explicit namespace is a tenant
+    e.close()

@@ -171,3 +171,24 @@ def test_arbitrary_records_never_raise(records):
     assert s.total.requests == len(records)
     assert sum(t.requests for t in s.sessions.values()) == len(records)
     format_table(s)
+
+
+def test_sessions_are_bounded_and_adds_are_thread_safe():
+    import threading
+
+    from headroom_core.stats import OTHER, Stats
+
+    st = Stats(max_sessions=50)
+
+    def work(t):
+        for i in range(500):
+            st.add({"session_id": f"s{t}-{i % 40}", "usage": {"input_tokens": 1}})
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert st.total.requests == 4000 and st.total.input_tokens == 4000
+    assert len(st.sessions) <= 51 and OTHER in st.sessions
+    assert sum(t.requests for _, t in st.rows()) == 4000

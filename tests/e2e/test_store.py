@@ -46,7 +46,8 @@ def test_second_identical_request_served_locally(cache_proxy, upstream):
 def test_stream_hit_replays_identical_bytes_and_never_shares_with_buffered(cache_proxy, upstream):
     body = {"model": "claude-x", "max_tokens": 16, "messages": MSGS, "stream": True}
     data = json.dumps(body).encode()
-    h = {"content-type": "application/json", "x-test-scenario": "events:40,batch:3"}
+    h = {"content-type": "application/json", "x-test-scenario": "events:40,batch:3",
+         "x-api-key": "sk-ant-api03-store"}
     with httpx.stream("POST", cache_proxy.url + "/v1/messages", content=data, headers=h) as r:
         first = b"".join(r.iter_raw())
         assert r.headers["x-headroom-cache"] == "miss"
@@ -56,6 +57,9 @@ def test_stream_hit_replays_identical_bytes_and_never_shares_with_buffered(cache
         assert r.headers["content-type"].startswith("text/event-stream")
     assert second == first
     assert len(upstream.requests_to("/v1/messages")) == 1
+    hit = [e for e in cache_proxy.events(wait_for=2, settle=0.1)
+           if e["decisions"].get("store", {}).get("decision") == "hit"][-1]
+    assert hit["local"] and hit["usage"] is None and hit["stream_state"] is None  # not "truncated"
     # the same request without stream:true is a different entry
     r = httpx.post(cache_proxy.url + "/v1/messages",
                    content=json.dumps({**body, "stream": False}).encode(), headers=h)
@@ -192,7 +196,8 @@ def test_paced_replay_keeps_recorded_rhythm_and_bytes(upstream, tmp_path):
     recording (the fake's `slow` scenario sleeps 50 ms between events), byte-identical."""
     body = json.dumps({"model": "claude-x", "max_tokens": 16, "messages": MSGS,
                        "stream": True}).encode()
-    h = {"content-type": "application/json", "x-test-scenario": "events:6,slow"}
+    h = {"content-type": "application/json", "x-test-scenario": "events:6,slow",
+         "x-api-key": "sk-ant-api03-store"}
     with Mitmdump(mode=f"reverse:{upstream.url}", workdir=tmp_path,
                   options={"headroom_store_mode": "record"}) as rec:
         with httpx.stream("POST", rec.url + "/v1/messages", content=body, headers=h) as r:
@@ -220,7 +225,8 @@ def test_paced_replay_keeps_recorded_rhythm_and_bytes(upstream, tmp_path):
 def test_encoded_responses_are_replayed_as_recorded(cache_proxy, upstream, coding, stream):
     body = json.dumps({"model": "claude-x", "max_tokens": 16, "stream": stream,
                        "messages": [{"role": "user", "content": f"encoded {coding} {stream}"}]})
-    h = {"content-type": "application/json", "x-test-scenario": f"{coding},events:12"}
+    h = {"content-type": "application/json", "x-test-scenario": f"{coding},events:12",
+         "x-api-key": "sk-ant-api03-store"}
     raws, decoded = [], []
     for _ in range(2):
         with httpx.stream("POST", cache_proxy.url + "/v1/messages", content=body.encode(),
