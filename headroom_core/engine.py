@@ -470,8 +470,10 @@ class Engine:
             return plan
         coding = (headers.get(fields, b"content-encoding") or b"").decode("latin-1")
         keep = self.config.store_stream_limit if state.store_write and 200 <= status < 300 else 0
+        # Without a store write nobody reads the rebuilt message: usage and completeness only.
         tee = StreamTee(state.route.shape, coding or None, self.config.sse_max_event, keep,
-                        clock=self.clock, batch_bytes=TEE_BATCH)
+                        clock=self.clock, batch_bytes=TEE_BATCH,
+                        accounting_only=not state.store_write)
         state.tee = tee
         plan.stream = tee
         return plan

@@ -46,8 +46,14 @@ class SSEParser:
     event larger than `max_event_bytes` stops parsing for the rest of the stream (`overflowed`).
     """
 
-    def __init__(self, max_event_bytes: int = 1 << 20) -> None:
+    def __init__(self, max_event_bytes: int = 1 << 20,
+                 skip_events: frozenset[str] = frozenset()) -> None:
         self.max_event_bytes = max_event_bytes
+        # Events named here (by a leading `event:` line) are checked for valid UTF-8 and counted
+        # in `skipped`, but not dispatched: a reader that only needs usage and completeness
+        # leaves the bulk of a stream (text deltas) unparsed.
+        self.skip_events = skip_events
+        self.skipped = 0
         self.errors = 0  # complete events skipped because they were not valid UTF-8
         self.overflowed = False
         self.failed = False  # an unexpected internal error stopped parsing
@@ -172,6 +178,17 @@ class SSEParser:
         return events
 
     def _event(self, block: bytes | bytearray, size: int) -> SSEEvent | None:
+        if self.skip_events and block.startswith(b"event:"):
+            nl = block.find(b"\n")
+            name = bytes(block[6:nl if nl >= 0 else len(block)]).strip(b" \r").decode("latin-1")
+            if name in self.skip_events:
+                try:
+                    block.decode("utf-8")
+                except UnicodeDecodeError:
+                    pass  # counted below, like any event
+                else:
+                    self.skipped += 1
+                    return None
         try:
             text = block.decode("utf-8")
         except UnicodeDecodeError:

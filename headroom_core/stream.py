@@ -25,6 +25,18 @@ from headroom_core.sse import SSEParser
 log = logging.getLogger("headroom.stream")
 
 
+# Named content events that carry no usage, error or terminal signal, per body shape. Chat
+# Completions chunks have no event names, so nothing is skipped there.
+SKIPPABLE: dict[str, frozenset[str]] = {
+    "anthropic": frozenset({"content_block_delta", "ping"}),
+    "responses": frozenset({
+        "response.output_text.delta", "response.function_call_arguments.delta",
+        "response.custom_tool_call_input.delta", "response.reasoning_summary_text.delta",
+        "response.reasoning_text.delta", "response.audio.delta", "response.audio.transcript.delta",
+    }),
+}
+
+
 class StreamTee:
     """Feed every raw chunk of one streamed response, then `finish()` once it has ended.
 
@@ -41,8 +53,13 @@ class StreamTee:
         keep_bytes_limit: int = 64 << 20,
         clock: Callable[[], float] = time.monotonic,
         batch_bytes: int = 0,
+        accounting_only: bool = False,
     ) -> None:
         self.shape = shape
+        # accounting_only: the caller needs usage, errors and completeness, not the rebuilt
+        # message; the shape's content deltas are then validated but not parsed (see
+        # `SKIPPABLE`), and `StreamResult.message` lacks their text.
+        self.accounting_only = accounting_only
         # Parsing in batches of this many bytes (0: every chunk at once) spreads the per-call
         # cost of decoding, splitting and reconstructing over many small chunks. The result is
         # the same whatever the batching: nothing is read before `finish`.
@@ -60,7 +77,8 @@ class StreamTee:
         self.failed = False  # an internal error disabled parsing for this stream
         self._clock = clock
         self._result: StreamResult | None = None
-        self._parser = SSEParser(max_event_bytes)
+        self._parser = SSEParser(
+            max_event_bytes, SKIPPABLE.get(shape, frozenset()) if accounting_only else frozenset())
         self._decoder: IncrementalDecoder | None = None
         self._recon: Reconstructor | None = None
         self._parsing = True

@@ -291,3 +291,26 @@ def test_batched_parsing_gives_the_same_result(path, cuts, batch):
     assert (a.state, a.reason, a.usage, a.message, a.error) == \
            (b.state, b.reason, b.usage, b.message, b.error)
     assert batched.bytes_seen == len(data)
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_accounting_only_reads_the_same_usage_and_state(path):
+    """Skipping content deltas changes nothing the event log reports."""
+    data = path.read_bytes()
+    full = StreamTee(shape_of(path))
+    lean = StreamTee(shape_of(path), accounting_only=True)
+    feed_all(full, data, list(range(97, len(data), 97)))
+    feed_all(lean, data, list(range(97, len(data), 97)))
+    a, b = full.finish(True), lean.finish(True)
+    assert (a.state, a.usage, a.error, a.model) == (b.state, b.usage, b.error, b.model)
+    # the reason may only differ where the full reader found a lossy/unknown delta
+    assert a.reason == b.reason or a.lossy
+
+
+def test_accounting_only_still_catches_invalid_utf8_in_a_skipped_event():
+    marker = b'"type":"text_delta","text":"'
+    assert marker in TEXT
+    data = TEXT.replace(marker, marker + b"\xff", 1)
+    tee = StreamTee("anthropic", accounting_only=True)
+    tee.feed(data)
+    assert tee.finish(True).state != "complete"
