@@ -82,12 +82,14 @@ def _encode(value: str) -> bytes:
 
 
 def apply_to_fields(
-    fields: list[tuple[bytes, bytes]], header_name: bytes, tokens: Sequence[str]
+    fields: list[tuple[bytes, bytes]], header_name: bytes, tokens: Sequence[str],
+    *, fold: bool = False,
 ) -> list[tuple[bytes, bytes]]:
     """Header fields with `header_name` carrying exactly `tokens`.
 
     When the lines present already carry exactly these tokens in this order, `fields` itself is
-    returned, untouched (byte fidelity: several lines or odd spacing included). Otherwise every
+    returned, untouched (byte fidelity: several lines or odd spacing included) — unless `fold`
+    asks for several lines (case variants) to become one even then. Otherwise every
     line of the header (any case) is folded into one at the first line's position, with the first
     line's name casing; tokens are joined with ", " if the client's value used ", " and with ","
     otherwise (Claude Code and the SDKs use ","). Without tokens the header is removed; a new
@@ -99,7 +101,7 @@ def apply_to_fields(
     present: list[str] = []
     for value in original:
         present.extend(split_tokens(value))
-    if present == list(tokens):
+    if present == list(tokens) and not (fold and len(positions) > 1):
         return fields
     if not tokens:
         gone = set(positions)

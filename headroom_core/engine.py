@@ -432,11 +432,14 @@ class Engine:
             return fields
         sid = state.session
         key = beta.sticky_key(sid.id, state.route.endpoint, state.model)
-        d = self.betas.apply(key, sid.high_confidence, beta.header_values(fields, name))
-        state.decisions["beta"] = {"changed": d.changed, "added": d.added, "tokens": len(d.tokens)}
-        if not d.changed:
+        values = beta.header_values(fields, name)
+        d = self.betas.apply(key, sid.high_confidence, values)
+        folded = len(values) > 1  # several lines (case variants) become one
+        state.decisions["beta"] = {"changed": d.changed or folded, "added": d.added,
+                                   "tokens": len(d.tokens)}
+        if not (d.changed or folded):
             return fields
-        fields = beta.apply_to_fields(fields, name, d.tokens)
+        fields = beta.apply_to_fields(fields, name, d.tokens, fold=True)
         plan.fields = fields
         state.beta_key, state.beta_added = key, d.added
         log.info("beta_merged %s", orjson.dumps({"flow": state.flow_id, "added": d.added}).decode())

@@ -386,3 +386,12 @@ def test_non_beta_or_garbage_errors_name_nothing(body):
 @given(st.binary(max_size=200), st.lists(st.text(max_size=10), max_size=4))
 def test_error_parser_never_raises(body, sent):
     assert isinstance(tokens_named_in_error(body, sent), list)
+
+
+def test_fold_forces_one_line_even_when_tokens_are_unchanged():
+    from headroom_core.beta import apply_to_fields
+
+    fields = [(b"OpenAI-Beta", b"x=1"), (b"A", b"1"), (b"openai-beta", b"y")]
+    assert apply_to_fields(fields, b"OpenAI-Beta", ["x=1", "y"]) is fields
+    assert apply_to_fields(fields, b"OpenAI-Beta", ["x=1", "y"], fold=True) == [
+        (b"OpenAI-Beta", b"x=1,y"), (b"A", b"1")]

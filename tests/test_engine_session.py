@@ -116,3 +116,10 @@ def test_openai_beta_case_variants_collapse_when_changed(tmp_path):
     out = go([(b"openai-beta", b"x=1")])
     assert [(n, v) for n, v in out if n.lower() == b"openai-beta"] == [(b"openai-beta", b"x=1,y")]
     e.close()
+
+
+def test_several_beta_lines_are_folded_into_one(engine):
+    plan, sent = turn(engine, "a", extra=[(b"Anthropic-Beta", b"b")])
+    assert sent == ["a,b"] and plan.state.decisions["beta"]["changed"] is True
+    names = [n for n, _ in plan.fields if n.lower() == b"anthropic-beta"]
+    assert names == [b"anthropic-beta"]  # the first line's casing, at its position
