@@ -6,7 +6,7 @@ reconstructions and non-streamed responses alike. Malformed or missing figures c
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -32,7 +32,11 @@ class Usage:
         return self.input_tokens + self.cache_read_tokens + self.cache_creation_tokens
 
     def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+        # by hand: dataclasses.asdict deep-copies recursively, on every flow
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "cache_read_tokens": self.cache_read_tokens,
+                "cache_creation_tokens": self.cache_creation_tokens,
+                "reasoning_tokens": self.reasoning_tokens}
 
 
 def _n(value: Any) -> int:
