@@ -21,18 +21,18 @@ import orjson
 
 from . import beta, cachekey, encoding, headers, jsonutil, routing, session, storemode, tenant, usage
 from .background import Background
-from .config import Config
-from .stats import Stats
-from .store import Entry, ResponseStore
-from .store import refusal as storemode_refusal
-from .store import storable_headers
-from .stream import StreamTee
 from .compress import DEFAULT_MIN_BYTES, CompressPolicy
+from .config import Config
+from .eventlog import EventLog
+from .headers import Controls, Fields
 from .ledger import Ledger
 from .originals import Originals
 from .rewrite import Rewriter, RewritePolicy, RewriteResult
+from .stats import Stats
+from .store import Entry, ResponseStore, storable_headers
+from .store import refusal as store_refusal
+from .stream import StreamTee
 from .websocket import WebSocketConversation
-from .headers import Controls, Fields
 
 log = logging.getLogger("headroom.engine")
 
@@ -133,8 +133,6 @@ def is_event_stream(fields: Fields) -> bool:
 
 class Engine:
     def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
-        from .eventlog import EventLog
-
         self.config = config
         self.clock = clock
         # Prompts, answers and tool outputs are private: a new state directory is the user's alone.
@@ -526,7 +524,7 @@ class Engine:
         else:
             complete = error is None and body is not None
             held = _Held(status, storable_headers(fields), body or b"", None)
-        why = storemode_refusal(Entry(status or 0, [], b"", [] if tee else None), complete) \
+        why = store_refusal(Entry(status or 0, [], b"", [] if tee else None), complete) \
             if status is not None else "no response"
         dec = state.decisions.setdefault("store", {})
         if why is not None:
