@@ -1,5 +1,3 @@
-from itertools import pairwise
-from pathlib import Path
 
 import orjson
 import pytest
@@ -9,19 +7,14 @@ from hypothesis import strategies as st
 from headroom_core.reconstruct import StreamResult, for_shape
 from headroom_core.reconstruct.openai_chat import ChatReconstructor
 from headroom_core.sse import SSEEvent
-from headroom_core.stream import StreamTee
 from headroom_core.usage import Usage
+from tests.recon_util import STREAMS, run_tee, plain
 
-STREAMS = Path(__file__).parent / "data" / "streams"
 FIXTURES = sorted(STREAMS.glob("chat_*.sse"))
 
 
 def run(data: bytes, cuts: list[int] = (), ended_cleanly: bool = True) -> StreamResult:
-    tee = StreamTee("chat")
-    edges = [0, *cuts, len(data)]
-    for a, b in pairwise(edges):
-        tee.feed(data[a:b])
-    return tee.finish(ended_cleanly)
+    return run_tee("chat", data, cuts, ended_cleanly)
 
 
 def fixture(name: str) -> StreamResult:
@@ -284,14 +277,6 @@ JSON = st.recursive(
     ),
     max_leaves=14,
 )
-
-
-def plain(x) -> bool:
-    if type(x) is dict:
-        return all(type(k) is str and plain(v) for k, v in x.items())
-    if type(x) is list:
-        return all(plain(v) for v in x)
-    return x is None or type(x) in (str, int, float, bool)
 
 
 @settings(max_examples=300, deadline=None)
