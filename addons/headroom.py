@@ -3,8 +3,9 @@
     mitmdump -s addons/headroom.py --mode reverse:https://api.anthropic.com --set connection_strategy=lazy
 
 This file is the only mitmproxy adapter: options, hooks and commands. It copies a flow's bytes and
-headers into `headroom_core` values, calls the core `Engine`, and applies the plan it returns in
-one step. Any failure leaves the flow as the client sent it (minus internal headers).
+headers into `headroom_core` values, lets the runtime (`headroom_runtime`) and its engine decide,
+and applies the plan in one step. Any failure leaves the flow as the client sent it (minus
+internal headers); a Headroom that is not fully configured forwards nothing at all.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import functools
 import logging
 import secrets
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,225 +24,144 @@ from mitmproxy.proxy import mode_specs
 
 try:
     import headroom_core  # noqa: F401
+    import headroom_runtime  # noqa: F401
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from headroom_core import beta  # noqa: E402
-from headroom_core import config as hconfig  # noqa: E402
-from headroom_core import engine as hengine  # noqa: E402
-from headroom_core import headers as hheaders  # noqa: E402
-from headroom_core import livezone  # noqa: E402
-from headroom_core import storemode  # noqa: E402
-from headroom_core.stats import format_table  # noqa: E402
+try:
+    from headroom_core import engine as hengine
+    from headroom_core import errors as herrors
+    from headroom_core import headers as hheaders
+    from headroom_core import options as hoptions
+    from headroom_core import routing, storemode
+    from headroom_core.stats import format_table
+    from headroom_runtime import runtime as hruntime
+    IMPORT_ERROR: str | None = None
+except Exception as _e:  # a broken install must not leave a proxy that forwards unprotected
+    IMPORT_ERROR = f"headroom failed to load: {type(_e).__name__}: {_e}"
 
 log = logging.getLogger("headroom")
-
-OPTIONS = (
-    "headroom_dir", "headroom_events", "headroom_strip_prefixes", "headroom_strip_headers",
-    "headroom_hosts", "headroom_max_body", "headroom_stream_sse", "headroom_namespace",
-    "headroom_beta_sticky", "headroom_beta_max_sessions", "headroom_beta_deny",
-    "headroom_sse_max_event", "headroom_store_mode", "headroom_store_size", "headroom_store_ttl",
-    "headroom_store_exclude", "headroom_store_pace", "headroom_websocket", "headroom_compress",
-    "headroom_compress_include", "headroom_compress_exclude", "headroom_compress_min_bytes",
-    "headroom_compress_min_ratio", "headroom_compress_min_tokens", "headroom_compress_error_limit",
-    "headroom_ccr_host", "headroom_ledger_size", "headroom_flush_interval",
-)
 
 
 class Headroom:
     def __init__(self) -> None:
-        self.engine: hengine.Engine | None = None
+        self.runtime: hruntime.Runtime | None = None
         self.states: dict[str, hengine.FlowState] = {}
         self.ws: dict[str, tuple[hengine.FlowState, hengine.WebSocketConversation]] = {}
         self.early: dict[str, list[tuple[bytes, bytes]]] = {}  # headers stripped before `request`
+        self.is_running = False
+        self.started = time.time()
+        # Why Headroom refuses to work (a bad option at startup, a failed import): every request
+        # is then answered locally with this reason, never forwarded.
+        self.failed: str | None = IMPORT_ERROR
+
+    @property
+    def engine(self) -> hengine.Engine | None:
+        return self.runtime.engine if self.runtime is not None else None
+
+    # -- options --------------------------------------------------------------------------------
 
     def load(self, loader) -> None:
-        loader.add_option(
-            "headroom_dir", str, "~/.headroom",
-            "Directory for all of Headroom's state: event log, response store, rewrite ledger, "
-            "kept originals.",
-        )
-        loader.add_option(
-            "headroom_events", str, "",
-            "Event log file (one JSON line per LLM flow). Empty: <headroom_dir>/events.jsonl; "
-            "'off' disables it.",
-        )
-        loader.add_option(
-            "headroom_strip_prefixes", Sequence[str], ["x-headroom-"],
-            "Header-name prefixes that never go upstream (case-insensitive). They still steer "
-            "Headroom inbound, e.g. 'x-headroom-bypass: 1'.",
-        )
-        loader.add_option(
-            "headroom_strip_headers", Sequence[str], ["proxy-connection"],
-            "Exact header names that never go upstream (proxy-internal headers).",
-        )
-        loader.add_option(
-            "headroom_hosts", Sequence[str], [],
-            "Extra upstream hosts treated as model APIs in regular (system-proxy) mode, besides "
-            "api.anthropic.com, api.openai.com and chatgpt.com. In reverse mode every host counts.",
-        )
-        loader.add_option(
-            "headroom_max_body", str, "64m",
-            "Larger request bodies (after content decoding) are forwarded without inspection.",
-        )
-        loader.add_option(
-            "headroom_stream_sse", bool, True,
-            "Stream text/event-stream responses to the client chunk by chunk (plain mitmproxy "
-            "buffers them until the end).",
-        )
+        if IMPORT_ERROR is not None:
+            log.error("%s", IMPORT_ERROR)
+            return
+        for o in hoptions.OPTIONS:
+            loader.add_option(o.name, o.type, o.default, o.help,
+                              choices=list(o.choices) if o.choices else None)
+        self._check_startup_values(loader.master.options)
 
-        loader.add_option(
-            "headroom_namespace", str, "",
-            "Tenant namespace for all per-user state (sessions, store, ledger). Empty: a salted "
-            "hash of each request's credential. Set it in CI and for rotating OAuth tokens.",
-        )
-        loader.add_option(
-            "headroom_beta_sticky", bool, True,
-            "Keep re-sending anthropic-beta / OpenAI-Beta tokens a conversation already sent "
-            "upstream, even when the client drops them (a changed header can cost the prompt "
-            "cache). Only for sessions the client identifies itself.",
-        )
-        loader.add_option(
-            "headroom_beta_max_sessions", int, 1000,
-            "How many sessions' beta tokens to remember (least recently used are forgotten).",
-        )
-        loader.add_option(
-            "headroom_beta_deny", Sequence[str], list(beta.DEFAULT_DENY),
-            "Beta tokens (fnmatch patterns) never made sticky, e.g. entitlement-gated ones.",
-        )
+    def _check_startup_values(self, options) -> None:
+        """Validate `--set headroom_*=...` values before mitmproxy applies them: a value it cannot
+        convert (`=abc` for a number) would otherwise unload the whole addon without a word, and a
+        misspelled name would be kept aside forever. Each problem is one error line (mitmdump
+        then exits); Headroom refuses all traffic meanwhile."""
+        problems = []
+        for name in sorted(k for k in options.deferred if k.startswith(hoptions.PREFIX)):
+            opt = hoptions.BY_NAME.get(name)
+            try:
+                if opt is None:
+                    raise ValueError(hoptions.unknown_message(name))
+                opt(_unconverted(opt, options.deferred[name]))
+            except ValueError as e:  # ConfigError included
+                problems.append(str(e))
+                del options.deferred[name]  # so that mitmproxy does not unload the addon over it
+        for msg in problems:
+            log.error("%s", msg)
+        if problems:
+            self.failed = problems[0]
 
-        loader.add_option(
-            "headroom_sse_max_event", str, "1m",
-            "Largest SSE event Headroom parses on the side; past it the stream still passes "
-            "through, unparsed.",
-        )
-        loader.add_option(
-            "headroom_store_mode", str, "off",
-            "Response store: off; cache (serve hits locally, store misses); record (always "
-            "forward, store); replay (serve hits, never contact upstream on a miss: answer with a "
-            "provider-shaped 400 naming the difference to the nearest recording).",
-            choices=list(storemode.MODES),
-        )
-        loader.add_option(
-            "headroom_store_size", str, "2g", "Response store size bound (oldest evicted first).",
-        )
-        loader.add_option(
-            "headroom_store_ttl", str, "",
-            "Response store entry lifetime, e.g. 12h or 7d. Empty: entries never expire.",
-        )
-        loader.add_option(
-            "headroom_store_exclude", Sequence[str], [],
-            "Extra JSON paths left out of the cache key (e.g. metadata.trace_id, "
-            "messages[*].content[0].citations), besides the built-in volatile fields.",
-        )
-        loader.add_option(
-            "headroom_store_pace", bool, False,
-            "Replay stored streams with their recorded timing instead of as fast as possible.",
-        )
-
-        loader.add_option(
-            "headroom_websocket", str, "pass",
-            "Responses-API WebSocket upgrades (Codex's default transport): pass (read them on the "
-            "side like HTTP streams) or refuse (answer 426, so Codex falls back to HTTP + SSE). "
-            "In headroom_store_mode=replay they are always refused: the store serves HTTP only.",
-            choices=["pass", "refuse"],
-        )
-
-        loader.add_option(
-            "headroom_compress", str, "auto",
-            "Live-zone rewriting of large tool outputs in the newest turn: off; on; auto (API-key "
-            "traffic only: Claude subscription and ChatGPT-login traffic stay untouched).",
-            choices=["off", "auto", "on"],
-        )
-        loader.add_option(
-            "headroom_compress_include", Sequence[str], [],
-            "Only tools matching these fnmatch patterns are compressed (empty: every tool not "
-            "excluded).",
-        )
-        loader.add_option(
-            "headroom_compress_exclude", Sequence[str], list(livezone.DEFAULT_EXCLUDE),
-            "Tools never compressed: file-content tools whose exact text agents edit against.",
-        )
-        loader.add_option(
-            "headroom_compress_min_bytes", Sequence[str], [],
-            "Per content type size thresholds, e.g. log=512 json=1k search=1k diff=1k "
-            "(those are the defaults).",
-        )
-        loader.add_option(
-            "headroom_compress_min_ratio", str, "0.10",
-            "Apply a rewrite only if the o200k token count drops by at least this fraction...",
-        )
-        loader.add_option(
-            "headroom_compress_min_tokens", int, 200,
-            "...and by at least this many tokens.",
-        )
-        loader.add_option(
-            "headroom_compress_error_limit", str, "32k",
-            "Tool results flagged is_error are kept unless larger than this.",
-        )
-        loader.add_option(
-            "headroom_ccr_host", str, "headroom.local",
-            "Host (host[:port]) named in compression markers; GET http://<host>/ccr/<handle> "
-            "through the proxy returns the original output. In reverse mode /ccr/<handle> on the "
-            "listener works too (set this to the listener's host:port).",
-        )
-        loader.add_option(
-            "headroom_ledger_size", str, "1g",
-            "Size bound of the rewrite ledger (what each rewritten output was forwarded as).",
-        )
-
-        loader.add_option(
-            "headroom_flush_interval", str, "0.25",
-            "Seconds between Headroom's background batches (per-flow accounting, store writes, "
-            "event-log lines). Batching keeps the work from competing with mitmproxy's event "
-            "loop flow by flow.",
-        )
+    def running(self) -> None:
+        self.is_running = True
 
     def configure(self, updated: set[str]) -> None:
-        if self.engine is not None and not any(o in updated for o in OPTIONS):
+        if IMPORT_ERROR is not None:
             return
-        values = {name: getattr(ctx.options, name) for name in OPTIONS}
+        if self.runtime is not None and not any(o.startswith(hoptions.PREFIX) for o in updated):
+            return
+        values = {o.name: getattr(ctx.options, o.name) for o in hoptions.OPTIONS}
         try:
-            cfg = hconfig.from_options(values)
-        except hconfig.ConfigError as e:
-            raise exceptions.OptionsError(str(e)) from e
+            cfg = hoptions.from_options(values)
+        except hoptions.ConfigError as e:
+            if self.is_running:  # a live `set` (mitmweb, console): refused, the old value stays
+                raise exceptions.OptionsError(str(e)) from None
+            log.error("%s", e)  # at startup: one line, mitmdump exits; nothing is forwarded
+            self.failed = str(e)
+            return
         if (cfg.store_mode in ("cache", "replay") and "connection_strategy" in ctx.options
                 and ctx.options.connection_strategy != "lazy"):
-            # Answering from the store must not depend on reaching the upstream first.
+            # Answering locally must not depend on reaching the upstream first (nor touch it).
             ctx.options.connection_strategy = "lazy"
             log.info("headroom: connection_strategy set to lazy for headroom_store_mode=%s",
                      cfg.store_mode)
-        old = self.engine
-        try:
-            self.engine = hengine.Engine(cfg)
-        except OSError as e:
-            raise exceptions.OptionsError(f"headroom_dir: cannot use {cfg.headroom_dir}: {e}") from e
+        host, port = _listener()
+        base = f"http://{cfg.ccr_host or f'{host}:{port}'}/ccr/"
+        old = self.runtime
+        self.runtime = hruntime.Runtime(
+            cfg, retrieval_base=base, local_hosts=_local_hosts(host, port, cfg.ccr_host),
+            health=self._health)
         if old is not None:
             old.close()
 
+    def _health(self) -> dict:
+        rt = self.runtime
+        cfg = rt.config if rt else None
+        return {
+            "status": "failed" if self.failed else "ok",
+            "version": headroom_core.__version__,
+            "error": self.failed,
+            "modes": list(ctx.options.mode) if "mode" in ctx.options else [],
+            "store_mode": cfg.store_mode if cfg else None,
+            "compress": cfg.compress if cfg else None,
+            "uptime_s": round(time.time() - self.started, 1),
+            "state": dict(rt.degrade.status) if rt else {},
+        }
+
     def done(self) -> None:
         PACER.stop()
-        if self.engine is not None:
-            if self.engine.stats.total.requests:
-                log.info("headroom stats:\n%s", format_table(self.engine.stats))
-            self.engine.close()
+        if self.runtime is not None:
+            if self.runtime.stats.total.requests:
+                log.info("headroom stats:\n%s", format_table(self.runtime.stats))
+            self.runtime.close()
+
+    # -- commands -------------------------------------------------------------------------------
 
     @command.command("headroom.stats")
     def stats(self) -> str:
         """Requests, tokens, cache-read share, errors and tokens saved, per session and in total,
         since this proxy started."""
-        if self.engine is None:
+        if self.runtime is None:
             return "headroom is not configured"
-        table = format_table(self.engine.stats)
+        table = format_table(self.runtime.stats)
         log.info("headroom stats:\n%s", table)
         return table
 
     @command.command("headroom.original")
     def original(self, handle: str) -> str:
         """The original tool output kept under a compression marker's handle."""
-        if self.engine is None or self.engine.originals is None:
+        originals = self.runtime.state.originals if self.runtime is not None else None
+        if originals is None:
             return "headroom: compression is off; no originals are kept"
-        text = self.engine.originals.get(handle.strip())
+        text = originals.get(handle.strip())
         return text if text is not None else f"headroom: no original kept under {handle!r}"
 
     # -- hooks ----------------------------------------------------------------------------------
@@ -250,43 +171,47 @@ class Headroom:
         another addon): the headers then go upstream right after this hook, before `request`,
         so internal headers are stripped here. Such a body cannot be inspected: the request
         passes through untouched, and in replay mode (offline by contract) it is refused."""
-        if self.engine is None or not flow.request.stream or flow.response:
+        if not flow.request.stream or flow.response:
+            return
+        engine = self.engine
+        if self.failed or engine is None:
+            flow.response = _refusal(self.failed or "not configured", flow)
             return
         r = flow.request
-        kept, stripped = hheaders.strip(r.headers.fields, self.engine.config.strip)
+        kept, stripped = hheaders.strip(r.headers.fields, engine.config.strip)
         self.early[flow.id] = list(r.headers.fields)  # `request` still reads the controls
         if stripped:
             r.headers = http.Headers(kept)
-        route = self.engine.route_of(r.method, r.host, r.path, reverse=_is_reverse(flow),
-                                     websocket_upgrade=_is_upgrade(r))
-        if route is not None and self.engine.config.store_mode == "replay":
+        if engine.config.store_mode == "replay":
             log.warning("headroom: replay mode refuses a streamed request body (flow %s); raise "
                         "stream_large_bodies to let Headroom read it", flow.id)
             self.early.pop(flow.id, None)
             flow.kill()
 
     async def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live or self.engine is None:
+        if flow.response or flow.error or not flow.live:
             self.early.pop(flow.id, None)
             return
+        engine = self.engine
+        if self.failed or engine is None:  # fail closed: nothing is forwarded
+            flow.response = _refusal(self.failed or "not configured", flow)
+            return
         try:
-            await self._request(flow, self.engine)
+            await self._request(flow, engine)
         except Exception as e:  # our bug: the flow goes on as sent, minus internal headers
             log.warning("internal_error phase=request flow=%s error=%s", flow.id,
                         type(e).__name__)
-            kept, stripped = hheaders.strip(flow.request.headers.fields, self.engine.config.strip)
+            kept, stripped = hheaders.strip(flow.request.headers.fields, engine.config.strip)
             if stripped:
                 flow.request.headers = http.Headers(kept)
-            if self.engine.config.store_mode == "replay":  # offline by contract: never forward
-                flow.response = http.Response.make(
-                    502, b"headroom: internal error in replay mode\n",
-                    {"content-type": "text/plain", "x-should-retry": "false"})
+            if engine.config.store_mode == "replay":  # offline by contract: never forward
+                flow.response = _refusal("internal error in replay mode", flow)
             else:
                 flow.response = None
 
     async def _request(self, flow: http.HTTPFlow, engine: hengine.Engine) -> None:
         req = _request_in(flow, self.early.pop(flow.id, None))
-        if engine.offload(req):
+        if self.runtime.offload_request(req):
             plan = await asyncio.to_thread(engine.handle_request, req)
         else:
             plan = engine.handle_request(req)
@@ -326,15 +251,15 @@ class Headroom:
 
     def response(self, flow: http.HTTPFlow) -> None:
         state = self.states.pop(flow.id, None)
-        if state is None or self.engine is None or flow.response is None:
+        if state is None or self.runtime is None or flow.response is None:
             return
         resp = flow.response
         if flow.websocket is not None:  # a 101: the conversation continues as messages
-            self.ws[flow.id] = (state, self.engine.websocket_start(state))
+            self.ws[flow.id] = (state, self.runtime.engine.websocket_start(state))
             return
         # The client gets the response as soon as this returns; the accounting (usage, store
         # write, event line) runs in Headroom's background thread.
-        self.engine.finish_later(
+        self.runtime.finish_later(
             state,
             status=resp.status_code,
             fields=list(resp.headers.fields),
@@ -346,18 +271,18 @@ class Headroom:
 
     async def websocket_message(self, flow: http.HTTPFlow) -> None:
         entry = self.ws.get(flow.id)
-        if entry is None or self.engine is None:
+        if entry is None or self.runtime is None:
             return
         state, conv = entry
         msg = flow.websocket.messages[-1]
         if msg.injected or msg.dropped:
             return
-        call = functools.partial(self.engine.websocket_message, state, conv,
+        call = functools.partial(self.runtime.engine.websocket_message, state, conv,
                                  from_client=msg.from_client, is_text=msg.is_text,
                                  content=msg.content)
         # A big `response.create` may be compressed: not on the event loop. mitmproxy forwards
         # the message once this hook returns, and a connection's messages stay in order.
-        if msg.from_client and len(msg.content) > hengine.OFFLOAD_BODY:
+        if msg.from_client and hruntime.offload(len(msg.content)):
             new = await asyncio.to_thread(call)
         else:
             new = call()
@@ -366,19 +291,19 @@ class Headroom:
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         entry = self.ws.pop(flow.id, None)
-        if entry is None or self.engine is None:
+        if entry is None or self.runtime is None:
             return
         state, conv = entry
         err = flow.error.msg if flow.error else None
-        self.engine.websocket_end(state, conv, err)
+        self.runtime.engine.websocket_end(state, conv, err)
 
     def error(self, flow: http.HTTPFlow) -> None:
         self.early.pop(flow.id, None)
         state = self.states.pop(flow.id, None)
-        if state is None or self.engine is None:
+        if state is None or self.runtime is None:
             return
         resp = flow.response
-        self.engine.finish_later(
+        self.runtime.finish_later(
             state,
             status=resp.status_code if resp else None,
             fields=list(resp.headers.fields) if resp else None,
@@ -387,6 +312,55 @@ class Headroom:
             response_started=resp.timestamp_start if resp else None,
             response_ended=flow.error.timestamp if flow.error else None,
         )
+
+
+def _unconverted(opt, value):
+    """A deferred `--set` value as mitmproxy would convert it for the option's type (the strings
+    are kept raw, so that Headroom's own parser names what is wrong)."""
+    raw = getattr(value, "val", None)  # mitmproxy's _UnconvertedStrings
+    if raw is None:
+        return value
+    if opt.type is Sequence[str]:
+        return list(raw)
+    if not raw:  # `--set name` alone: true for a flag
+        return ""
+    if len(raw) != 1:
+        raise hoptions.ConfigError(opt.name, raw, "expected one value")
+    return raw[0]
+
+
+_HTTP_MODES = (mode_specs.ReverseMode, mode_specs.RegularMode, mode_specs.UpstreamMode)
+
+
+def _listener() -> tuple[str, int]:
+    """Where this proxy answers plain HTTP from the same machine: the first reverse, regular or
+    upstream listener, on loopback unless it listens on one address only."""
+    modes = []
+    for spec in ctx.options.mode if "mode" in ctx.options else ():
+        try:
+            modes.append(mode_specs.ProxyMode.parse(spec))
+        except ValueError:
+            continue
+    http_modes = [m for m in modes if isinstance(m, _HTTP_MODES)] or modes
+    if not http_modes:
+        return "127.0.0.1", 8080
+    m = min(http_modes, key=lambda m: not isinstance(m, mode_specs.ReverseMode))
+    listen_host = ctx.options.listen_host if "listen_host" in ctx.options else ""
+    listen_port = ctx.options.listen_port if "listen_port" in ctx.options else None
+    host = m.listen_host(listen_host) or ""
+    port = m.listen_port(listen_port) or 8080
+    if host in ("", "0.0.0.0", "::", "localhost"):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return host, port
+
+
+def _local_hosts(host: str, port: int, ccr_host: str) -> frozenset[str]:
+    names = {f"{h}:{port}" for h in (host, "127.0.0.1", "localhost", "[::1]")}
+    if ccr_host:
+        names.add(ccr_host)
+    return frozenset(names)
 
 
 def _is_reverse(flow: http.HTTPFlow) -> bool:
@@ -399,7 +373,7 @@ def _is_upgrade(r: http.Request) -> bool:
 
 def _request_in(flow: http.HTTPFlow, fields=None) -> hengine.RequestIn:
     r = flow.request
-    upgrade = _is_upgrade(r)
+    peer = flow.client_conn.peername
     return hengine.RequestIn(
         flow_id=flow.id,
         method=r.method,
@@ -410,8 +384,20 @@ def _request_in(flow: http.HTTPFlow, fields=None) -> hengine.RequestIn:
         fields=fields if fields is not None else list(r.headers.fields),
         body=None if r.stream else r.raw_content,
         reverse=_is_reverse(flow),
-        websocket_upgrade=upgrade,
+        websocket_upgrade=_is_upgrade(r),
+        client=peer[0] if peer else None,
     )
+
+
+def _refusal(reason: str, flow: http.HTTPFlow) -> http.Response:
+    """The answer when Headroom cannot work: provider-shaped, never forwarded, not retried."""
+    flow.metadata["headroom_local"] = True
+    message = f"headroom is not working ({reason}); nothing was forwarded"
+    if IMPORT_ERROR is not None:
+        return http.Response.make(503, message.encode() + b"\n", {
+            "content-type": "text/plain; charset=utf-8", "x-should-retry": "false"})
+    provider = routing.guess_provider(flow.request.host, flow.request.path)
+    return _local_response(hengine.LocalResponse(*herrors.provider_error(provider, 503, message)))
 
 
 def _apply(flow: http.HTTPFlow, plan: hengine.RequestPlan) -> None:

@@ -8,6 +8,7 @@ any exception inside a step leaves the flow as the client sent it (minus interna
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import logging
 import re
@@ -19,17 +20,14 @@ from typing import Any
 
 import orjson
 
-from . import beta, cachekey, encoding, headers, jsonutil, routing, session, storemode, tenant, usage
-from .background import Background
+from . import (beta, cachekey, encoding, headers, jsonutil, local, routing, session, storemode,
+               tenant, usage)
 from .compress import DEFAULT_MIN_BYTES, CompressPolicy
-from .config import Config
-from .eventlog import EventLog
+from .options import Config
 from .headers import Controls, Fields
-from .ledger import Ledger
-from .originals import Originals
+from .originals import DEFAULT_RETRIEVAL_BASE
 from .rewrite import Rewriter, RewritePolicy, RewriteResult
-from .stats import Stats
-from .store import Entry, ResponseStore, storable_headers
+from .store import Entry, storable_headers
 from .store import refusal as store_refusal
 from .stream import StreamTee
 from .websocket import WebSocketConversation
@@ -66,6 +64,7 @@ class RequestIn:
     body: bytes | None  # raw as received; None when mitmproxy streamed it
     reverse: bool
     websocket_upgrade: bool = False
+    client: str | None = None  # the client's IP address (local endpoints answer some only)
 
 
 @dataclass(slots=True)
@@ -132,52 +131,40 @@ def is_event_stream(fields: Fields) -> bool:
 
 
 class Engine:
-    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        salt: bytes,
+        store: Any = None,
+        ledger: Any = None,
+        originals: Any = None,
+        sink: Callable[[dict[str, Any]], None] | None = None,
+        retrieval_base: str = DEFAULT_RETRIEVAL_BASE,
+        local_hosts: frozenset[str] = frozenset(),
+        health: Callable[[], dict] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """The runtime opens the state and hands it in: `store` (a response store or None),
+        `ledger` and `originals` (both, or None: no rewriting), `sink` (receives every event
+        record, e.g. the event log). `local_hosts` are the listener's own host[:port] names
+        (its local endpoints answer there in regular mode); `health` feeds /headroom/health."""
         self.config = config
         self.clock = clock
-        # Prompts, answers and tool outputs are private: a new state directory is the user's alone.
-        config.headroom_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.salt = tenant.load_salt(config.headroom_dir / "salt")
+        self.salt = salt
         self.betas = beta.StickyBetas(config.beta_max_sessions, config.beta_deny)
-        self.events = EventLog(config.events_path, interval=config.flush_interval)
-        self.stats = Stats()
-        self.store: ResponseStore | None = None
-        if config.store_mode != "off":
-            self.store = ResponseStore(config.store_dir, config.store_size, config.store_ttl)
+        self.sink = sink or (lambda record: None)
+        self.store = store if config.store_mode != "off" else None
+        self.originals = originals
         self.rewriter: Rewriter | None = None
-        self.originals: Originals | None = None
-        if config.compress != "off":
-            self.originals = Originals(config.headroom_dir / "originals")
-            self.rewriter = Rewriter(
-                _rewrite_policy(config), Ledger(config.headroom_dir / "ledger",
-                                                size_limit=config.ledger_size),
-                self.originals, self.salt)
-        # Accounting and store writes: off the event loop, batched, in arrival order.
-        self._io = Background(interval=config.flush_interval)
+        if config.compress != "off" and ledger is not None and originals is not None:
+            self.rewriter = Rewriter(_rewrite_policy(config, retrieval_base), ledger, originals,
+                                     salt)
         self._pending: dict[str, _Held] = {}  # store entries queued but not yet on disk
         self._pending_lock = threading.Lock()
-
-    def offload(self, req: RequestIn) -> bool:
-        """Whether the adapter should run `handle_request` in a worker thread instead of on the
-        event loop: when the body is big enough that parsing and compressing it would stall other
-        flows. Everything else stays inline: the work is CPU-bound or a small read (the store and
-        ledger are SQLite in WAL mode, whose readers never wait for writers), and a thread
-        hand-off costs more latency than it saves. Slow work found later (explaining a replay
-        miss) comes back as `RequestPlan.deferred`."""
-        if req.body is None:
-            return False
-        if headers.get(req.fields, b"content-encoding"):  # decodes to several times its size
-            return len(req.body) > OFFLOAD_BODY // 8
-        return len(req.body) > OFFLOAD_BODY
-
-    def close(self) -> None:
-        self._io.close()
-        self.events.close()
-        if self.store is not None:
-            self.store.close()
-        if self.rewriter is not None:
-            self.rewriter.ledger.close()
-            self.rewriter.originals.close()
+        self.local = local.LocalEndpoints(
+            clients=config.local_clients, local_hosts=local_hosts, namespace=config.namespace,
+            salt=salt, originals=originals if self.rewriter is not None else None, health=health)
 
     # -- request -----------------------------------------------------------------------------
 
@@ -188,24 +175,24 @@ class Engine:
 
     def handle_request(self, req: RequestIn) -> RequestPlan:
         """Decide what goes upstream. Header stripping always applies; everything after it is
-        best-effort: a failure forwards the client's body untouched and logs why."""
+        best-effort: a failure forwards the client's body untouched and logs why (in replay mode
+        nothing is forwarded at all)."""
         kept, stripped, controls = headers.strip_and_read(req.fields, self.config.strip)
         plan = RequestPlan(fields=kept if stripped else None, stripped=stripped)
         if stripped:
             log.info("stripped_headers %s",
                      orjson.dumps({"flow": req.flow_id, "count": len(stripped)}).decode())
+        path, query = local.split(req.path)
+        kind = self.local.kind(req.method, req.host, req.port, path, reverse=req.reverse)
+        if kind is not None:
+            plan.response = LocalResponse(*self.local.answer(kind, req.method, path, query, kept,
+                                                             req.client))
+            return plan
         route = self.route_of(req.method, req.host, req.path, reverse=req.reverse,
                               websocket_upgrade=req.websocket_upgrade)
-        if route is None:
-            if self.originals is not None and self._is_ccr(req):
-                plan.response = self._serve_original(req)
-            return plan
-        state = FlowState(
-            flow_id=req.flow_id, route=route, host=req.host, path=routing.split_path(req.path)[0],
-            controls=controls, started=self.clock(), stripped=len(stripped),
-            req_bytes=len(req.body or b""),
-        )
-        state.req_bytes_upstream = state.req_bytes
+        if route is None or not route.inspect:
+            return self._unrouted(req, kept, controls, plan, route)
+        state = self._new_state(req, route, controls, stripped)
         plan.state = state
         if controls.bypass:
             state.decisions["bypass"] = True
@@ -213,24 +200,75 @@ class Engine:
         try:
             self._process(req, kept, plan, state)
         except Exception as e:  # fail safe: forward what the client sent, minus internal headers
-            plan.body = plan.response = plan.deferred = plan.replay_chunks = None
-            plan.fields = kept if stripped else None
-            state.req_bytes_upstream = state.req_bytes
-            # The exception's type only: its message could quote the request.
-            state.decisions["error"] = type(e).__name__
-            _warn("internal_error", flow=req.flow_id, phase="request", route=route.name,
-                  error=type(e).__name__)
+            self._undo(plan, state, kept, stripped, e)
         return self._seal(plan, state)
 
+    def _new_state(self, req: RequestIn, route: routing.Route, controls: Controls,
+                   stripped: list[bytes]) -> FlowState:
+        state = FlowState(
+            flow_id=req.flow_id, route=route, host=req.host, path=routing.split_path(req.path)[0],
+            controls=controls, started=self.clock(), stripped=len(stripped),
+            req_bytes=len(req.body or b""),
+        )
+        state.req_bytes_upstream = state.req_bytes
+        return state
+
+    def _undo(self, plan: RequestPlan, state: FlowState, kept: Fields, stripped: list[bytes],
+              e: Exception) -> None:
+        plan.body = plan.response = plan.deferred = plan.replay_chunks = None
+        plan.fields = kept if stripped else None
+        state.req_bytes_upstream = state.req_bytes
+        # The exception's type only: its message could quote the request.
+        state.decisions["error"] = type(e).__name__
+        _warn("internal_error", flow=state.flow_id, phase="request", route=state.route.name,
+              error=type(e).__name__)
+
+    def _unrouted(self, req: RequestIn, kept: Fields, controls: Controls, plan: RequestPlan,
+                  route: routing.Route | None) -> RequestPlan:
+        """A request that is not a model call (any method but POST on a model path, any other
+        path). It passes through untouched, except in `record` mode, which records what goes to
+        an API host, and in `replay` mode, which answers it from the recordings or refuses it:
+        an offline run must not reach any upstream (unless `headroom_replay_allow` says so)."""
+        mode = self.config.store_mode
+        api = routing.is_api_host(req.host, reverse=req.reverse, hosts=self.config.hosts)
+        if mode == "replay":
+            if controls.cache == "bypass" or self._replay_allowed(req):
+                return plan
+        elif not (mode == "record" and api and self.store is not None):
+            return plan
+        provider = route.provider if route else routing.guess_provider(req.host, req.path)
+        state = self._new_state(req, routing.Route(provider, "other"), controls, plan.stripped)
+        plan.state = state
+        if controls.bypass:
+            state.decisions["bypass"] = True
+        elif not api:
+            state.decisions["passthrough"] = "not an API host"
+        else:
+            try:
+                self._process(req, kept, plan, state)
+            except Exception as e:
+                self._undo(plan, state, kept, plan.stripped, e)
+        return self._seal(plan, state)
+
+    def _replay_allowed(self, req: RequestIn) -> bool:
+        patterns = self.config.replay_allow
+        if not patterns:
+            return False
+        host = req.host.lower().rstrip(".")
+        target = host + routing.split_path(req.path)[0]
+        return any(fnmatch.fnmatchcase(host, p) or fnmatch.fnmatchcase(target, p)
+                   for p in patterns)
+
     def _seal(self, plan: RequestPlan, state: FlowState) -> RequestPlan:
-        """Last word on a model-API request. Replay mode is offline by contract: whatever could
-        not be answered from the recordings (a bypassed, unreadable or unkeyable request, or our
-        own failure) gets an explanation instead of reaching the upstream; only an explicit
-        `x-headroom-cache: bypass` goes there."""
+        """Last word on a request Headroom took up. Replay mode is offline by contract: whatever
+        could not be answered from the recordings (a bypassed, unreadable or unkeyable request,
+        our own failure, recordings that could not be opened) gets an explanation instead of
+        reaching the upstream; only an explicit `x-headroom-cache: bypass` goes there."""
         if (self.config.store_mode == "replay" and plan.response is None
                 and plan.deferred is None and state.controls.cache != "bypass"):
             reason = ("bypass" if state.decisions.get("bypass")
                       else state.decisions.get("passthrough") or state.decisions.get("error")
+                      or ("recordings unavailable" if self.store is None else None)
                       or "not answerable from recordings")
             if state.route.websocket:
                 status, fields, body = storemode.WEBSOCKET_REFUSAL
@@ -245,9 +283,7 @@ class Engine:
         return plan
 
     def _process(self, req: RequestIn, fields: Fields, plan: RequestPlan, state: FlowState) -> None:
-        cred = tenant.credential(fields)
-        state.tenant = tenant.tenant_of(cred, self.salt, self.config.namespace)
-        kind = tenant.kind_of(cred)
+        state.tenant, kind = tenant.identify(fields, self.salt, self.config.namespace)
         if state.route.websocket:  # a handshake: headers only
             state.session = session.identify(state.route.provider, fields, None, state.tenant)
             refuse = self.config.websocket == "refuse" or (
@@ -275,6 +311,10 @@ class Engine:
             state.decisions["passthrough"] = "undecodable-body"
             _warn("passthrough", flow=req.flow_id, reason="undecodable-body",
                   detail=str(e)[:120])  # our own EncodingError text: names the coding, no data
+            return
+        if state.route.endpoint == "other":  # not a model call: the store is all that applies
+            if self.store is not None:
+                self._store_lookup(req, fields, decoded, plan, state)
             return
         provider = state.route.provider
         state.compress = (self._compress_applies(kind)
@@ -329,25 +369,6 @@ class Engine:
         plan.body = raw
         plan.fields = fields
         state.req_bytes_upstream = len(raw)
-
-    def _is_ccr(self, req: RequestIn) -> bool:
-        path = routing.split_path(req.path)[0]
-        if not path.startswith("/ccr/") or req.method.upper() not in ("GET", "HEAD"):
-            return False
-        host = req.host.lower()
-        ccr = self.config.ccr_host
-        return req.reverse or host == ccr.split(":")[0] or f"{host}:{req.port}" == ccr
-
-    def _serve_original(self, req: RequestIn) -> LocalResponse:
-        handle = routing.split_path(req.path)[0][len("/ccr/"):].strip("/")
-        text = self.originals.get(handle)
-        if text is None:
-            return LocalResponse(404, [(b"content-type", b"text/plain; charset=utf-8")],
-                                 b"headroom: no original kept under this handle\n")
-        body = text.encode("utf-8")
-        return LocalResponse(200, [(b"content-type", b"text/plain; charset=utf-8"),
-                                   (b"content-length", str(len(body)).encode()),
-                                   (b"x-headroom-original", handle.encode())], body)
 
     def _store_lookup(self, req: RequestIn, fields: Fields, decoded: bytes, plan: RequestPlan,
                       state: FlowState) -> bool:
@@ -466,7 +487,7 @@ class Engine:
                                    (b"x-headroom-cache-key", state.store_key.encode())]
         if not (self.config.stream_sse and is_event_stream(fields)):
             return plan
-        if state is None or state.decisions.get("bypass"):
+        if state is None or state.decisions.get("bypass") or state.route.endpoint == "other":
             plan.stream = _passthrough_chunks
             return plan
         coding = (headers.get(fields, b"content-encoding") or b"").decode("latin-1")
@@ -499,17 +520,17 @@ class Engine:
             _warn("internal_error", flow=state.flow_id, phase="finish", error=type(e).__name__)
             return {}
 
-    def finish_later(self, state: FlowState, **kwargs: Any) -> None:
-        """`finish` in Headroom's background thread: the caller (mitmproxy's event loop) returns
-        at once; `flush()` waits for it. A response the store will keep is registered first, so an
-        identical request right behind this one is already a hit."""
-        if state.store_write:
-            try:
-                self._hold_for_store(state, kwargs.get("status"), kwargs.get("fields") or [],
-                                     kwargs.get("body"), kwargs.get("error"))
-            except Exception as e:
-                _warn("internal_error", flow=state.flow_id, phase="store", error=type(e).__name__)
-        self._io.submit(self.finish, state, **kwargs)
+    def hold_for_store(self, state: FlowState, status: int | None, fields: Fields,
+                       body: bytes | None, error: str | None) -> None:
+        """On the event loop, when a response ends: a response the store will keep is served
+        from memory until its write lands, so an identical request right behind this one is
+        already a hit. Cheap: no joins, no parsing. Never raises."""
+        if not state.store_write:
+            return
+        try:
+            self._hold_for_store(state, status, fields, body, error)
+        except Exception as e:
+            _warn("internal_error", flow=state.flow_id, phase="store", error=type(e).__name__)
 
     def _hold_for_store(self, state: FlowState, status: int | None, fields: Fields,
                         body: bytes | None, error: str | None) -> None:
@@ -550,7 +571,8 @@ class Engine:
             use = result.usage
             if result.reason:
                 state.decisions["stream"] = {"reason": result.reason}
-        elif body and status is not None and 200 <= status < 300 and not local:
+        elif (body and status is not None and 200 <= status < 300 and not local
+              and state.route.endpoint != "other"):
             use = _usage_of(state.route.shape, fields or [], body)
         if local or state.local:
             use = None  # answered by Headroom: nothing was billed
@@ -590,8 +612,7 @@ class Engine:
             "session_confidence": state.session.confidence,
             "decisions": state.decisions,
         }
-        self.events.record(record)
-        self.stats.add(record)
+        self.sink(record)
         return record
 
     def _store_response(self, state: FlowState, use: usage.Usage | None) -> None:
@@ -606,12 +627,6 @@ class Engine:
             with self._pending_lock:
                 if self._pending.get(key) is held:
                     del self._pending[key]
-
-    def flush(self, timeout: float = 10.0) -> None:
-        """Wait for queued accounting, store writes and event-log lines (tests, shutdown)."""
-        self._io.flush(timeout)
-        self.events.flush(timeout)
-
 
     # -- WebSocket (Codex's Responses transport) ------------------------------------------------
 
@@ -681,8 +696,7 @@ class Engine:
             "session_source": state.session.source,
             "session_confidence": state.session.confidence, "decisions": decisions,
         }
-        self.events.record(record)
-        self.stats.add(record)
+        self.sink(record)
 
     def _forget_rejected_betas(self, state: FlowState, fields: Fields, body: bytes) -> None:
         """A 400 naming a token we added: drop it from the session so the next turn works."""
@@ -707,7 +721,6 @@ class ResponseHeadersPlan:
 
 
 _INVALID = object()
-OFFLOAD_BODY = 256 << 10  # raw request bytes above which handling leaves the event loop
 TEE_BATCH = 32 << 10  # streamed bytes read on the side per batch (see StreamTee.batch_bytes)
 _MODEL_FIRST = re.compile(rb'\A\s*\{\s*"model"\s*:\s*"([^"\\\x00-\x1f]{1,200})"\s*[,}]')
 _BILLING_CCH = re.compile(rb"x-anthropic-billing-header:[^\"]*cch=")
@@ -725,7 +738,7 @@ def _peek_model(data: bytes) -> str | None:
         return None
 
 
-def _rewrite_policy(config: Config) -> RewritePolicy:
+def _rewrite_policy(config: Config, retrieval_base: str) -> RewritePolicy:
     min_bytes = dict(DEFAULT_MIN_BYTES)
     min_bytes.update(dict(config.compress_min_bytes))
     return RewritePolicy(
@@ -733,7 +746,7 @@ def _rewrite_policy(config: Config) -> RewritePolicy:
                                        min_saving_ratio=config.compress_min_ratio,
                                        min_saving_tokens=config.compress_min_tokens),
         include=config.compress_include, exclude=config.compress_exclude,
-        error_limit=config.compress_error_limit, retrieval_base=config.retrieval_base)
+        error_limit=config.compress_error_limit, retrieval_base=retrieval_base)
 
 
 def _rewrite_summary(res: RewriteResult) -> dict[str, Any]:

@@ -8,12 +8,9 @@ byte outside a replaced literal goes upstream exactly as the client sent it.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import diskcache
 
 from headroom_core import jsonspan, livezone
 from headroom_core.jsonutil import loads
@@ -23,8 +20,9 @@ from headroom_core.originals import DEFAULT_RETRIEVAL_BASE, Originals, handle_fo
 
 log = logging.getLogger("headroom.rewrite")
 
-# Store failures (disk full, a lock held too long) degrade to forwarding the client's bytes.
-_STORE_ERRORS = (sqlite3.Error, OSError, diskcache.Timeout)
+# Whatever a ledger or originals backend raises (a full disk, a lock held too long, Redis gone)
+# degrades to forwarding the client's bytes; the backend is not ours to second-guess.
+_STORE_ERRORS = (Exception,)
 
 Compressor = Callable[..., Any]  # compress(text, *, policy, retrieval_ref) -> Outcome
 

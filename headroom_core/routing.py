@@ -2,12 +2,16 @@
 
 In reverse mode the user pointed the client at the listener on purpose, so the path alone decides
 (any upstream host, e.g. a local gateway). In regular (system-proxy) mode the host must also be a
-known API host or one the user added. Anything unclassified passes through untouched.
+known API host or one the user added. Paths are classified decoded and normalised (percent
+escapes, duplicate slashes, dot segments, case), never forwarded so: `/v1/mess%61ges` is the
+Messages API. Anything unclassified passes through untouched (in replay mode, nothing does).
 """
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 DEFAULT_HOSTS = ("api.anthropic.com", "api.openai.com", "chatgpt.com")
 
@@ -18,6 +22,7 @@ ENDPOINTS = {
     "chat_completions": ("openai", "chat"),
     "responses": ("openai", "responses"),
     "codex_responses": ("openai", "responses"),
+    "other": ("", "other"),  # any other request to an API host (GET /v1/models, ...)
 }
 
 # Longest suffix first: "/codex/responses" must win over "/responses".
@@ -35,6 +40,7 @@ class Route:
     provider: str  # "anthropic" | "openai"
     endpoint: str  # a key of ENDPOINTS
     websocket: bool = False  # a WebSocket upgrade (Codex Responses transport)
+    inspect: bool = True  # a POST whose body Headroom reads; other methods on a model path: False
 
     @property
     def shape(self) -> str:
@@ -52,6 +58,35 @@ def split_path(path: str) -> tuple[str, str]:
     return p, q
 
 
+def normalize_path(path: str) -> str:
+    """The path part of a request target as a server would read it, for classification only:
+    percent escapes decoded (twice over, so `%2561` cannot hide an `a`), backslashes, duplicate
+    slashes and dot segments folded, lower case, no trailing slash."""
+    p = split_path(path)[0]
+    for _ in range(2):
+        p = unquote(p, errors="replace")
+    p = p.replace("\\", "/")
+    p = posixpath.normpath("/" + p.lstrip("/")) if p else "/"
+    if p.startswith("//"):
+        p = "/" + p.lstrip("/")
+    return p.lower().rstrip("/") or "/"
+
+
+def is_api_host(host: str, *, reverse: bool,
+                hosts: frozenset[str] | tuple[str, ...] = DEFAULT_HOSTS) -> bool:
+    """Whether a request goes to a model API's host at all (in reverse mode: always)."""
+    return reverse or host.lower().rstrip(".") in hosts
+
+
+def guess_provider(host: str, path: str) -> str:
+    """The provider whose error shape fits a request that is not a model call."""
+    h = host.lower().rstrip(".")
+    if h.endswith("anthropic.com") or normalize_path(path).startswith(("/v1/messages",
+                                                                          "/v1/complete")):
+        return "anthropic"
+    return "openai"
+
+
 def classify(
     method: str,
     host: str,
@@ -61,10 +96,12 @@ def classify(
     hosts: frozenset[str] | tuple[str, ...] = DEFAULT_HOSTS,
     websocket_upgrade: bool = False,
 ) -> Route | None:
-    """Return the Route of a model-API request, or None for everything else."""
-    if not reverse and host.lower().rstrip(".") not in hosts:
+    """Return the Route of a request to a model endpoint (any method), or None for everything
+    else. Only a POST has `inspect` (its body is a model request); a WebSocket upgrade to the
+    Responses API is a `websocket` route."""
+    if not is_api_host(host, reverse=reverse, hosts=hosts):
         return None
-    p = split_path(path)[0].rstrip("/")
+    p = normalize_path(path)
     for suffix, endpoint in _SUFFIXES:
         if p.endswith(suffix):
             break
@@ -76,4 +113,4 @@ def classify(
         return Route(provider, endpoint)
     if method == "GET" and websocket_upgrade and shape == "responses":
         return Route(provider, endpoint, websocket=True)
-    return None
+    return Route(provider, endpoint, inspect=False)

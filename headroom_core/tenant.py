@@ -1,35 +1,50 @@
-"""Tenant scope: who a request belongs to, without ever keeping the credential.
+"""Tenant scope: who a request belongs to, without ever keeping a credential.
 
-A tenant is a salted hash of the credential (`x-api-key` or the bearer token) or an explicit
-namespace (for rotating OAuth tokens and for CI). Session state, beta stickiness, the response store
-and the ledger are all keyed under it, so two users never share state.
+A tenant is a salted hash over every credential and account header the request carries, or an
+explicit namespace (for rotating OAuth tokens and for CI). Session state, beta stickiness, the
+response store, the ledger and kept originals are all keyed under it, so no two different
+credentials ever share state: a gateway's placeholder `x-api-key` next to each user's own
+`Authorization` still makes one tenant per user.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable
 
 # x-api-key (Anthropic), Authorization (OpenAI, OAuth), api-key (Azure OpenAI gateways)
 CREDENTIAL_HEADERS = (b"x-api-key", b"authorization", b"api-key")
+# Headers that pick the account or project a credential acts for.
+ACCOUNT_HEADERS = (b"chatgpt-account-id", b"openai-organization", b"openai-project")
+_ALL = frozenset(CREDENTIAL_HEADERS + ACCOUNT_HEADERS)
 ANONYMOUS = "anon"
 
 
-def credential(fields: Iterable[tuple[bytes, bytes]]) -> bytes | None:
-    """The raw credential of a request (x-api-key first, then the Authorization value)."""
-    found: dict[bytes, bytes] = {}
+def _bearer(value: bytes) -> bytes:
+    scheme, _, token = value.partition(b" ")
+    return token.strip() if scheme.lower() == b"bearer" and token.strip() else value
+
+
+def credentials(fields: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Every non-empty credential or account header as (lower-case name, value), bearer tokens
+    unwrapped, sorted: the same set in any order or case gives the same list."""
+    found = []
     for name, value in fields:
         n = name.lower()
-        if n in CREDENTIAL_HEADERS and n not in found:
-            found[n] = value.strip()
-    for name in (b"x-api-key", b"api-key"):
+        if n in _ALL:
+            v = value.strip()
+            if v:
+                found.append((n, _bearer(v) if n == b"authorization" else v))
+    return sorted(set(found))
+
+
+def credential(fields: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """The request's main credential (x-api-key, api-key, then the bearer token): what decides
+    the credential kind."""
+    found = dict(credentials(fields))
+    for name in (b"x-api-key", b"api-key", b"authorization"):
         if found.get(name):
             return found[name]
-    auth = found.get(b"authorization")
-    if auth:
-        scheme, _, token = auth.partition(b" ")
-        return token.strip() if scheme.lower() == b"bearer" and token.strip() else auth
     return None
 
 
@@ -48,47 +63,37 @@ def kind_of(cred: bytes | None) -> str:
     return "api_key"
 
 
-def new_salt() -> bytes:
-    return os.urandom(16)
+def secret_of(creds: list[tuple[bytes, bytes]]) -> bytes | None:
+    """What the tenant hash covers. One credential alone hashes as itself (so tenant ids stay
+    those of earlier versions); several are joined with their names. Header values never hold
+    NUL, so the two forms can never collide."""
+    if not creds:
+        return None
+    if len(creds) == 1 and creds[0][0] in CREDENTIAL_HEADERS:
+        return creds[0][1]
+    return b"\x00".join(n + b"\x00" + v for n, v in creds)
 
 
 def tenant_id(
     fields: Iterable[tuple[bytes, bytes]], salt: bytes, namespace: str | None = None
 ) -> str:
-    """A short, stable, non-reversible tenant id. An explicit namespace wins over the credential."""
-    return tenant_of(credential(fields), salt, namespace)
+    """A short, stable, non-reversible tenant id. An explicit namespace wins over credentials."""
+    return tenant_of(secret_of(credentials(fields)), salt, namespace)
 
 
-def tenant_of(cred: bytes | None, salt: bytes, namespace: str | None = None) -> str:
+def tenant_of(secret: bytes | None, salt: bytes, namespace: str | None = None) -> str:
     if namespace:
         return "ns:" + namespace
-    if not cred:
+    if not secret:
         return ANONYMOUS
-    return "t:" + hashlib.blake2b(cred, key=salt[:64], digest_size=12).hexdigest()
+    return "t:" + hashlib.blake2b(secret, key=salt[:64], digest_size=12).hexdigest()
 
 
-def load_salt(path: str | os.PathLike[str]) -> bytes:
-    """The installation's tenant salt, created (0600) on first use and kept beside the state it
-    keys, so tenant ids (and everything stored under them) survive restarts."""
-    p = os.fspath(path)
-    try:
-        with open(p, "rb") as f:
-            salt = f.read()
-        if len(salt) >= 16:
-            return salt
-    except FileNotFoundError:
-        pass
-    os.makedirs(os.path.dirname(p) or ".", exist_ok=True)
-    salt = new_salt()
-    tmp = f"{p}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(salt)
-    try:
-        os.link(tmp, p)  # atomic and never overwrites a salt another process just created
-    except FileExistsError:
-        os.unlink(tmp)
-        with open(p, "rb") as f:
-            return f.read()
-    os.unlink(tmp)
-    return salt
+def identify(fields: Iterable[tuple[bytes, bytes]], salt: bytes,
+             namespace: str | None = None) -> tuple[str, str]:
+    """(tenant id, credential kind) in one pass over the headers."""
+    creds = credentials(fields)
+    found = dict(creds)
+    main = next((found[n] for n in (b"x-api-key", b"api-key", b"authorization") if found.get(n)),
+                None)
+    return tenant_of(secret_of(creds), salt, namespace), kind_of(main)

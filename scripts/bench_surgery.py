@@ -21,8 +21,9 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from headroom_core import jsonspan, livezone  # noqa: E402
-from headroom_core.ledger import Entry, Ledger  # noqa: E402
-from headroom_core.originals import Originals  # noqa: E402
+from headroom_core.ledger import Entry  # noqa: E402
+from headroom_runtime.diskledger import Ledger  # noqa: E402
+from headroom_runtime.diskoriginals import Originals  # noqa: E402
 from headroom_core.rewrite import Rewriter, RewritePolicy  # noqa: E402
 
 rng = random.Random(7)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from headroom_core.originals import Originals, is_handle  # noqa: E402
+from headroom_core.originals import is_handle  # noqa: E402
+from headroom_runtime.diskoriginals import Originals  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mitmproxy import connection, http, io  # noqa: E402
 
 from headroom_core import cachekey, encoding, routing, tenant  # noqa: E402
-from headroom_core.store import Entry, ResponseStore  # noqa: E402
+from headroom_core.store import Entry  # noqa: E402
+from headroom_runtime import salt as salts  # noqa: E402
+from headroom_runtime.diskstore import ResponseStore  # noqa: E402
 
 DEFAULT_DIR = "~/.headroom/store"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -70,7 +72,7 @@ def resolve(store: ResponseStore, prefix: str) -> str:
 
 def salt_for(store_dir: str) -> bytes:
     """The tenant salt beside the store (`<headroom_dir>/salt`), created when missing."""
-    return tenant.load_salt(os.path.join(os.path.dirname(os.path.abspath(store_dir)), "salt"))
+    return salts.load_salt(os.path.join(os.path.dirname(os.path.abspath(store_dir)), "salt"))
 
 
 # --- commands --------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ def ctx(tmp_path):
     addon = mod.Headroom()
     with taddons.context(addon) as tctx:
         tctx.configure(addon, headroom_dir=str(tmp_path))
+        addon.running()
         yield tctx, addon
         addon.done()
 
@@ -40,7 +41,7 @@ def llm_flow(body=b'{"model":"claude-x","messages":[{"role":"user","content":"hi
 
 
 def events(tmp_path, addon):
-    addon.engine.flush()
+    addon.runtime.flush()
     p = tmp_path / "events.jsonl"
     return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
 
@@ -158,7 +159,7 @@ def test_stats_command_reports_sessions(ctx, tmp_path):
                                   content=b'{"usage":{"input_tokens":7,"output_tokens":1,"cache_read_input_tokens":93}}')
         addon.responseheaders(f)
         addon.response(f)
-    addon.engine.flush()
+    addon.runtime.flush()
     table = tctx.command(addon.stats)
     lines = table.splitlines()
     assert lines[0].startswith("SESSION") and lines[-1].startswith("TOTAL")

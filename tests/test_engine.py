@@ -3,13 +3,13 @@ import json
 import pytest
 
 from headroom_core import encoding
-from headroom_core.config import Config
-from headroom_core.engine import Engine, RequestIn
+from headroom_core.engine import RequestIn
+from tests.runtime_util import rig
 
 
 @pytest.fixture
 def engine(tmp_path):
-    e = Engine(Config(headroom_dir=tmp_path, events_path=tmp_path / "events.jsonl"))
+    e = rig(tmp_path, events=tmp_path / "events.jsonl")
     yield e
     e.close()
 
@@ -26,7 +26,7 @@ def req(body=b'{"model":"claude-x","stream":true,"messages":[]}', path="/v1/mess
 
 
 def events(tmp_path, engine):
-    engine.events.flush()
+    engine.flush()
     p = tmp_path / "events.jsonl"
     return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
 
@@ -80,7 +80,7 @@ def test_internal_error_forwards_original_and_logs(engine, tmp_path, monkeypatch
     def boom(*a, **k):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(engine, "_process", boom)
+    monkeypatch.setattr(engine.engine, "_process", boom)
     f = [(b"x-api-key", b"sk-ant-secret"), (b"x-headroom-foo", b"1")]
     plan = engine.handle_request(req(fields=f))
     assert plan.fields == [(b"x-api-key", b"sk-ant-secret")]  # internal header still stripped
@@ -95,7 +95,7 @@ def test_internal_error_forwards_original_and_logs(engine, tmp_path, monkeypatch
 
 def test_event_record_fields_and_no_secrets(engine, tmp_path):
     clock = iter([100.0, 100.5])
-    engine.clock = lambda: next(clock)
+    engine.engine.clock = lambda: next(clock)
     plan = engine.handle_request(req())
     engine.mark_forwarded(plan.state)
     rec = engine.finish(plan.state, status=200, fields=[(b"content-type", b"application/json")],
@@ -122,7 +122,7 @@ def test_sse_response_gets_a_tee_that_returns_chunks_unchanged(engine):
 
 def test_state_is_private_to_the_user(tmp_path):
     d = tmp_path / "new-state"
-    e = Engine(Config(headroom_dir=d, events_path=d / "events.jsonl"))
+    e = rig(d, events=d / "events.jsonl")
     plan = e.handle_request(req())
     e.finish(plan.state, status=200, fields=[], body=b"{}")
     e.flush()

@@ -2,14 +2,15 @@
 
 import hashlib
 import json
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
 from headroom_core import encoding
-from headroom_core.config import Config
-from headroom_core.engine import Engine, RequestIn
+from headroom_core.engine import RequestIn
+from tests.runtime_util import rig
 
 sys.path.insert(0, str(Path(__file__).parent / "data" / "tool_outputs"))
 from tool_output_corpus import pytest_log, ripgrep  # noqa: E402
@@ -42,7 +43,7 @@ def body(turns, **extra):
 
 @pytest.fixture
 def engine(tmp_path):
-    e = Engine(Config(headroom_dir=tmp_path, events_path=None))
+    e = rig(tmp_path, events="off")
     yield e
     e.close()
 
@@ -76,11 +77,11 @@ def test_newest_tool_output_compressed_everything_else_byte_identical(engine):
     assert hashlib.sha256(out[:start]).digest() == hashlib.sha256(raw[:start]).digest()
     assert out[len(out) - end_from_tail:] == raw[len(raw) - end_from_tail:]
     new_text = json.loads(out)["messages"][-1]["content"][0]["content"][0]["text"]
-    assert "FAILED" in new_text and "http://headroom.local/ccr/" in new_text
-    # the marker's handle serves the original
-    handle = new_text.rsplit("http://headroom.local/ccr/", 1)[1].split()[0].rstrip("]")
-    got = engine.handle_request(RequestIn("g", "GET", "http", "headroom.local", 80,
-                                          f"/ccr/{handle}", [], b"", False))
+    assert "FAILED" in new_text and "http://127.0.0.1:8080/ccr/" in new_text
+    # the marker's handle serves the original, to the agent's shell on this machine
+    handle = re.search(r"/ccr/([0-9a-f]{32})", new_text).group(1)
+    got = engine.handle_request(RequestIn("g", "GET", "http", "127.0.0.1", 8080,
+                                          f"/ccr/{handle}", [], b"", False, client="127.0.0.1"))
     assert got.response.status == 200 and got.response.body.decode() == LOG
 
 
@@ -96,7 +97,7 @@ def test_next_turn_replays_the_same_bytes(engine, tmp_path):
     assert t2[:cut] == t1[:cut]
     # and after a restart with different settings, the ledger still wins
     engine.close()
-    e2 = Engine(Config(headroom_dir=tmp_path, events_path=None, compress_min_ratio=0.9))
+    e2 = rig(tmp_path, events="off", compress_min_ratio=0.9)
     t2b = send(e2, t2_raw).body
     assert t2b[:cut] == t1[:cut]
     e2.close()
@@ -113,11 +114,11 @@ def test_oauth_traffic_untouched_in_auto_mode(engine):
 def test_mode_on_rewrites_oauth_and_off_never(tmp_path):
     raw = body([("Bash", LOG)])
     fields = [(b"authorization", b"Bearer sk-ant-oat01-xyz")]
-    on = Engine(Config(headroom_dir=tmp_path / "on", events_path=None, compress="on"))
+    on = rig(tmp_path / "on", events="off", compress="on")
     assert on.handle_request(RequestIn("f", "POST", "https", "api.anthropic.com", 443,
                                        "/v1/messages", fields, raw, False)).body is not None
     on.close()
-    off = Engine(Config(headroom_dir=tmp_path / "off", events_path=None, compress="off"))
+    off = rig(tmp_path / "off", events="off", compress="off")
     assert send(off, raw).body is None
     off.close()
 
@@ -128,7 +129,7 @@ def test_content_coding_is_kept(engine, coding):
     plan = send(engine, encoding.encode(raw, coding), coding=coding)
     assert plan.body is not None
     doc = json.loads(encoding.decode(plan.body, coding))
-    assert "http://headroom.local/ccr/" in doc["messages"][-1]["content"][0]["content"][0]["text"]
+    assert "http://127.0.0.1:8080/ccr/" in doc["messages"][-1]["content"][0]["content"][0]["text"]
     assert plan.state.req_bytes_upstream == len(plan.body)
 
 
@@ -160,8 +161,8 @@ def test_openai_chat_and_responses_shapes(engine):
 
 def test_unknown_handle_is_404_and_only_ccr_paths_are_served(engine):
     r = engine.handle_request(RequestIn("g", "GET", "http", "headroom.local", 80,
-                                        "/ccr/" + "0" * 32, [], b"", False))
+                                        "/ccr/" + "0" * 32, [], b"", False, client="::1"))
     assert r.response.status == 404
     r = engine.handle_request(RequestIn("g", "GET", "http", "headroom.local", 80, "/other", [],
-                                        b"", False))
+                                        b"", False, client="::1"))
     assert r.response is None

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from headroom_core.config import Config
-from headroom_core.engine import Engine, RequestIn
+from headroom_core.engine import RequestIn
+from tests.runtime_util import rig
 
 BODY = json.dumps({"model": "claude-x", "max_tokens": 5,
                    "messages": [{"role": "user", "content": "hi"}]}).encode()
@@ -13,7 +13,7 @@ BODY = json.dumps({"model": "claude-x", "max_tokens": 5,
 
 @pytest.fixture
 def engine(tmp_path):
-    e = Engine(Config(headroom_dir=tmp_path, events_path=tmp_path / "events.jsonl"))
+    e = rig(tmp_path, events=tmp_path / "events.jsonl")
     yield e
     e.close()
 
@@ -69,7 +69,7 @@ def test_400_naming_an_added_token_drops_it(engine):
 def test_event_log_carries_session(engine, tmp_path):
     plan, _ = turn(engine, "a")
     engine.finish(plan.state, status=200, fields=[], body=b"{}")
-    engine.events.flush()
+    engine.flush()
     rec = json.loads((tmp_path / "events.jsonl").read_text().splitlines()[0])
     assert rec["session_source"] == "header:x-claude-code-session-id"
     assert rec["session_confidence"] == "high" and len(rec["session_id"]) == 32
@@ -77,17 +77,17 @@ def test_event_log_carries_session(engine, tmp_path):
 
 
 def test_sticky_option_off(tmp_path):
-    e = Engine(Config(headroom_dir=tmp_path, events_path=None, beta_sticky=False))
+    e = rig(tmp_path, events="off", beta_sticky=False)
     turn(e, "a,b")
     assert turn(e, "a")[1] == ["a"]
     e.close()
 
 
 def test_salt_persists_across_engines(tmp_path):
-    e1 = Engine(Config(headroom_dir=tmp_path, events_path=None))
+    e1 = rig(tmp_path, events="off")
     p1, _ = turn(e1, "a")
     e1.close()
-    e2 = Engine(Config(headroom_dir=tmp_path, events_path=None))
+    e2 = rig(tmp_path, events="off")
     p2, _ = turn(e2, "a")
     e2.close()
     assert p1.state.session.id == p2.state.session.id and p1.state.tenant == p2.state.tenant
@@ -95,7 +95,7 @@ def test_salt_persists_across_engines(tmp_path):
 
 
 def test_namespace_replaces_credential_tenant(tmp_path):
-    e = Engine(Config(headroom_dir=tmp_path, events_path=None, namespace="ci"))
+    e = rig(tmp_path, events="off", namespace="ci")
     a, _ = turn(e, "a", key=b"k1")
     b, _ = turn(e, "a", key=b"k2")
     assert a.state.tenant == b.state.tenant == "ns:ci"
@@ -103,7 +103,7 @@ def test_namespace_replaces_credential_tenant(tmp_path):
 
 
 def test_openai_beta_case_variants_collapse_when_changed(tmp_path):
-    e = Engine(Config(headroom_dir=tmp_path, events_path=None))
+    e = rig(tmp_path, events="off")
 
     def go(values):
         fields = [(b"authorization", b"Bearer sk-1"), (b"session_id", b"codex-1")] + \

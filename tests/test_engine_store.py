@@ -5,8 +5,8 @@ import json
 import pytest
 
 from headroom_core import encoding
-from headroom_core.config import Config
-from headroom_core.engine import Engine, RequestIn
+from headroom_core.engine import RequestIn
+from tests.runtime_util import rig
 
 BODY = json.dumps({"model": "claude-x", "max_tokens": 5,
                    "messages": [{"role": "user", "content": "hi"}]}).encode()
@@ -25,8 +25,8 @@ SSE_H = [(b"content-type", b"text/event-stream"), (b"transfer-encoding", b"chunk
 
 
 def make(tmp_path, mode, **kw):
-    return Engine(Config(headroom_dir=tmp_path, events_path=tmp_path / "ev.jsonl",
-                         store_mode=mode, **kw))
+    return rig(tmp_path, events=tmp_path / "ev.jsonl",
+                         store_mode=mode, **kw)
 
 
 def request(engine, body=BODY, key=b"sk-ant-api-1", extra=()):
@@ -173,7 +173,7 @@ def test_requests_without_a_tenant_never_share_store_entries(tmp_path):
                                          "/v1/messages", [], BODY, False))
     assert refused.response.status == 400 and b"headroom_namespace" in refused.response.body
     e.close()
-    e = Engine(Config(headroom_dir=tmp_path, events_path=None, store_mode="cache", namespace="ci"))
+    e = rig(tmp_path, events="off", store_mode="cache", namespace="ci")
     p = e.handle_request(RequestIn("f", "POST", "https", "api.anthropic.com", 443,
                                    "/v1/messages", [], BODY, False))
     assert p.state.store_write  # an explicit namespace is a tenant

@@ -1,7 +1,7 @@
 import json
 import threading
 
-from headroom_core.eventlog import EventLog
+from headroom_runtime.eventlog import EventLog
 
 
 def test_lines_written_in_order_and_parseable(tmp_path):

@@ -4,7 +4,8 @@ import threading
 import diskcache
 import pytest
 
-from headroom_core.ledger import Entry, Ledger, ledger_key
+from headroom_core.ledger import Entry, ledger_key
+from headroom_runtime.diskledger import Ledger
 
 ORIG = ("toolu_1", b'"' + b"x" * 2000 + b'"')
 FWD = b'"short"'

@@ -2,7 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from headroom_core.originals import Originals
+from headroom_runtime.diskoriginals import Originals
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "original.py"
 

@@ -2,7 +2,8 @@ import hashlib
 
 import pytest
 
-from headroom_core.originals import Originals, handle_for, is_handle
+from headroom_core.originals import handle_for, is_handle
+from headroom_runtime.diskoriginals import Originals
 
 TEXT = "full tool output é 😀\n" * 50
 

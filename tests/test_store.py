@@ -13,7 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from headroom_core import cachekey, store
-from headroom_core.store import Entry, ResponseStore
+from headroom_core.store import Entry
+from headroom_runtime import diskstore
+from headroom_runtime.diskstore import ResponseStore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -195,7 +197,7 @@ def test_settings_none_keeps_what_the_directory_has(tmp_path):
     tool = ResponseStore(tmp_path / "s", size_limit_bytes=None, eviction_policy=None)
     assert tool._cache.size_limit == 123_456
     assert ResponseStore(tmp_path / "new", size_limit_bytes=None)._cache.size_limit == \
-        store.DEFAULT_SIZE_LIMIT
+        diskstore.DEFAULT_SIZE_LIMIT
 
 
 def test_directory_is_private(tmp_path):
@@ -216,7 +218,7 @@ def test_pickled_values_are_never_loaded(tmp_path):
     assert [k for k, _ in s.entries()] == ["ours"]
     assert not marker.exists()
     with pytest.raises(TypeError):
-        store._BytesDisk(str(d)).store({"not": "bytes"}, False)
+        diskstore._BytesDisk(str(d)).store({"not": "bytes"}, False)
 
 
 class _Boom:
@@ -331,7 +333,8 @@ def test_operations_after_close_do_not_raise(tmp_path):
 WRITER = textwrap.dedent("""
     import hashlib, os, sys, time
     sys.path.insert(0, {root!r})
-    from headroom_core.store import Entry, ResponseStore
+    from headroom_core.store import Entry
+    from headroom_runtime.diskstore import ResponseStore
 
     def body(i, tag):
         seed = hashlib.sha256(f"{{tag}}-{{i}}".encode()).digest()

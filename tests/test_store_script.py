@@ -12,7 +12,7 @@ import pytest
 from mitmproxy import connection, flow, http, io
 
 from headroom_core import cachekey, encoding, tenant
-from headroom_core.store import ResponseStore
+from headroom_runtime.diskstore import ResponseStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "store.py"

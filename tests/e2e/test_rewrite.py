@@ -1,6 +1,7 @@
 """End to end: live-zone compression through the real proxy, sticky across turns."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def test_sdk_turns_compressed_and_replayed(regular_proxy, upstream):
     t1, t2 = upstream.requests_to("/v1/messages")
     out1 = t1.json()["messages"][2]["content"][0]["content"]
     out2 = t2.json()["messages"][2]["content"][0]["content"]
-    assert len(out1) < len(LOG) // 3 and "http://headroom.local/ccr/" in out1
+    assert len(out1) < len(LOG) // 3 and f"http://127.0.0.1:{regular_proxy.port}/ccr/" in out1
     assert out2 == out1  # the client resent the original; upstream got turn 1's bytes again
     end = t1.body.rindex(b"]}]")  # end of turn 1's last message content
     assert t2.body[:end] == t1.body[:end]
@@ -50,11 +51,13 @@ def test_sdk_turns_compressed_and_replayed(regular_proxy, upstream):
     evs = regular_proxy.events(wait_for=2, settle=0.1)
     assert evs[-1]["decisions"]["rewrite"]["actions"] == {"compressed": 1, "replayed": 1}
     assert evs[-1]["req_bytes_upstream"] < evs[-1]["req_bytes"]
-    # the agent's shell can fetch the original through the proxy
-    handle = out1.rsplit("/ccr/", 1)[1].split()[0].rstrip("]")
+    # the agent's shell can fetch the original at the marker's URL, through the proxy or not
+    url = re.search(r"http://[^\s']+/ccr/[0-9a-f]{32}", out1).group(0)
     with httpx.Client(proxy=regular_proxy.url) as c:
-        r = c.get(f"http://headroom.local/ccr/{handle}")
+        r = c.get(url)
     assert r.status_code == 200 and r.text == LOG
+    with httpx.Client(trust_env=False) as c:
+        assert c.get(url).text == LOG
 
 
 def test_oauth_traffic_is_not_rewritten(reverse_proxy, upstream):

@@ -15,6 +15,9 @@ from typing import Any
 
 import orjson
 
+from . import private
+from .degrade import Degradations
+
 log = logging.getLogger("headroom.eventlog")
 
 FLUSH_INTERVAL = 0.25  # seconds between batch writes
@@ -23,8 +26,9 @@ WAKE_AT = 2000  # records: write early when a batch gets this big
 
 class EventLog:
     def __init__(self, path: str | os.PathLike[str] | None, max_pending: int = 100_000,
-                 interval: float = FLUSH_INTERVAL) -> None:
+                 interval: float = FLUSH_INTERVAL, degrade: Degradations | None = None) -> None:
         self.path = Path(path) if path else None
+        self.degrade = degrade or Degradations()
         self.dropped = 0
         self.written = 0
         self.max_pending = max_pending
@@ -37,15 +41,26 @@ class EventLog:
         self._done = 0  # records written or dropped so far
         self._closing = False
         self._thread: threading.Thread | None = None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._thread = threading.Thread(target=self._run, name="headroom-eventlog", daemon=True)
-            self._thread.start()
+        self._file = None
+        if self.path is None:
+            self.degrade.ok("events", "off")
+            return
+        try:
+            private.ensure_dir(self.path.parent)
+            self._file = private.open_append(self.path)
+        except OSError as e:  # read-only or full disk: the proxy runs on without an event log
+            self.degrade.report("events", e, "event log off", path=str(self.path))
+            return
+        self.degrade.ok("events")
+        self._thread = threading.Thread(target=self._run, name="headroom-eventlog", daemon=True)
+        self._thread.start()
 
     def record(self, event: dict[str, Any]) -> None:
         """Add one record; never blocks on disk, never raises (past `max_pending` unwritten
         records, new ones are dropped and counted)."""
         if self._thread is None:
+            if self.path is not None:  # the log could not be opened: the line is lost, counted
+                self.dropped += 1
             return
         try:
             line = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS,
@@ -65,7 +80,7 @@ class EventLog:
 
     def _run(self) -> None:
         assert self.path is not None
-        f = None
+        f = self._file
         while True:
             self._wake.wait(self.interval)
             self._wake.clear()
@@ -75,15 +90,20 @@ class EventLog:
             if batch:
                 try:
                     if f is None:
-                        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                        f = os.fdopen(fd, "ab")
+                        f = private.open_append(self.path)
                     f.write(b"".join(batch))
                     f.flush()
                     self.written += len(batch)
-                except OSError as e:
+                    self.degrade.ok("events")
+                except OSError as e:  # a full disk: lines are dropped, traffic goes on
                     self.dropped += len(batch)
-                    log.warning("event_log_write_failed %s",
-                                orjson.dumps({"path": str(self.path), "error": str(e)}).decode())
+                    self.degrade.report("events", e, "event-log lines dropped",
+                                        path=str(self.path), status="failing")
+                    if f is not None:
+                        try:
+                            f.close()
+                        except OSError:
+                            pass
                     f = None
                 with self._written_cv:
                     self._done += len(batch)

@@ -1,0 +1,118 @@
+"""Headroom's own endpoints on the proxy listener: kept originals and health.
+
+`GET /ccr/<handle>[?slice]` returns (a slice of) the original behind a compression marker;
+`GET /headroom/health` says how Headroom is doing. They answer only clients in
+`headroom_local_clients` (loopback by default), and an original only to the tenant that made it,
+or to a loopback client that sends no credential at all (an agent's `curl`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from . import retrieval, routing, tenant
+from .originals import is_handle
+
+Fields = list[tuple[bytes, bytes]]
+TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
+JSON = [(b"content-type", b"application/json")]
+LEGACY_HOST = "headroom.local"  # markers written before the host defaulted to the listener
+
+
+def _ip(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if not value:
+        return None
+    try:
+        ip = ipaddress.ip_address(value.split("%", 1)[0])
+    except ValueError:
+        return None
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return mapped or ip
+
+
+def is_loopback(client: str | None) -> bool:
+    ip = _ip(client)
+    return ip is not None and ip.is_loopback
+
+
+class LocalEndpoints:
+    def __init__(self, *, clients: tuple[str, ...], local_hosts: frozenset[str],
+                 namespace: str | None, salt: bytes, originals: Any = None,
+                 health: Callable[[], dict] | None = None) -> None:
+        self.networks = tuple(ipaddress.ip_network(n) for n in clients)
+        self.local_hosts = local_hosts | {LEGACY_HOST}
+        self.namespace = namespace
+        self.salt = salt
+        self.originals = originals
+        self.health = health or (lambda: {"status": "ok"})
+
+    def kind(self, method: str, host: str, port: int, path: str, *, reverse: bool) -> str | None:
+        """"ccr", "health" or None. `path` is normalised (routing.normalize_path). In regular
+        mode only requests addressed to the listener itself count: `/ccr/...` on an API host
+        belongs to that host."""
+        if path.startswith("/ccr/"):
+            kind = "ccr"
+        elif path in ("/headroom/health", "/headroom/health/"):
+            kind = "health"
+        else:
+            return None
+        if not reverse:
+            h = host.lower().rstrip(".")
+            if h not in self.local_hosts and f"{h}:{port}" not in self.local_hosts:
+                return None
+        return kind
+
+    def allowed(self, client: str | None) -> bool:
+        ip = _ip(client)
+        return ip is not None and any(ip in n for n in self.networks)
+
+    def answer(self, kind: str, method: str, path: str, query: str, fields: Fields,
+               client: str | None) -> tuple[int, Fields, bytes]:
+        if not self.allowed(client):
+            return _text(403, "headroom: local endpoints answer loopback clients only "
+                              "(headroom_local_clients)\n")
+        if method.upper() not in ("GET", "HEAD"):
+            return _text(405, "headroom: use GET\n", [(b"allow", b"GET, HEAD")])
+        if kind == "health":
+            return 200, list(JSON), orjson.dumps(self.health(), option=orjson.OPT_INDENT_2)
+        return self._original(path, query, fields, client)
+
+    def _original(self, path: str, query: str, fields: Fields,
+                  client: str | None) -> tuple[int, Fields, bytes]:
+        handle = path[len("/ccr/"):].strip("/")
+        if not is_handle(handle):
+            return _text(400, "headroom: a handle is 32 lowercase hex digits\n")
+        if self.originals is None:
+            return _text(404, "headroom: compression is off here; no originals are kept\n")
+        try:
+            want = retrieval.parse(query)
+        except retrieval.SliceError as e:
+            return _text(400, f"headroom: {e}\n")
+        creds = tenant.credentials(fields)
+        if creds:
+            owner = tenant.tenant_of(tenant.secret_of(creds), self.salt, self.namespace)
+        elif is_loopback(client):
+            owner = None  # the agent's own shell on this machine: any tenant's original
+        else:
+            return _text(401, "headroom: send the credential the original was made with\n")
+        text = self.originals.get(handle, tenant=owner)
+        if text is None:
+            return _text(404, "headroom: no original kept under this handle\n")
+        try:
+            body = retrieval.apply(text, want).encode("utf-8")
+        except retrieval.SliceError as e:
+            return _text(400, f"headroom: {e}\n")
+        return 200, [*TEXT, (b"x-headroom-original", handle.encode())], body
+
+
+def _text(status: int, message: str, extra: Fields = ()) -> tuple[int, Fields, bytes]:
+    return status, [*TEXT, *extra], message.encode("utf-8")
+
+
+def split(path: str) -> tuple[str, str]:
+    """(normalised path, raw query) of a request target."""
+    return routing.normalize_path(path), routing.split_path(path)[1]

@@ -1,0 +1,71 @@
+"""Kept originals on disk (diskcache): the full text behind each compression marker, by handle.
+
+Bounded by size and age, private (0600 / 0700); handles come from `headroom_core.originals`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from headroom_core.originals import handle_for, is_handle
+
+from . import private
+
+log = logging.getLogger("headroom.originals")
+
+DEFAULT_SIZE_LIMIT = 1 << 30  # originals are the large side of every rewrite
+DEFAULT_TIMEOUT = 2.0
+
+
+class Originals:
+    """Persistent handle -> original text (diskcache, LRU-bounded, thread- and process-safe)."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        size_limit: int = DEFAULT_SIZE_LIMIT,
+        ttl: float | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.ttl = ttl
+        self._cache = private.open_cache(
+            directory, timeout=timeout, size_limit=size_limit,
+            eviction_policy="least-recently-used",
+        )
+
+    def close(self) -> None:
+        self._cache.close()
+
+    def __enter__(self) -> Originals:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def put(self, tenant: str, text: str, *, salt: bytes) -> str:
+        """Keep `text` for `tenant`; return its handle (idempotent)."""
+        handle = handle_for(salt, tenant, text)
+        value = tenant.encode("utf-8", "surrogatepass") + b"\x00" + text.encode("utf-8")
+        self._cache.add(handle, value, expire=self.ttl)
+        return handle
+
+    def get(self, handle: str, *, tenant: str | None = None) -> str | None:
+        """The original for `handle`, or None (unknown, malformed, evicted, or another tenant's
+        when `tenant` is given)."""
+        if not isinstance(handle, str) or not is_handle(handle):
+            return None
+        value = self._cache.get(handle)
+        if not isinstance(value, bytes):
+            return None
+        owner, sep, text = value.partition(b"\x00")
+        if not sep:
+            return None
+        if tenant is not None and owner != tenant.encode("utf-8", "surrogatepass"):
+            return None
+        try:
+            return text.decode("utf-8")
+        except UnicodeDecodeError:
+            log.warning("originals: undecodable entry")
+            return None

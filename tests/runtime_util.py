@@ -1,0 +1,21 @@
+"""A Runtime for engine tests: opened like the addon opens it, engine methods reachable on it."""
+
+from __future__ import annotations
+
+from headroom_core import options
+from headroom_runtime.runtime import Runtime
+
+
+class Rig(Runtime):
+    """`rig.handle_request(...)` is the engine's; `rig.flush()`, `rig.stats`, `rig.close()` are
+    the runtime's."""
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+
+def rig(directory, **values) -> Rig:
+    """`rig(tmp_path, store_mode="cache", events="off")`: option values as a user sets them."""
+    values.setdefault("dir", str(directory))
+    values = {k: str(v) if hasattr(v, "__fspath__") else v for k, v in values.items()}
+    return Rig(options.make(**values))
