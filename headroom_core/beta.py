@@ -15,6 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 
@@ -139,11 +140,87 @@ class BetaDecision:
     changed: bool  # False: leave the client's header lines exactly as they are
 
 
+class BetaMemory(Protocol):
+    """Where sticky tokens live, per session key (in memory, or shared by several proxies).
+    `shared` memories can change under this process, so their answers are never memoised."""
+
+    shared: bool
+
+    def get(self, key: str) -> list[str]:
+        """The session's sticky tokens, first-seen order (empty when unknown); marks it used."""
+
+    def extend(self, key: str, tokens: Sequence[str], limit: int) -> list[str]:
+        """Remember `tokens` not yet remembered (case-insensitively), keeping at most `limit`;
+        return the session's tokens afterwards."""
+
+    def remove(self, key: str, token: str) -> bool:
+        """Forget one token (case-insensitive). True if it was remembered."""
+
+    def forget(self, key: str) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+class LocalBetaMemory:
+    """Sticky tokens in this process: an LRU of at most `max_sessions` sessions."""
+
+    shared = False
+
+    def __init__(self, max_sessions: int = 1000) -> None:
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
+        self.max_sessions = max_sessions
+        self._sessions: OrderedDict[str, list[str]] = OrderedDict()
+        self.evicted: list[str] = []  # keys dropped by the bound since the caller last looked
+
+    def get(self, key: str) -> list[str]:
+        memory = self._sessions.get(key)
+        if memory is None:
+            return []
+        self._sessions.move_to_end(key)
+        return list(memory)
+
+    def extend(self, key: str, tokens: Sequence[str], limit: int) -> list[str]:
+        memory = self._sessions.get(key, [])
+        known = {t.lower() for t in memory}
+        new = [t for t in tokens if t.lower() not in known]
+        if new:
+            memory = memory + new[: max(0, limit - len(memory))]
+        if memory and key not in self._sessions:
+            self._sessions[key] = memory
+            while len(self._sessions) > self.max_sessions:
+                self.evicted.append(self._sessions.popitem(last=False)[0])
+        elif memory:
+            self._sessions[key] = memory
+        return list(memory)
+
+    def remove(self, key: str, token: str) -> bool:
+        memory = self._sessions.get(key)
+        if not memory:
+            return False
+        t = token.strip().lower()
+        kept = [x for x in memory if x.lower() != t]
+        if len(kept) == len(memory):
+            return False
+        if kept:
+            self._sessions[key] = kept
+        else:
+            del self._sessions[key]
+        return True
+
+    def forget(self, key: str) -> None:
+        self._sessions.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
 class StickyBetas:
-    """Per-session memory of beta tokens sent upstream; bounded LRU, thread-safe.
+    """Per-session memory of beta tokens sent upstream; thread-safe.
 
     Only high-confidence session ids get memory: a content-derived id can be shared by two
-    conversations, and gluing one's betas onto the other would change its requests.
+    conversations, and gluing one's betas onto the other would change its requests. Where the
+    memory lives is a `BetaMemory` (this process by default; Redis for a team gateway).
     """
 
     def __init__(
@@ -151,15 +228,13 @@ class StickyBetas:
         max_sessions: int = 1000,
         deny: Sequence[str] = DEFAULT_DENY,
         max_tokens_per_session: int = DEFAULT_MAX_TOKENS_PER_SESSION,
+        memory: BetaMemory | None = None,
     ) -> None:
-        if max_sessions < 1:
-            raise ValueError("max_sessions must be at least 1")
-        self.max_sessions = max_sessions
+        self.memory = memory if memory is not None else LocalBetaMemory(max_sessions)
         self.max_tokens_per_session = max_tokens_per_session
         self.deny = tuple(p.lower() for p in deny)
-        self._sessions: OrderedDict[str, list[str]] = OrderedDict()
         # session key -> (the last request's (client tokens, required), its decision); valid
-        # while the session's memory is unchanged (any change drops the entry)
+        # while the session's memory is unchanged (any change drops the entry). Local memory only.
         self._memo: dict[str, tuple[tuple, BetaDecision]] = {}
         self._lock = threading.Lock()
 
@@ -176,21 +251,31 @@ class StickyBetas:
     ) -> BetaDecision:
         """Tokens for this request: the client's, then `required`, then the session's sticky
         ones the client dropped (first-seen order); and remember what is sent."""
-        if session_key is not None and high_confidence:
+        if session_key is None or not high_confidence:
+            return self._decision(client_tokens, merge_tokens(client_tokens, required))
+        sig = (tuple(client_tokens), tuple(required))
+        memo_ok = not self.memory.shared
+        with self._lock:
             # Most turns repeat the previous turn's header: answer those from the memo.
-            sig = (tuple(client_tokens), tuple(required))
-            with self._lock:
-                memo = self._memo.get(session_key)
-                if memo is not None and memo[0] == sig and session_key in self._sessions:
-                    self._sessions.move_to_end(session_key)
-                    return memo[1]
-                merged = merge_tokens(client_tokens, required)
-                tokens = self._apply_locked(session_key, merged)
-                decision = self._decision(client_tokens, tokens)
-                if session_key in self._sessions:
-                    self._memo[session_key] = (sig, decision)
-            return decision
-        return self._decision(client_tokens, merge_tokens(client_tokens, required))
+            memo = self._memo.get(session_key) if memo_ok else None
+            if memo is not None and memo[0] == sig:
+                self.memory.get(session_key)  # keeps the session young in the LRU
+                return memo[1]
+            merged = merge_tokens(client_tokens, required)
+            memory = self.memory.get(session_key)
+            sent = {t.lower() for t in merged}
+            tokens = merged + [t for t in memory if t.lower() not in sent]
+            fresh = [t for t in merged if not self.denied(t)]
+            if fresh:
+                self.memory.extend(session_key, fresh, self.max_tokens_per_session)
+            decision = self._decision(client_tokens, tokens)
+            if memo_ok:
+                self._memo[session_key] = (sig, decision)
+                for key in getattr(self.memory, "evicted", ()):
+                    self._memo.pop(key, None)
+                if getattr(self.memory, "evicted", None):
+                    self.memory.evicted.clear()
+        return decision
 
     @staticmethod
     def _decision(client_tokens: Sequence[str], tokens: list[str]) -> BetaDecision:
@@ -200,61 +285,30 @@ class StickyBetas:
             log.debug("beta tokens added: %s", ",".join(added))
         return BetaDecision(tokens, added, bool(added))
 
-    def _apply_locked(self, key: str, merged: list[str]) -> list[str]:
-        memory = self._sessions.get(key)
-        if memory is None:
-            memory = []
-        else:
-            self._sessions.move_to_end(key)
-        sent = {t.lower() for t in merged}
-        tokens = merged + [t for t in memory if t.lower() not in sent]
-        remembered = {t.lower() for t in memory}
-        for t in merged:
-            if len(memory) >= self.max_tokens_per_session:
-                break
-            if t.lower() not in remembered and not self.denied(t):
-                memory.append(t)
-                remembered.add(t.lower())
-        if memory and key not in self._sessions:
-            self._sessions[key] = memory
-            while len(self._sessions) > self.max_sessions:
-                evicted, _ = self._sessions.popitem(last=False)
-                self._memo.pop(evicted, None)
-        return tokens
-
     def reject(self, session_key: str | None, token: str) -> bool:
         """Forget a token (e.g. the provider refused it). True if it was remembered."""
         if session_key is None:
             return False
-        t = token.strip().lower()
         with self._lock:
             self._memo.pop(session_key, None)
-            memory = self._sessions.get(session_key)
-            if not memory:
-                return False
-            kept = [x for x in memory if x.lower() != t]
-            if len(kept) == len(memory):
-                return False
-            if kept:
-                self._sessions[session_key] = kept
-            else:
-                del self._sessions[session_key]
-        log.info("beta token dropped from session after rejection: %s", token)
-        return True
+            dropped = self.memory.remove(session_key, token)
+        if dropped:
+            log.info("beta token dropped from session after rejection: %s", token)
+        return dropped
 
     def remembered(self, session_key: str) -> list[str]:
         """The sticky tokens of a session (a copy)."""
         with self._lock:
-            return list(self._sessions.get(session_key, ()))
+            return self.memory.get(session_key)
 
     def forget(self, session_key: str) -> None:
         with self._lock:
-            self._sessions.pop(session_key, None)
+            self.memory.forget(session_key)
             self._memo.pop(session_key, None)
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._sessions)
+            return len(self.memory)
 
 
 def _boundary_pattern(token: str) -> re.Pattern[str]:

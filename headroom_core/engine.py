@@ -28,6 +28,7 @@ from .headers import Controls, Fields
 from .originals import DEFAULT_RETRIEVAL_BASE
 from .rewrite import Rewriter, RewritePolicy, RewriteResult
 from .store import Entry, storable_headers
+from .store import nearest as store_nearest
 from .store import refusal as store_refusal
 from .stream import StreamTee
 from .websocket import WebSocketConversation
@@ -431,7 +432,7 @@ class Engine:
     def _explain_miss(self, state: FlowState, canonical: dict, key: str) -> LocalResponse:
         """The replay-miss answer, naming the difference to the nearest recording."""
         try:
-            nearest = self.store.nearest(canonical, session_id=state.session.id)
+            nearest = store_nearest(self.store, canonical, session_id=state.session.id)
         except Exception as e:
             _warn("internal_error", flow=state.flow_id, phase="replay_miss", error=type(e).__name__)
             nearest = None

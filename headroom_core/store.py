@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 import zstandard
@@ -173,3 +173,59 @@ def read_meta(value: bytes | BinaryIO) -> dict:
         return meta
     except Exception as e:
         raise CorruptEntry(f"undecodable header: {e}") from None
+
+
+# --- backends --------------------------------------------------------------------------------
+
+
+class Store(Protocol):
+    """What Headroom needs of a response store backend (`headroom_runtime.diskstore`, Redis,
+    cassettes). Reads never raise (a failure reads as "no entry"); `put` returns False when it
+    refuses or fails. `read_only` backends refuse every write."""
+
+    read_only: bool
+
+    def get(self, key: str, *, with_request: bool = True) -> Entry | None: ...
+
+    def put(self, key: str, entry: Entry, *, complete: bool) -> bool: ...
+
+    def meta(self, key: str) -> dict | None: ...
+
+    def entries(self) -> Iterator[tuple[str, dict]]:
+        """(key, meta) of every live entry, without reading bodies."""
+
+    def delete(self, key: str) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def nearest(store: Store, canonical: dict, *, session_id: str | None = None, limit: int = 10
+            ) -> tuple[str, dict, list[str]] | None:
+    """The recorded request closest to `canonical`: same tenant, provider, endpoint and model;
+    same session first, then fewest differences, then newest. Returns (key, meta, diff lines
+    from the recording to `canonical`), or None when nothing comparable is stored."""
+    body = canonical.get("body")
+    model = body.get("model") if isinstance(body, dict) else None
+    want = (canonical.get("tenant"), canonical.get("provider"), canonical.get("endpoint"), model)
+    summary = None
+    best: tuple[tuple, str, dict, dict] | None = None
+    for key, meta in store.entries():
+        if (meta.get("tenant"), meta.get("provider"), meta.get("endpoint"),
+                meta.get("model")) != want:
+            continue
+        entry = store.get(key)
+        if entry is None or not isinstance(entry.request, dict):
+            continue
+        if summary is None:
+            summary = cachekey.summarize(canonical)
+        try:
+            n = sum(1 for _ in cachekey.diff_lines(entry.request, summary))
+        except RecursionError:
+            continue
+        same = bool(session_id) and meta.get("session_id") == session_id
+        rank = (0 if same else 1, n, -float(meta.get("created") or 0))
+        if best is None or rank < best[0]:
+            best = (rank, key, meta, entry.request)
+    if best is None:
+        return None
+    return best[1], best[2], cachekey.diff(best[3], canonical, limit)

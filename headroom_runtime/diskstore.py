@@ -17,9 +17,8 @@ from typing import Any
 import diskcache
 from diskcache.core import MODE_PICKLE, UNKNOWN
 
-from headroom_core import cachekey
-from headroom_core.store import CorruptEntry, Entry, decode_entry, encode_entry, read_meta, \
-    refusal, storable_headers
+from headroom_core.store import CorruptEntry, Entry, decode_entry, encode_entry, nearest, \
+    read_meta, refusal, storable_headers
 
 from . import private
 from .readonly import ReadOnlyCache
@@ -195,38 +194,8 @@ class ResponseStore:
             if meta is not None:
                 yield key, meta
 
-    def nearest(
-        self, canonical: dict, *, session_id: str | None = None, limit: int = 10
-    ) -> tuple[str, dict, list[str]] | None:
-        """The recorded request closest to `canonical`: same tenant, provider, endpoint and model;
-        same session first, then fewest differences, then newest. Returns (key, meta, diff lines
-        from the recording to `canonical`), or None when nothing comparable is stored.
-        """
-        body = canonical.get("body")
-        model = body.get("model") if isinstance(body, dict) else None
-        summary = None
-        best: tuple[tuple, str, dict, dict] | None = None
-        for key, meta in self.entries():
-            if (meta.get("tenant"), meta.get("provider"), meta.get("endpoint"), meta.get("model")) \
-                    != (canonical.get("tenant"), canonical.get("provider"),
-                        canonical.get("endpoint"), model):
-                continue
-            entry = self.get(key)
-            if entry is None or not isinstance(entry.request, dict):
-                continue
-            if summary is None:
-                summary = cachekey.summarize(canonical)
-            try:
-                n = sum(1 for _ in cachekey.diff_lines(entry.request, summary))
-            except RecursionError:
-                continue
-            same = bool(session_id) and meta.get("session_id") == session_id
-            rank = (0 if same else 1, n, -float(meta.get("created") or 0))
-            if best is None or rank < best[0]:
-                best = (rank, key, meta, entry.request)
-        if best is None:
-            return None
-        return best[1], best[2], cachekey.diff(best[3], canonical, limit)
+    def nearest(self, canonical: dict, *, session_id: str | None = None, limit: int = 10):
+        return nearest(self, canonical, session_id=session_id, limit=limit)
 
     def prune(
         self,
