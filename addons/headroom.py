@@ -28,7 +28,11 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (tests, tools)
+    sys.path.append(str(Path(__file__).resolve().parent))
+
 try:
+    import headroom_error_hook
     from headroom_core import engine as hengine
     from headroom_core import errors as herrors
     from headroom_core import headers as hheaders
@@ -69,6 +73,7 @@ class Headroom:
             loader.add_option(o.name, o.type, o.default, o.help,
                               choices=list(o.choices) if o.choices else None)
         self._check_startup_values(loader.master.options)
+        headroom_error_hook.install()  # upstream failures answered in the provider's shape
 
     def _check_startup_values(self, options) -> None:
         """Validate `--set headroom_*=...` values before mitmproxy applies them: a value it cannot
@@ -107,12 +112,11 @@ class Headroom:
             log.error("%s", e)  # at startup: one line, mitmdump exits; nothing is forwarded
             self.failed = str(e)
             return
-        if (cfg.store_mode in ("cache", "replay") and "connection_strategy" in ctx.options
-                and ctx.options.connection_strategy != "lazy"):
-            # Answering locally must not depend on reaching the upstream first (nor touch it).
+        if "connection_strategy" in ctx.options and ctx.options.connection_strategy != "lazy":
+            # Answering locally (recordings, refusals, /ccr/, health, upstream errors) must not
+            # depend on reaching the upstream first, nor touch it.
             ctx.options.connection_strategy = "lazy"
-            log.info("headroom: connection_strategy set to lazy for headroom_store_mode=%s",
-                     cfg.store_mode)
+            log.info("headroom: connection_strategy set to lazy")
         host, port = _listener()
         base = f"http://{cfg.ccr_host or f'{host}:{port}'}/ccr/"
         old = self.runtime
@@ -300,18 +304,39 @@ class Headroom:
     def error(self, flow: http.HTTPFlow) -> None:
         self.early.pop(flow.id, None)
         state = self.states.pop(flow.id, None)
-        if state is None or self.runtime is None:
+        if self.runtime is None:
             return
         resp = flow.response
+        message = flow.error.msg if flow.error else "error"
+        if resp is None and flow.error is not None and self._answers_errors(flow, state):
+            # The upstream failed before answering: an error the client's SDK can parse (and
+            # retries), instead of mitmproxy's HTML page. A stream cut midway stays cut.
+            provider = state.route.provider if state else routing.guess_provider(
+                flow.request.host, flow.request.path)
+            kind, answer = herrors.upstream_error(provider, message)
+            flow.response = _local_response(hengine.LocalResponse(*answer))
+            if state is not None:
+                state.decisions["upstream_error"] = kind
+            log.warning("upstream_error flow=%s kind=%s", flow.id, kind)
+        if state is None:
+            return
         self.runtime.finish_later(
             state,
             status=resp.status_code if resp else None,
             fields=list(resp.headers.fields) if resp else None,
             body=None,
-            error=flow.error.msg if flow.error else "error",
+            error=message,
             response_started=resp.timestamp_start if resp else None,
             response_ended=flow.error.timestamp if flow.error else None,
         )
+
+    def _answers_errors(self, flow: http.HTTPFlow, state) -> bool:
+        """Model-API traffic (and anything else to an API host) gets provider-shaped errors;
+        other sites keep mitmproxy's page. Killed flows stay killed."""
+        if flow.error.msg == flow.error.KILLED_MESSAGE or not headroom_error_hook.installed():
+            return False
+        return state is not None or routing.is_api_host(
+            flow.request.host, reverse=_is_reverse(flow), hosts=self.runtime.config.hosts)
 
 
 def _unconverted(opt, value):

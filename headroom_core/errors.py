@@ -44,14 +44,15 @@ def error_type(provider: str, status: int) -> str:
 
 
 def provider_error(
-    provider: str, status: int, message: str, code: str | None = None
+    provider: str, status: int, message: str, code: str | None = None, *, retry: bool = False
 ) -> tuple[int, Fields, bytes]:
     """(status, header fields, body) of an error response shaped like `provider`'s API.
 
     Anthropic: `{"type":"error","error":{"type":…,"message":…}}` (the shape has no code field,
     so `code` is dropped); anything else gets the OpenAI shape
     `{"error":{"message":…,"type":…,"param":null,"code":…}}` (Codex's backend included).
-    `x-should-retry: false` stops the SDKs' automatic retries; `x-headroom-error: 1` marks it ours.
+    `x-should-retry` tells the SDKs whether to retry (false for Headroom's own refusals, true for
+    an upstream that could not be reached); `x-headroom-error: 1` marks the answer as ours.
     """
     etype = error_type(provider, status)
     message = str(message)
@@ -69,7 +70,36 @@ def provider_error(
         body = orjson.dumps(payload)
     fields: Fields = [
         (b"content-type", b"application/json"),
-        (b"x-should-retry", b"false"),
+        (b"x-should-retry", b"true" if retry else b"false"),
         (b"x-headroom-error", b"1"),
     ]
     return status, fields, body
+
+
+# What mitmproxy says when the upstream fails before answering -> (kind, status). Checked in order.
+_UPSTREAM_FAILURES = (
+    (("timed out", "timeout"), "timeout", 504),
+    (("tls", "ssl", "certificate", "handshake"), "tls", 502),
+    (("connect", "refused", "unreachable", "no route", "name or service", "getaddrinfo",
+      "resolve", "nodename", "dns"), "connect", 502),
+)
+
+
+def upstream_failure(message: str) -> tuple[str, int]:
+    """(kind, status) of an upstream failure from its error message: "connect", "tls",
+    "timeout" (504) or "reset" (anything else before a response)."""
+    m = (message or "").lower()
+    for needles, kind, status in _UPSTREAM_FAILURES:
+        if any(n in m for n in needles):
+            return kind, status
+    return "reset", 502
+
+
+def upstream_error(provider: str, message: str) -> tuple[str, tuple[int, Fields, bytes]]:
+    """The provider-shaped answer for an upstream that failed before responding, and its kind.
+    A status the SDKs retry (502/504) with `x-should-retry: true`."""
+    kind, status = upstream_failure(message)
+    what = {"connect": "could not be reached", "tls": "failed the TLS handshake",
+            "timeout": "timed out", "reset": "closed the connection before answering"}[kind]
+    text = f"headroom: the upstream {what} ({message[:200]})"
+    return kind, provider_error(provider, status, text, code=f"upstream_{kind}", retry=True)

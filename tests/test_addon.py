@@ -168,12 +168,12 @@ def test_stats_command_reports_sessions(ctx, tmp_path):
     assert len(lines) == 6  # header, rule, two sessions, rule, total
 
 
-def test_store_mode_forces_lazy_connections(ctx):
+def test_connections_are_always_lazy(ctx):
+    # Local answers (recordings, refusals, /ccr/, health, upstream errors) must never need, or
+    # make, an upstream connection first.
     tctx, addon = ctx
     tctx.options.add_option("connection_strategy", str, "eager", "as proxyserver declares it")
     tctx.configure(addon, headroom_store_mode="off")
-    assert tctx.options.connection_strategy == "eager"
-    tctx.configure(addon, headroom_store_mode="replay")
     assert tctx.options.connection_strategy == "lazy"
     with pytest.raises(exceptions.OptionsError):
         tctx.configure(addon, headroom_store_exclude=["bad[path"])
