@@ -89,7 +89,7 @@ def apply(text: str, s: Slice) -> str:
     if s.kind == "all":
         return text
     lines = text.split("\n")
-    if lines and lines[-1] == "" and text.endswith("\n"):
+    if lines[-1] == "":  # the empty rest after a final newline (or an empty text) is no line
         lines.pop()
     if s.kind == "head":
         return _join(lines[: s.start])

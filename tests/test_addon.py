@@ -187,3 +187,62 @@ def test_a_failure_outside_the_engine_still_strips_and_forwards(ctx, monkeypatch
     run(tctx, addon.request(f))
     assert f.response is None and f.request.raw_content == raw
     assert "x-headroom-trace" not in f.request.headers and "x-api-key" in f.request.headers
+
+
+def test_bad_startup_values_fail_closed_with_one_line_each(tmp_path, caplog):
+    addon = mod.Headroom()
+    with taddons.context() as tctx:
+        tctx.options.set("headroom_compress_min_tokens=abc", "headroom_store_mod=cache",
+                         "headroom_stream_sse=maybe", f"headroom_dir={tmp_path}", defer=True)
+        tctx.master.addons.add(addon)  # load(): checked before mitmproxy converts them
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert sorted(errors) == [
+            "headroom_compress_min_tokens: invalid value 'abc': expected a whole number >= 0",
+            "headroom_store_mod: unknown option; did you mean headroom_store_mode?",
+            "headroom_stream_sse: invalid value 'maybe': expected true or false",
+        ]
+        assert addon.failed and not any(k.startswith("headroom_") for k in tctx.options.deferred)
+        f = llm_flow()
+        run(tctx, addon.request(f))
+        assert f.response.status_code == 503 and b"nothing was forwarded" in f.response.content
+        assert json.loads(f.response.content)["type"] == "error"  # the provider's shape
+        g = llm_flow(host="example.com", path="/")  # not even other sites go through
+        run(tctx, addon.request(g))
+        assert g.response.status_code == 503
+        addon.done()
+
+
+def test_a_bad_value_at_startup_logs_instead_of_a_traceback(tmp_path, caplog):
+    addon = mod.Headroom()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, headroom_dir=str(tmp_path), headroom_max_body="lots")
+        assert addon.failed == "headroom_max_body: invalid value 'lots': expected a size such " \
+                               "as 65536, 512k, 64m or 2g"
+        assert any(r.levelname == "ERROR" and r.getMessage() == addon.failed
+                   for r in caplog.records)
+        addon.done()
+
+
+def test_a_valid_flag_given_without_a_value_means_true(tmp_path):
+    addon = mod.Headroom()
+    with taddons.context() as tctx:
+        tctx.options.set("headroom_store_pace", f"headroom_dir={tmp_path}", defer=True)
+        tctx.master.addons.add(addon)
+        assert addon.failed is None and tctx.options.headroom_store_pace is True
+        addon.done()
+
+
+def test_local_endpoints_only_for_loopback_clients(ctx):
+    tctx, addon = ctx
+    answers = {}
+    for peer in ("127.0.0.1", "10.1.2.3"):
+        f = tflow.tflow()
+        f.request = tutils.treq(method=b"GET", host="127.0.0.1", port=8080, scheme=b"http",
+                                path=b"/headroom/health", content=b"")
+        f.client_conn.peername = (peer, 5000)
+        run(tctx, addon.request(f))
+        answers[peer] = f.response
+    health = json.loads(answers["127.0.0.1"].content)
+    assert answers["127.0.0.1"].status_code == 200 and health["status"] == "ok"
+    assert {"version", "modes", "store_mode", "uptime_s", "state"} <= set(health)
+    assert answers["10.1.2.3"].status_code == 403 and b"version" not in answers["10.1.2.3"].content

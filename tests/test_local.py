@@ -1,0 +1,142 @@
+"""Headroom's own endpoints: who may ask, which original a request may see, what health says."""
+
+import json
+
+import pytest
+
+from headroom_core import tenant
+from headroom_core.local import LocalEndpoints, is_loopback
+from headroom_core.originals import handle_for
+
+SALT = b"x" * 16
+TEXT = "".join(f"row {i}\n" for i in range(1, 11))
+
+
+class Originals:
+    def __init__(self):
+        self.kept = {}
+
+    def put(self, owner, text, *, salt):
+        h = handle_for(salt, owner, text)
+        self.kept[h] = (owner, text)
+        return h
+
+    def get(self, handle, *, tenant=None):
+        owner, text = self.kept.get(handle, (None, None))
+        return text if text is not None and tenant in (None, owner) else None
+
+    def close(self):
+        pass
+
+
+def endpoints(**kw):
+    args = dict(clients=("127.0.0.0/8", "::1/128"), local_hosts=frozenset({"127.0.0.1:8080"}),
+                namespace=None, salt=SALT, originals=Originals(),
+                health=lambda: {"status": "ok", "store": "off"})
+    args.update(kw)
+    return LocalEndpoints(**args)
+
+
+ALICE = [(b"x-api-key", b"gateway"), (b"authorization", b"Bearer alice")]
+BOB = [(b"x-api-key", b"gateway"), (b"authorization", b"Bearer bob")]
+
+
+def kept_by_alice(ep):
+    owner = tenant.tenant_id(ALICE, SALT)
+    return ep.originals.put(owner, TEXT, salt=SALT)
+
+
+def ask(ep, handle, query="", fields=(), client="127.0.0.1", method="GET"):
+    return ep.answer("ccr", method, f"/ccr/{handle}", query, list(fields), client)
+
+
+def test_kind_in_reverse_mode_by_path_alone_and_in_regular_mode_only_on_the_listener():
+    ep = endpoints()
+    assert ep.kind("GET", "anything", 443, "/ccr/abc", reverse=True) == "ccr"
+    assert ep.kind("GET", "anything", 443, "/headroom/health", reverse=True) == "health"
+    assert ep.kind("GET", "api.openai.com", 443, "/ccr/abc", reverse=False) is None
+    assert ep.kind("GET", "127.0.0.1", 8080, "/ccr/abc", reverse=False) == "ccr"
+    assert ep.kind("GET", "headroom.local", 80, "/ccr/abc", reverse=False) == "ccr"  # old markers
+    assert ep.kind("GET", "127.0.0.1", 8080, "/v1/messages", reverse=False) is None
+
+
+def test_the_agents_own_shell_without_credential_gets_the_original_and_slices():
+    ep = endpoints()
+    h = kept_by_alice(ep)
+    status, fields, body = ask(ep, h)
+    assert status == 200 and body.decode() == TEXT
+    assert (b"content-type", b"text/plain; charset=utf-8") in fields
+    assert ask(ep, h, "lines=2-3")[2] == b"row 2\nrow 3\n"
+    assert ask(ep, h, "grep=row 1$")[2] == b"1:row 1\n"
+    assert ask(ep, h, "head=1")[2] == b"row 1\n" and ask(ep, h, "tail=1")[2] == b"row 10\n"
+    assert ask(ep, h, client="::1")[0] == 200
+    assert ask(ep, h, client="::ffff:127.0.0.1")[0] == 200
+
+
+def test_an_original_is_served_to_its_tenant_and_never_to_another():
+    ep = endpoints()
+    h = kept_by_alice(ep)
+    assert ask(ep, h, fields=ALICE)[0] == 200
+    status, _, body = ask(ep, h, fields=BOB)
+    assert status == 404 and TEXT.encode() not in body
+    assert ask(ep, h, fields=[(b"x-api-key", b"gateway")])[0] == 404  # the placeholder alone
+
+
+def test_clients_outside_the_allowed_networks_get_403():
+    ep = endpoints()
+    h = kept_by_alice(ep)
+    for client in ("10.0.0.5", "192.168.1.2", None, "", "not-an-ip", "2001:db8::1"):
+        status, _, body = ask(ep, h, client=client)
+        assert status == 403 and TEXT.encode() not in body
+    assert ep.answer("health", "GET", "/headroom/health", "", [], "10.0.0.5")[0] == 403
+
+
+def test_opened_networks_need_the_owners_credential_from_afar():
+    ep = endpoints(clients=("127.0.0.0/8", "10.0.0.0/8"))
+    h = kept_by_alice(ep)
+    assert ask(ep, h, client="10.1.2.3")[0] == 401  # no credential, not loopback
+    assert ask(ep, h, client="10.1.2.3", fields=ALICE)[0] == 200
+    assert ask(ep, h, client="10.1.2.3", fields=BOB)[0] == 404
+
+
+@pytest.mark.parametrize("handle,query,status", [
+    ("not-hex", "", 400),
+    ("ABCDEF" + "0" * 26, "", 400),  # handles are lowercase
+    ("0" * 31, "", 400),
+    ("0" * 32, "", 404),
+    (None, "lines=9-3", 400),
+    (None, "grep=(", 400),
+    (None, "grep=(a|a)%2B$", 200),  # cheap on this text: nothing to backtrack over
+    (None, "context=99999999&grep=x", 400),
+    (None, "bogus=1", 400),
+])
+def test_bad_requests(handle, query, status):
+    ep = endpoints()
+    h = kept_by_alice(ep) if handle is None else handle
+    got, fields, body = ask(ep, h, query)
+    assert got == status
+    if status == 400:
+        assert body.startswith(b"headroom: ") and TEXT.encode() not in body
+
+
+def test_methods_other_than_get_are_refused():
+    ep = endpoints()
+    h = kept_by_alice(ep)
+    status, fields, _ = ask(ep, h, method="POST")
+    assert status == 405 and (b"allow", b"GET, HEAD") in fields
+
+
+def test_health_is_json():
+    status, fields, body = endpoints().answer("health", "GET", "/headroom/health", "", [],
+                                              "127.0.0.1")
+    assert status == 200 and json.loads(body) == {"status": "ok", "store": "off"}
+
+
+def test_no_originals_store_says_so():
+    status, _, body = ask(endpoints(originals=None), "0" * 32)
+    assert status == 404 and b"compression is off" in body
+
+
+def test_is_loopback():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("127.5.5.5")
+    assert not is_loopback("10.0.0.1") and not is_loopback(None) and not is_loopback("x")
