@@ -34,7 +34,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (test
 try:
     import headroom_error_hook
     from headroom_core import engine as hengine
-    from headroom_core import errors as herrors
+    from headroom_core import error_responses as herrors
     from headroom_core import headers as hheaders
     from headroom_core import options as hoptions
     from headroom_core import routing, storemode

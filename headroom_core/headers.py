@@ -96,8 +96,3 @@ def strip(fields: Sequence[tuple[bytes, bytes]], rules: StripRules) -> tuple[Fie
     """Split fields into (kept, stripped names). Order and case of kept fields are untouched."""
     kept, stripped, _ = strip_and_read(fields, rules)
     return kept, stripped
-
-
-def read_controls(fields: Sequence[tuple[bytes, bytes]]) -> Controls:
-    """Read `x-headroom-bypass`, `x-headroom-cache` and standard cache-control directives."""
-    return strip_and_read(fields, StripRules((), frozenset()))[2]

@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 
 from . import retrieval, routing, tenant
+from .headers import Fields
 from .originals import is_handle
 
-Fields = list[tuple[bytes, bytes]]
 TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 JSON = [(b"content-type", b"application/json")]
 LEGACY_HOST = "headroom.local"  # markers written before the host defaulted to the listener

@@ -16,9 +16,9 @@ from typing import Any, BinaryIO, Protocol
 import orjson
 import zstandard
 
-from . import cachekey
+from . import cachekey, structdiff
+from .headers import Fields
 
-Fields = list[tuple[bytes, bytes]]
 
 # Response header fields never stored. Framing is recomputed on replay; hop-by-hop fields belong
 # to one connection; the rest change on every response, identify the account, or set state.
@@ -217,9 +217,9 @@ def nearest(store: Store, canonical: dict, *, session_id: str | None = None, lim
         if entry is None or not isinstance(entry.request, dict):
             continue
         if summary is None:
-            summary = cachekey.summarize(canonical)
+            summary = structdiff.summarize(canonical)
         try:
-            n = sum(1 for _ in cachekey.diff_lines(entry.request, summary))
+            n = sum(1 for _ in structdiff.diff_lines(entry.request, summary))
         except RecursionError:
             continue
         same = bool(session_id) and meta.get("session_id") == session_id
@@ -228,4 +228,4 @@ def nearest(store: Store, canonical: dict, *, session_id: str | None = None, lim
             best = (rank, key, meta, entry.request)
     if best is None:
         return None
-    return best[1], best[2], cachekey.diff(best[3], canonical, limit)
+    return best[1], best[2], structdiff.diff(best[3], canonical, limit)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import errors
+from . import error_responses as errors
 from .headers import Controls, Fields
 
 MODES = ("off", "cache", "record", "replay")

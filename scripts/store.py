@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mitmproxy import connection, http, io  # noqa: E402
 
-from headroom_core import cachekey, encoding, routing, tenant  # noqa: E402
+from headroom_core import cachekey, encoding, routing, structdiff, tenant  # noqa: E402
 from headroom_core.store import Entry  # noqa: E402
 from headroom_runtime import salt as salts  # noqa: E402
 from headroom_runtime.diskstore import ResponseStore  # noqa: E402
@@ -121,7 +121,7 @@ def cmd_show(store: ResponseStore, args: argparse.Namespace) -> int:
             print(f"{k + ':':9} {orjson.dumps(meta[k]).decode()}")
     if entry.request is not None:
         print("request:")
-        for k, v in cachekey.describe(entry.request).items():
+        for k, v in structdiff.describe(entry.request).items():
             shown = v if isinstance(v, str) else cachekey.dumps(v).decode("ascii")
             print(f"  {k}: {shown}")
         print(f"  canonical size: {human_size(len(cachekey.canonical_bytes(entry.request)))}")
@@ -136,7 +136,7 @@ def cmd_diff(store: ResponseStore, args: argparse.Namespace) -> int:
     a, b = store.get(ka), store.get(kb)
     if a is None or b is None or a.request is None or b.request is None:
         raise CliError("both entries need a recorded request")
-    lines = cachekey.diff(a.request, b.request, limit=args.limit)
+    lines = structdiff.diff(a.request, b.request, limit=args.limit)
     for line in lines:
         print(line)
     if not lines:

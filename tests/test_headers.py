@@ -17,6 +17,9 @@ F = [
 ]
 
 
+NONE = headers.StripRules((), frozenset())
+
+
 def test_strip_removes_every_duplicate_and_case_variant_keeping_order_and_case():
     kept, stripped = headers.strip(F, StripRules())
     assert kept == [(b"Host", b"api.anthropic.com"), (b"x-api-key", b"secret"),
@@ -44,12 +47,12 @@ def test_invalid_names_rejected(bad):
 
 
 def test_controls_read_before_stripping():
-    c = headers.read_controls(F)
+    c = headers.strip_and_read(F, NONE)[2]
     assert c.bypass is True
     assert c.cache == "again"  # the last one wins
-    assert headers.read_controls([(b"X-Headroom-Bypass", b"0")]).bypass is False
-    assert headers.read_controls([(b"Cache-Control", b"max-age=0, No-Store")]).no_store
-    assert not headers.read_controls([(b"cache-control", b"max-age=0")]).no_store
+    assert headers.strip_and_read([(b"X-Headroom-Bypass", b"0")], NONE)[2].bypass is False
+    assert headers.strip_and_read([(b"Cache-Control", b"max-age=0, No-Store")], NONE)[2].no_store
+    assert not headers.strip_and_read([(b"cache-control", b"max-age=0")], NONE)[2].no_store
 
 
 def test_get_is_case_insensitive_first_value():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import orjson
 
-Fields = list[tuple[bytes, bytes]]
+from .headers import Fields
 
 # Status -> error.type, as the Messages API documents it; other 4xx/5xx fall back like the API.
 ANTHROPIC_TYPES = {

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from headroom_core.errors import error_type, provider_error
+from headroom_core.error_responses import error_type, provider_error
 
 try:  # the SDKs moved to httpx2; a transport must come from the package they use
     import httpx2 as httpx
