@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -33,13 +32,15 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (test
 
 try:
     import headroom_error_hook
-    from headroom_core import engine as hengine
     from headroom_core import error_responses as herrors
-    from headroom_core import headers as hheaders
     from headroom_core import options as hoptions
-    from headroom_core import routing, storemode
+    from headroom_core import routing
+    from headroom_core.engine import Engine, HeaderPlan
+    from headroom_core.flow import FlowState, LocalResponse, RequestIn, RequestPlan
     from headroom_core.stats import format_table
+    from headroom_core.websocket import WebSocketConversation
     from headroom_runtime import runtime as hruntime
+    from headroom_runtime.pacer import Pacer
     IMPORT_ERROR: str | None = None
 except Exception as _e:  # a broken install must not leave a proxy that forwards unprotected
     IMPORT_ERROR = f"headroom failed to load: {type(_e).__name__}: {_e}"
@@ -50,9 +51,11 @@ log = logging.getLogger("headroom")
 class Headroom:
     def __init__(self) -> None:
         self.runtime: hruntime.Runtime | None = None
-        self.states: dict[str, hengine.FlowState] = {}
-        self.ws: dict[str, tuple[hengine.FlowState, hengine.WebSocketConversation]] = {}
-        self.early: dict[str, list[tuple[bytes, bytes]]] = {}  # headers stripped before `request`
+        self.states: dict[str, FlowState] = {}
+        self.ws: dict[str, tuple[FlowState, WebSocketConversation]] = {}
+        # What `requestheaders` stripped and read, until `request` (or `error`) takes it.
+        self.header_plans: dict[str, HeaderPlan] = {}
+        self.pacer = Pacer() if IMPORT_ERROR is None else None
         self.is_running = False
         self.started = time.time()
         # Why Headroom refuses to work (a bad option at startup, a failed import): every request
@@ -60,7 +63,7 @@ class Headroom:
         self.failed: str | None = IMPORT_ERROR
 
     @property
-    def engine(self) -> hengine.Engine | None:
+    def engine(self) -> Engine | None:
         return self.runtime.engine if self.runtime is not None else None
 
     # -- options --------------------------------------------------------------------------------
@@ -119,12 +122,12 @@ class Headroom:
             log.info("headroom: connection_strategy set to lazy")
         host, port = _listener()
         base = f"http://{cfg.ccr_host or f'{host}:{port}'}/ccr/"
-        old = self.runtime
-        self.runtime = hruntime.Runtime(
-            cfg, retrieval_base=base, local_hosts=_local_hosts(host, port, cfg.ccr_host),
-            health=self._health)
-        if old is not None:
-            old.close()
+        local_hosts = _local_hosts(host, port, cfg.ccr_host)
+        if self.runtime is None:
+            self.runtime = hruntime.Runtime(cfg, retrieval_base=base, local_hosts=local_hosts,
+                                            health=self._health)
+        else:
+            self.runtime.reconfigure(cfg, retrieval_base=base, local_hosts=local_hosts)
 
     def _health(self) -> dict:
         rt = self.runtime
@@ -141,7 +144,8 @@ class Headroom:
         }
 
     def done(self) -> None:
-        PACER.stop()
+        if self.pacer is not None:
+            self.pacer.stop()
         if self.runtime is not None:
             if self.runtime.stats.total.requests:
                 log.info("headroom stats:\n%s", format_table(self.runtime.stats))
@@ -171,70 +175,91 @@ class Headroom:
     # -- hooks ----------------------------------------------------------------------------------
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        """Only matters when mitmproxy will stream the request body (`stream_large_bodies`, or
-        another addon): the headers then go upstream right after this hook, before `request`,
-        so internal headers are stripped here. Such a body cannot be inspected: the request
-        passes through untouched, and in replay mode (offline by contract) it is refused."""
-        if not flow.request.stream or flow.response:
+        """Internal headers come off here, for every flow, before anything can send them on (a
+        streamed request body goes upstream right after this hook). Such a body cannot be
+        inspected: the request passes through untouched, and in replay mode it is refused."""
+        if flow.response:
             return
         engine = self.engine
         if self.failed or engine is None:
             flow.response = _refusal(self.failed or "not configured", flow)
             return
-        r = flow.request
-        kept, stripped = hheaders.strip(r.headers.fields, engine.config.strip)
-        self.early[flow.id] = list(r.headers.fields)  # `request` still reads the controls
-        if stripped:
-            r.headers = http.Headers(kept)
-        if engine.config.store_mode == "replay":
+        hp = engine.strip_headers(list(flow.request.headers.fields))
+        if hp.stripped:
+            flow.request.headers = http.Headers(hp.kept)
+        self.header_plans[flow.id] = hp
+        if flow.request.stream and engine.config.store_mode == "replay":
             log.warning("headroom: replay mode refuses a streamed request body (flow %s); raise "
                         "stream_large_bodies to let Headroom read it", flow.id)
-            self.early.pop(flow.id, None)
+            self.header_plans.pop(flow.id, None)
             flow.kill()
 
     async def request(self, flow: http.HTTPFlow) -> None:
+        hp = self.header_plans.pop(flow.id, None)
         if flow.response or flow.error or not flow.live:
-            self.early.pop(flow.id, None)
             return
         engine = self.engine
         if self.failed or engine is None:  # fail closed: nothing is forwarded
             flow.response = _refusal(self.failed or "not configured", flow)
             return
+        if hp is None:  # another addon made this request after `requestheaders`
+            hp = engine.strip_headers(list(flow.request.headers.fields))
+            if hp.stripped:
+                flow.request.headers = http.Headers(hp.kept)
         try:
-            await self._request(flow, engine)
-        except Exception as e:  # our bug: the flow goes on as sent, minus internal headers
+            await self._request(flow, engine, hp)
+        except Exception as e:  # our bug: the flow goes on as sent (internal headers are off)
             log.warning("internal_error phase=request flow=%s error=%s", flow.id,
                         type(e).__name__)
-            kept, stripped = hheaders.strip(flow.request.headers.fields, engine.config.strip)
-            if stripped:
-                flow.request.headers = http.Headers(kept)
             if engine.config.store_mode == "replay":  # offline by contract: never forward
                 flow.response = _refusal("internal error in replay mode", flow)
-            else:
-                flow.response = None
 
-    async def _request(self, flow: http.HTTPFlow, engine: hengine.Engine) -> None:
-        req = _request_in(flow, self.early.pop(flow.id, None))
+    async def _request(self, flow: http.HTTPFlow, engine: Engine, hp: HeaderPlan) -> None:
+        req = _request_in(flow)
         if self.runtime.offload_request(req):
-            plan = await asyncio.to_thread(engine.handle_request, req)
+            plan = await asyncio.to_thread(engine.handle_request, req, hp)
         else:
-            plan = engine.handle_request(req)
+            plan = engine.handle_request(req, hp)
         if plan.deferred is not None:
             try:
-                plan.response = await asyncio.to_thread(plan.deferred)
+                plan = plan.resolve(await asyncio.to_thread(plan.deferred))
             except Exception as e:  # never forward: a deferred answer replaces the upstream
                 log.warning("internal_error phase=deferred flow=%s error=%s", flow.id,
                             type(e).__name__)
-                plan.response = hengine.LocalResponse(
+                plan = plan.resolve(LocalResponse(
                     502, [(b"content-type", b"text/plain"), (b"x-should-retry", b"false")],
-                    b"headroom: internal error while answering locally\n")
+                    b"headroom: internal error while answering locally\n"))
         if plan.replay_chunks:
-            await PACER.start()
-        _apply(flow, plan)
+            await self.pacer.start()
+        self._apply(flow, plan)
         if plan.state is not None:
             if plan.response is None:
                 engine.mark_forwarded(plan.state)
             self.states[flow.id] = plan.state
+
+    def _apply(self, flow: http.HTTPFlow, plan: RequestPlan) -> None:
+        """Apply a plan in one step: build everything first, then assign."""
+        if plan.response is not None and plan.replay_chunks:
+            # mitmproxy fetches the stored stream from the loopback pacer, so it reaches the
+            # client through the normal streaming path with its recorded rhythm.
+            r = flow.request
+            r.path = self.pacer.register(plan.response.status, plan.response.fields,
+                                         plan.replay_chunks)
+            r.scheme, r.host, r.port = "http", "127.0.0.1", self.pacer.port
+            return
+        if plan.response is not None:
+            flow.response = _local_response(plan.response)
+            return
+        new_headers = http.Headers(plan.fields) if plan.fields is not None else None
+        if plan.body is not None:
+            if new_headers is None:
+                new_headers = flow.request.headers.copy()
+            if "content-length" in new_headers:
+                new_headers["content-length"] = str(len(plan.body))
+            flow.request.headers = new_headers
+            flow.request.raw_content = plan.body
+        elif new_headers is not None:
+            flow.request.headers = new_headers
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if self.engine is None or flow.response is None:
@@ -270,7 +295,6 @@ class Headroom:
             body=None if resp.stream else resp.raw_content,
             response_started=resp.timestamp_start,
             response_ended=resp.timestamp_end,
-            local=bool(flow.metadata.get("headroom_local")),
         )
 
     async def websocket_message(self, flow: http.HTTPFlow) -> None:
@@ -302,7 +326,7 @@ class Headroom:
         self.runtime.engine.websocket_end(state, conv, err)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self.early.pop(flow.id, None)
+        self.header_plans.pop(flow.id, None)
         state = self.states.pop(flow.id, None)
         if self.runtime is None:
             return
@@ -314,7 +338,7 @@ class Headroom:
             provider = state.route.provider if state else routing.guess_provider(
                 flow.request.host, flow.request.path)
             kind, answer = herrors.upstream_error(provider, message)
-            flow.response = _local_response(hengine.LocalResponse(*answer))
+            flow.response = _local_response(LocalResponse(*answer))
             if state is not None:
                 state.decisions["upstream_error"] = kind
             log.warning("upstream_error flow=%s kind=%s", flow.id, kind)
@@ -396,17 +420,17 @@ def _is_upgrade(r: http.Request) -> bool:
     return r.headers.get("upgrade", "").lower() == "websocket"
 
 
-def _request_in(flow: http.HTTPFlow, fields=None) -> hengine.RequestIn:
+def _request_in(flow: http.HTTPFlow) -> RequestIn:
     r = flow.request
     peer = flow.client_conn.peername
-    return hengine.RequestIn(
+    return RequestIn(
         flow_id=flow.id,
         method=r.method,
         scheme=r.scheme,
         host=r.host,
         port=r.port,
         path=r.path,
-        fields=fields if fields is not None else list(r.headers.fields),
+        fields=list(r.headers.fields),
         body=None if r.stream else r.raw_content,
         reverse=_is_reverse(flow),
         websocket_upgrade=_is_upgrade(r),
@@ -416,43 +440,15 @@ def _request_in(flow: http.HTTPFlow, fields=None) -> hengine.RequestIn:
 
 def _refusal(reason: str, flow: http.HTTPFlow) -> http.Response:
     """The answer when Headroom cannot work: provider-shaped, never forwarded, not retried."""
-    flow.metadata["headroom_local"] = True
     message = f"headroom is not working ({reason}); nothing was forwarded"
     if IMPORT_ERROR is not None:
         return http.Response.make(503, message.encode() + b"\n", {
             "content-type": "text/plain; charset=utf-8", "x-should-retry": "false"})
     provider = routing.guess_provider(flow.request.host, flow.request.path)
-    return _local_response(hengine.LocalResponse(*herrors.provider_error(provider, 503, message)))
+    return _local_response(LocalResponse(*herrors.provider_error(provider, 503, message)))
 
 
-def _apply(flow: http.HTTPFlow, plan: hengine.RequestPlan) -> None:
-    """Apply a plan in one step: build everything first, then assign."""
-    if plan.response is not None and plan.replay_chunks and plan.state is not None:
-        token = PACER.register(plan.response.status, plan.response.fields, plan.replay_chunks)
-        # Let mitmproxy fetch the stored stream from the loopback pacer, so it reaches the client
-        # through the normal streaming path with its recorded rhythm.
-        flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", PACER.port
-        flow.request.path = f"/replay/{token}"
-        flow.metadata["headroom_local"] = True
-        return
-    if plan.response is not None:
-        flow.response = _local_response(plan.response)
-        flow.metadata["headroom_local"] = True
-        return
-    new_headers = http.Headers(plan.fields) if plan.fields is not None else None
-    if plan.body is not None:
-        body = plan.body
-        if new_headers is None:
-            new_headers = flow.request.headers.copy()
-        if "content-length" in new_headers:
-            new_headers["content-length"] = str(len(body))
-        flow.request.headers = new_headers
-        flow.request.raw_content = body
-    elif new_headers is not None:
-        flow.request.headers = new_headers
-
-
-def _local_response(lr: hengine.LocalResponse) -> http.Response:
+def _local_response(lr: LocalResponse) -> http.Response:
     """A response exactly as the core built it: the body is raw wire bytes (a stored answer may
     be gzip/br/zstd-encoded already), so it must not go through mitmproxy's `content` encoder."""
     resp = http.Response.make(lr.status, b"", http.Headers(lr.fields))
@@ -462,57 +458,4 @@ def _local_response(lr: hengine.LocalResponse) -> http.Response:
     return resp
 
 
-class Pacer:
-    """A loopback HTTP/1.1 server that replays stored streams with their recorded timing
-    (`headroom_store_pace`). Frames come from `storemode.paced_frames`; this only writes them."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self._pending: dict[str, list[tuple[float, bytes]]] = {}
-        self._server: asyncio.base_events.Server | None = None
-
-    async def start(self) -> None:
-        if self._server is None:
-            self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-            self.port = self._server.sockets[0].getsockname()[1]
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-
-    def register(self, status: int, fields, chunks) -> str:
-        token = secrets.token_hex(16)
-        self._pending[token] = storemode.paced_frames(status, fields, chunks)
-        # registrations are fetched at once; never-fetched ones must not pile up
-        while len(self._pending) > 1 and (len(self._pending) > 1000 or sum(
-                len(d) for frames in self._pending.values() for _, d in frames) > 256 << 20):
-            self._pending.pop(next(iter(self._pending)))
-        return token
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            target = head.split(b" ", 2)[1].decode("latin-1")
-            frames = self._pending.pop(target.rsplit("/", 1)[-1], None)
-            if frames is None:
-                writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n"
-                             b"connection: close\r\n\r\n")
-            else:
-                loop = asyncio.get_running_loop()
-                start = loop.time()
-                for at, data in frames:
-                    delay = start + at - loop.time()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    writer.write(data)
-                    await writer.drain()
-            await writer.drain()
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, IndexError):
-            pass
-        finally:
-            writer.close()
-
-
-PACER = Pacer()
 addons = [Headroom()]

@@ -20,6 +20,20 @@ class EncodingError(ValueError):
     """The body could not be decoded or encoded with the declared content coding."""
 
 
+def coding_of(fields) -> str:
+    """The `Content-Encoding` value of header fields ("" when there is none)."""
+    lname = b"content-encoding"
+    for name, value in fields:
+        if name.lower() == lname:
+            return value.decode("latin-1")
+    return ""
+
+
+def decode_body(body: bytes, fields, limit: int | None = None) -> bytes:
+    """`body` decoded as its header fields declare. Raises EncodingError."""
+    return decode(body, coding_of(fields), limit)
+
+
 def parse_codings(header_value: str | None) -> list[str]:
     """`Content-Encoding: gzip, br` -> ["gzip", "br"] (in the order they were applied)."""
     if not header_value:

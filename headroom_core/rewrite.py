@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headroom_core import jsonspan, livezone
+from headroom_core.compress import DEFAULT_MIN_BYTES, CompressPolicy, compress
 from headroom_core.jsonutil import loads
 from headroom_core.ledger import Entry, Ledger, Original
 from headroom_core.livezone import DEFAULT_ERROR_LIMIT, DEFAULT_EXCLUDE, Candidate
@@ -32,11 +33,25 @@ class RewritePolicy:
     """What may be rewritten. `exclude` replaces the default list when set (add to DEFAULT_EXCLUDE
     to extend it); `include`, when set, is the only tools allowed. Patterns are fnmatch-style."""
 
-    compress_policy: Any = None  # a CompressPolicy; None -> CompressPolicy() defaults
+    compress_policy: Any = None  # what the compressor takes as `policy` (None: its defaults)
+    min_bytes: int = 0  # below this many UTF-8 bytes no compressor applies (their lowest threshold)
     include: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     error_limit: int = DEFAULT_ERROR_LIMIT  # is_error outputs up to this many bytes are kept
     retrieval_base: str = DEFAULT_RETRIEVAL_BASE
+
+    @classmethod
+    def from_config(cls, config: Any, retrieval_base: str) -> RewritePolicy:
+        """The policy the `headroom_compress*` options describe."""
+        min_bytes = dict(DEFAULT_MIN_BYTES)
+        min_bytes.update(dict(config.compress_min_bytes))
+        return cls(
+            compress_policy=CompressPolicy(min_bytes=min_bytes,
+                                           min_saving_ratio=config.compress_min_ratio,
+                                           min_saving_tokens=config.compress_min_tokens),
+            min_bytes=min(min_bytes.values()),
+            include=config.compress_include, exclude=config.compress_exclude,
+            error_limit=config.compress_error_limit, retrieval_base=retrieval_base)
 
 
 @dataclass(slots=True)
@@ -87,6 +102,40 @@ def _entry(c: Candidate, action: str, before: bytes, after: bytes | None,
     return e
 
 
+class _Pass:
+    """One request's rewrite while it is worked out: candidates, their literals, decisions."""
+
+    __slots__ = ("body", "cands", "settled", "spans", "literal", "hits", "decided", "manifest",
+                 "edits", "tokens_saved", "counts")
+
+    def __init__(self, body: bytes, cands: list[Candidate]) -> None:
+        self.body, self.cands = body, cands
+        self.settled: dict[int, _Decision] = {}  # id(candidate) -> decision made before locating
+        self.spans: dict = {}
+        self.literal: dict = {}
+        self.hits: dict[Original, Entry] = {}
+        self.decided: dict[Original, _Decision] = {}
+        self.manifest: list[dict] = []
+        self.edits: list[tuple[int, int, bytes]] = []
+        self.tokens_saved = 0
+        self.counts: dict[str, int] = {}
+
+    def report(self, c: Candidate, d: _Decision, before: bytes, after: bytes | None) -> None:
+        self.counts[d.action] = self.counts.get(d.action, 0) + 1
+        self.manifest.append(_entry(c, d.action, before, after, d.kind, d.tokens_before,
+                                    d.tokens_after, d.reason))
+
+    def result(self) -> RewriteResult:
+        if not self.edits:
+            return RewriteResult(None, self.manifest)
+        new_body = jsonspan.splice(self.body, self.edits)
+        log.info("rewrite: %s; %d -> %d bytes",
+                 ", ".join(f"{n} {a}" for a, n in sorted(self.counts.items())), len(self.body),
+                 len(new_body))
+        return RewriteResult(new_body, self.manifest, self.tokens_saved,
+                             len(self.body) - len(new_body))
+
+
 class Rewriter:
     """Rewrites request bodies for one proxy; shares its ledger and originals across threads."""
 
@@ -96,29 +145,13 @@ class Rewriter:
         ledger: Ledger,
         originals: Originals,
         salt: bytes,
-        compressor: Compressor | None = None,
+        compressor: Compressor = compress,
     ) -> None:
         self.policy = policy
         self.ledger = ledger
         self.originals = originals
         self.salt = salt
         self._compressor = compressor
-        self._compress_policy = policy.compress_policy
-        self._resolved = compressor is not None
-
-    def _resolve(self) -> Compressor | None:
-        """The default compressor, imported on first use so the core loads without it."""
-        if not self._resolved:
-            self._resolved = True
-            try:
-                from headroom_core.compress import CompressPolicy, compress
-            except ImportError:
-                log.error("rewrite: headroom_core.compress is unavailable; compression is off")
-                return None
-            self._compressor = compress
-            if self._compress_policy is None:
-                self._compress_policy = CompressPolicy()
-        return self._compressor
 
     def rewrite(
         self,
@@ -147,97 +180,90 @@ class Rewriter:
         except _STORE_ERRORS as e:
             log.warning("rewrite: ledger unavailable (%s); forwarding unchanged", type(e).__name__)
             return RewriteResult(None, [{"action": "error", "reason": "ledger-unavailable"}])
-
-        # Live outputs the policy or their size rules out are settled without touching the
-        # body; historic outputs only matter when they could be in the ledger.
-        settled: dict[int, _Decision] = {}
-        smallest = self._smallest_candidate()
-        for c in cands:
-            if c.live:
-                d = self._precheck(c, smallest)
-                if d is not None:
-                    settled[id(c)] = d
-        wanted = [c for c in cands
-                  if (floor is not None and _may_reach(c.text, floor))
-                  or (c.live and id(c) not in settled)]
+        p = _Pass(body, cands)
+        wanted = self._settle(p, floor)
         if not wanted:
             return RewriteResult(None, [_entry(c, d.action, _utf8(c.text), None, d.kind,
                                                reason=d.reason)
-                                        for c in cands if (d := settled.get(id(c)))])
-        spans = jsonspan.locate_checked(body, {c.path: c.text for c in wanted})
+                                        for c in cands if (d := p.settled.get(id(c)))])
+        failed = self._locate(p, wanted) or self._lookup(p, wanted, floor, tenant)
+        if failed is not None:
+            return failed
+        for c in cands:
+            self._apply(p, c, tenant)
+        return p.result()
+
+    def _settle(self, p: _Pass, floor: int | None) -> list[Candidate]:
+        """Decide what needs neither the body's bytes nor the compressor; the candidates left
+        to locate: live outputs not yet settled, and historic ones the ledger could know."""
+        for c in p.cands:
+            if c.live:
+                d = self._precheck(c)
+                if d is not None:
+                    p.settled[id(c)] = d
+        return [c for c in p.cands
+                if (floor is not None and _may_reach(c.text, floor))
+                or (c.live and id(c) not in p.settled)]
+
+    def _locate(self, p: _Pass, wanted: list[Candidate]) -> RewriteResult | None:
+        """Find each wanted output's JSON string literal in the raw body (None: all found)."""
+        spans = jsonspan.locate_checked(p.body, {c.path: c.text for c in wanted})
         if spans is None:
             log.warning("rewrite: cannot map %d tool outputs to body bytes; forwarding unchanged",
                         len(wanted))
             return RewriteResult(None, [{"action": "error", "reason": "unmapped-body"}])
-        literal = {c.path: body[spans[c.path][0]:spans[c.path][1]] for c in wanted}
+        p.spans = spans
+        p.literal = {c.path: p.body[spans[c.path][0]:spans[c.path][1]] for c in wanted}
+        return None
 
+    def _lookup(self, p: _Pass, wanted: list[Candidate], floor: int | None,
+                tenant: str) -> RewriteResult | None:
+        """What the ledger recorded for these literals (None: looked up)."""
         keys: set[Original] = set()
         if floor is not None:
-            keys = {(c.call_id, literal[c.path]) for c in wanted
-                    if len(literal[c.path]) >= floor}
+            keys = {(c.call_id, p.literal[c.path]) for c in wanted
+                    if len(p.literal[c.path]) >= floor}
         try:
-            hits = self.ledger.lookup(tenant, keys)
+            p.hits = self.ledger.lookup(tenant, keys)
         except _STORE_ERRORS as e:
             log.warning("rewrite: ledger lookup failed (%s); forwarding unchanged",
                         type(e).__name__)
             return RewriteResult(None, [{"action": "error", "reason": "ledger-unavailable"}])
+        return None
 
-        manifest: list[dict] = []
-        edits: list[tuple[int, int, bytes]] = []
-        decided: dict[Original, _Decision] = {}
-        tokens_saved = 0
-        counts: dict[str, int] = {}
-        for c in cands:
-            if c.path not in literal:
-                d = settled.get(id(c))
-                if d is not None:  # settled before locating: reported, never touched
-                    counts[d.action] = counts.get(d.action, 0) + 1
-                    manifest.append(_entry(c, d.action, _utf8(c.text), None, d.kind,
-                                           reason=d.reason))
-                continue
-            lit = literal[c.path]
-            orig = (c.call_id, lit)
-            hit = hits.get(orig)
-            if hit is not None:
-                d = _Decision("replayed", hit.kind, hit.forwarded, hit.tokens_before,
-                              hit.tokens_after)
-            elif c.live:
-                d = settled.get(id(c)) or decided.get(orig)
-                if d is None:
-                    d = decided[orig] = self._decide(c, lit, tenant)
-            else:
-                continue
-            counts[d.action] = counts.get(d.action, 0) + 1
-            manifest.append(_entry(c, d.action, lit, d.forwarded, d.kind, d.tokens_before,
-                                   d.tokens_after, d.reason))
-            if d.forwarded is not None and d.forwarded != lit:
-                start, end = spans[c.path]
-                edits.append((start, end, d.forwarded))
-                if d.tokens_before is not None and d.tokens_after is not None:
-                    tokens_saved += d.tokens_before - d.tokens_after
+    def _apply(self, p: _Pass, c: Candidate, tenant: str) -> None:
+        """One candidate's decision: replayed, newly decided, or reported as settled."""
+        if c.path not in p.literal:
+            d = p.settled.get(id(c))
+            if d is not None:  # settled before locating: reported, never touched
+                p.report(c, d, _utf8(c.text), None)
+            return
+        lit = p.literal[c.path]
+        orig = (c.call_id, lit)
+        hit = p.hits.get(orig)
+        if hit is not None:
+            d = _Decision("replayed", hit.kind, hit.forwarded, hit.tokens_before, hit.tokens_after)
+        elif c.live:
+            # The same output twice in the live zone is decided once.
+            d = p.settled.get(id(c)) or p.decided.get(orig)
+            if d is None:
+                d = p.decided[orig] = self._decide(c, lit, tenant)
+        else:
+            return
+        p.report(c, d, lit, d.forwarded)
+        if d.forwarded is not None and d.forwarded != lit:
+            start, end = p.spans[c.path]
+            p.edits.append((start, end, d.forwarded))
+            if d.tokens_before is not None and d.tokens_after is not None:
+                p.tokens_saved += d.tokens_before - d.tokens_after
 
-        if not edits:
-            return RewriteResult(None, manifest)
-        new_body = jsonspan.splice(body, edits)
-        log.info("rewrite: %s; %d -> %d bytes",
-                 ", ".join(f"{n} {a}" for a, n in sorted(counts.items())), len(body), len(new_body))
-        return RewriteResult(new_body, manifest, tokens_saved, len(body) - len(new_body))
-
-    def _smallest_candidate(self) -> int:
-        """Below this many UTF-8 bytes no compressor applies (the smallest per-type threshold)."""
-        self._resolve()
-        sizes = getattr(self._compress_policy, "min_bytes", None)
-        if isinstance(sizes, dict) and sizes and all(isinstance(v, int) for v in sizes.values()):
-            return min(sizes.values())
-        return 0
-
-    def _precheck(self, c: Candidate, smallest: int) -> _Decision | None:
+    def _precheck(self, c: Candidate) -> _Decision | None:
         """Decisions that need neither the body's bytes nor the compressor."""
         policy = self.policy
         if not livezone.tool_allowed(c.tool, policy.include, policy.exclude):
             return _Decision("excluded")
         # len(str) <= UTF-8 length <= raw literal length: a short text is below every threshold.
-        if len(c.text) * 4 < smallest:
+        if len(c.text) * 4 < policy.min_bytes:
             return _Decision("below-threshold")
         if c.is_error and len(c.text) * 12 + 2 <= policy.error_limit:
             return _Decision("error-kept")
@@ -246,49 +272,43 @@ class Rewriter:
     def _decide(self, c: Candidate, lit: bytes, tenant: str) -> _Decision:
         """What to do with a live-zone literal the ledger does not know."""
         policy = self.policy
-        if not livezone.tool_allowed(c.tool, policy.include, policy.exclude):
-            return _Decision("excluded")
         if c.is_error and len(lit) <= policy.error_limit:
             return _Decision("error-kept")
         try:
             handle = handle_for(self.salt, tenant, c.text)
         except UnicodeEncodeError:
             return _Decision("unchanged-type", reason="lone-surrogate")
-        compressor = self._resolve()
-        if compressor is None:
-            return _Decision("compressor-error", reason="unavailable")
         try:
-            outcome = compressor(c.text, policy=self._compress_policy,
-                                 retrieval_ref=policy.retrieval_base + handle)
+            outcome = self._compressor(c.text, policy=policy.compress_policy,
+                                       retrieval_ref=policy.retrieval_base + handle)
         except Exception as e:  # someone else's code on live traffic: keep the original
             # The type only: an exception message may quote the output.
             log.error("rewrite: compressor raised %s on a %d-byte output of %s",
                       type(e).__name__, len(lit), c.tool)
             return _Decision("compressor-error", reason="raised")
-        action = getattr(outcome, "action", None)
-        kind = getattr(outcome, "kind", None)
-        tb = getattr(outcome, "tokens_before", None)
-        ta = getattr(outcome, "tokens_after", None)
-        if action != "compressed":
-            return _Decision(action if isinstance(action, str) else "compressor-error", kind,
-                             tokens_before=tb, tokens_after=ta)
-        text = getattr(outcome, "text", None)
-        new = jsonspan.encode_literal(text) if isinstance(text, str) else None
+        if outcome.action != "compressed":
+            return _Decision(outcome.action, outcome.kind, tokens_before=outcome.tokens_before,
+                             tokens_after=outcome.tokens_after)
+        new = jsonspan.encode_literal(outcome.text) if isinstance(outcome.text, str) else None
         if new is None:
-            return _Decision("compressor-error", kind, reason="bad-text")
+            return _Decision("compressor-error", outcome.kind, reason="bad-text")
         if len(new) >= len(lit):
-            return _Decision("rejected-not-smaller", kind, tokens_before=tb, tokens_after=ta)
-        entry = Entry(new, kind, tb if isinstance(tb, int) else None,
-                      ta if isinstance(ta, int) else None)
+            return _Decision("rejected-not-smaller", outcome.kind,
+                             tokens_before=outcome.tokens_before,
+                             tokens_after=outcome.tokens_after)
+        return self._record(c, lit, tenant, Entry(new, outcome.kind, outcome.tokens_before,
+                                                  outcome.tokens_after))
+
+    def _record(self, c: Candidate, lit: bytes, tenant: str, entry: Entry) -> _Decision:
         try:
             # The original must be retrievable before anything points at it, and the ledger must
             # hold the bytes before they go upstream, or the next turn could not repeat them.
             self.originals.put(tenant, c.text, salt=self.salt)
-            entry = self.ledger.record(tenant, (c.call_id, lit), entry)
+            entry_in_force = self.ledger.record(tenant, (c.call_id, lit), entry)
         except _STORE_ERRORS as e:
             log.warning("rewrite: cannot record a compressed output (%s); keeping the original",
                         type(e).__name__)
-            return _Decision("store-error", kind)
-        action = "compressed" if entry.forwarded == new else "replayed"
-        return _Decision(action, entry.kind, entry.forwarded, entry.tokens_before,
-                         entry.tokens_after)
+            return _Decision("store-error", entry.kind)
+        action = "compressed" if entry_in_force.forwarded == entry.forwarded else "replayed"
+        return _Decision(action, entry_in_force.kind, entry_in_force.forwarded,
+                         entry_in_force.tokens_before, entry_in_force.tokens_after)

@@ -54,11 +54,11 @@ def open_state(config: Config, degrade: Degradations) -> State:
                        path=str(d), status="read-only")
     state = State(salt=_salt(d, degrade))
     if config.store_mode != "off":
-        state.store = _store(config, degrade)
+        state.store = open_store(config, degrade)
     else:
         degrade.ok("store", "off")
     if config.compress != "off":
-        state.ledger, state.originals = _rewrite_state(config, degrade)
+        state.ledger, state.originals = open_rewrite_state(config, degrade)
     else:
         degrade.ok("ledger", "off")
         degrade.ok("originals", "off")
@@ -77,7 +77,7 @@ def _salt(d: os.PathLike[str], degrade: Degradations) -> bytes:
         return salts.new_salt()
 
 
-def _store(config: Config, degrade: Degradations) -> ResponseStore | None:
+def open_store(config: Config, degrade: Degradations) -> ResponseStore | None:
     path = str(config.store_dir)
     try:
         store = ResponseStore(config.store_dir, config.store_size, config.store_ttl)
@@ -100,7 +100,7 @@ def _store(config: Config, degrade: Degradations) -> ResponseStore | None:
     return None
 
 
-def _rewrite_state(config: Config, degrade: Degradations
+def open_rewrite_state(config: Config, degrade: Degradations
                    ) -> tuple[Ledger | None, Originals | None]:
     try:
         ledger = Ledger(config.dir / "ledger", size_limit=config.ledger_size)

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from headroom_core import encoding
-from headroom_core.engine import RequestIn
+from headroom_core.flow import RequestIn
 from tests.runtime_util import rig
 
 

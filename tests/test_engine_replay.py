@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from headroom_core.engine import RequestIn
+from headroom_core.flow import RequestIn
 from tests.runtime_util import rig
 
 BODY = json.dumps({"model": "claude-x", "messages": [{"role": "user", "content": "hi"}]}).encode()
@@ -18,10 +18,8 @@ def req(method="POST", path="/v1/messages", host="api.anthropic.com", body=BODY,
                      websocket_upgrade=upgrade, client="127.0.0.1")
 
 
-def answered_locally(plan):
-    if plan.deferred is not None:
-        plan.response = plan.deferred()
-    return plan.response is not None
+def resolved(plan):
+    return plan.resolve(plan.deferred()) if plan.deferred is not None else plan
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +37,8 @@ def replay(tmp_path_factory):
 ])
 def test_every_method_and_spelling_is_answered_locally(replay, method, path):
     for reverse, host in ((False, "api.anthropic.com"), (True, "gw.internal")):
-        plan = replay.handle_request(req(method, path, host=host, reverse=reverse))
-        assert answered_locally(plan), (method, path, reverse)
+        plan = resolved(replay.handle_request(req(method, path, host=host, reverse=reverse)))
+        assert plan.response is not None, (method, path, reverse)
         assert plan.body is None and plan.response.status in (400, 426)
 
 
@@ -55,14 +53,14 @@ def test_every_method_and_spelling_is_answered_locally(replay, method, path):
     (b"", KEY),
 ])
 def test_bad_input_is_answered_locally(replay, body, fields):
-    plan = replay.handle_request(req(body=body, fields=fields))
-    assert answered_locally(plan) and plan.response.status == 400
+    plan = resolved(replay.handle_request(req(body=body, fields=fields)))
+    assert plan.response.status == 400
     assert plan.state.local
 
 
 def test_non_api_hosts_in_regular_mode_are_refused_too(replay):
-    plan = replay.handle_request(req("GET", "/", host="github.com"))
-    assert answered_locally(plan) and b"not an API host" in plan.response.body
+    plan = resolved(replay.handle_request(req("GET", "/", host="github.com")))
+    assert b"not an API host" in plan.response.body
 
 
 def test_websocket_upgrade_gets_426(replay):
@@ -80,8 +78,8 @@ def test_only_cache_bypass_and_the_allow_list_go_upstream(tmp_path):
         assert bypass.fields == KEY  # the control header itself never goes upstream
         assert e.handle_request(req("GET", "/pkg", host="registry.npmjs.org")).response is None
         assert e.handle_request(req("GET", "/org/repo", host="github.com")).response is None
-        assert answered_locally(e.handle_request(req("GET", "/other/repo", host="github.com")))
-        assert answered_locally(e.handle_request(req("GET", "/x", host="evil.registry.npmjs.org")))
+        assert resolved(e.handle_request(req("GET", "/other/repo", host="github.com"))).response
+        assert resolved(e.handle_request(req("GET", "/x", host="evil.registry.npmjs.org"))).response
     finally:
         e.close()
 
@@ -101,8 +99,8 @@ def test_record_mode_records_other_api_requests_and_replay_serves_them(tmp_path)
     rep = rig(tmp_path, store_mode="replay", namespace="ci", events="off")
     hit = rep.handle_request(req("GET", "/v1/models", body=b""))
     assert hit.response.status == 200 and hit.response.body == MODELS
-    miss = rep.handle_request(req("GET", "/v1/models?limit=5", body=b""))
-    assert answered_locally(miss) and miss.response.status == 400
+    miss = resolved(rep.handle_request(req("GET", "/v1/models?limit=5", body=b"")))
+    assert miss.response.status == 400
     rep.close()
 
 
@@ -121,6 +119,6 @@ def test_an_internal_error_in_replay_mode_is_still_answered_locally(tmp_path, mo
 
     monkeypatch.setattr(e.engine, "_process", boom)
     for r in (req(), req("GET", "/v1/models", body=b"")):
-        plan = e.handle_request(r)
-        assert answered_locally(plan) and plan.response.status == 400
+        plan = resolved(e.handle_request(r))
+        assert plan.response.status == 400
     e.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from headroom_core import encoding
-from headroom_core.engine import RequestIn
+from headroom_core.flow import RequestIn
 from tests.runtime_util import rig
 
 sys.path.insert(0, str(Path(__file__).parent / "data" / "tool_outputs"))

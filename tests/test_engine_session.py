@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from headroom_core.engine import RequestIn
+from headroom_core.flow import RequestIn
 from tests.runtime_util import rig
 
 BODY = json.dumps({"model": "claude-x", "max_tokens": 5,

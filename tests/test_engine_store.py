@@ -5,7 +5,7 @@ import json
 import pytest
 
 from headroom_core import encoding
-from headroom_core.engine import RequestIn
+from headroom_core.flow import RequestIn
 from tests.runtime_util import rig
 
 BODY = json.dumps({"model": "claude-x", "max_tokens": 5,

@@ -563,24 +563,6 @@ def test_originals_failure_keeps_the_output_uncompressed(tmp_path):
     assert rw.ledger.min_length() is None  # nothing recorded that points at a lost original
 
 
-def test_default_compressor_is_imported_lazily(tmp_path, monkeypatch):
-    import builtins
-    real_import = builtins.__import__
-
-    def no_compress(name, *args, **kwargs):
-        if name == "headroom_core.compress":
-            raise ImportError("not built yet")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_compress)
-    rw = Rewriter(RewritePolicy(), Ledger(tmp_path / "l"), Originals(tmp_path / "o"), SALT)
-    raw = orjson.dumps(a_body(a_history() + a_turn1_tail()))
-    res = rw.rewrite("anthropic", raw, tenant="t")
-    assert res.body is None
-    assert [(e["action"], e["reason"]) for e in res.manifest] == [
-        ("compressor-error", "unavailable")]
-
-
 # ---------------------------------------------------------------------------------------------
 # Properties
 

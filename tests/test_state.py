@@ -7,7 +7,7 @@ import os
 import pytest
 
 from headroom_core import options
-from headroom_core.engine import RequestIn
+from headroom_core.flow import RequestIn
 from headroom_runtime.runtime import Runtime
 from tests.mounts import fill, read_only, tiny_disk
 

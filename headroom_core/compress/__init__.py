@@ -86,10 +86,11 @@ class Outcome:
     omitted: str  # short human description of what was dropped ("" if nothing)
 
 
-def compress(text: str, *, policy: CompressPolicy, retrieval_ref: str) -> Outcome:
-    """Rewrite a tool output if that saves enough tokens. Never raises."""
+def compress(text: str, *, policy: CompressPolicy | None = None, retrieval_ref: str) -> Outcome:
+    """Rewrite a tool output if that saves enough tokens (`policy` None: the defaults).
+    Never raises."""
     try:
-        outcome = _compress(text, policy, retrieval_ref)
+        outcome = _compress(text, policy or CompressPolicy(), retrieval_ref)
     except Exception as e:  # a bug here must never break a request: leave the text alone
         log.warning("compress failed (%s); text left unchanged", type(e).__name__)
         return Outcome("unchanged-type", "text", None, None, None, "")
