@@ -163,6 +163,11 @@ def flatten_map(value: dict) -> tuple[list[dict], list[str]]:
     return items, labels
 
 
+def is_collection(value: Any, min_items: int) -> bool:
+    """An array of objects, or an object used as a keyed map of objects."""
+    return _is_object_array(value, min_items) or _is_object_map(value, min_items)
+
+
 def _collection_size(value: Any, min_items: int) -> int:
     if _is_object_array(value, min_items):
         return len(value)
@@ -325,7 +330,7 @@ def _is_find(lines: list[str]) -> bool:
     paths = [ln for ln in lines if _FIND_LINE_RE.match(ln) and "://" not in ln and ln.count(" ") <= 1]
     if len(paths) < 0.9 * len(lines) or sum(1 for p in paths if "/" in p) < 0.8 * len(lines):
         return False
-    first = Counter(p.lstrip("./").split("/", 1)[0] for p in paths).most_common(1)[0][1]
+    first = Counter(p.split("/", 1)[0] for p in paths).most_common(1)[0][1]
     return first >= 0.5 * len(paths) and len(set(paths)) >= 0.95 * len(paths)
 
 

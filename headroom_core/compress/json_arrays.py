@@ -11,7 +11,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from . import marker
-from .detect import dumps, elements, get_path
+from .detect import dumps, elements, get_path, is_collection
 from .json_anomalies import find as anomalies_of
 from .json_anomalies import short
 from .marker import Compressed
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 _MAX_FLATTEN_DEPTH = 3
 _MAX_SCHEMA_DEPTH = 4
 _EXAMPLE_CHARS = 60
-_CELL_CHARS = 160  # a compact-table cell longer than this is cut (the full object is retrievable)
+_CELL_CHARS = 120  # a compact-table cell longer than this is cut (the full object is retrievable)
 _CONTAINER_CHARS = 1500  # an enclosing object larger than this has its own arrays digested
 _MAX_VALUES = 12  # distinct string values counted per key before only an example is shown
 _IDENT_KEYS = frozenset({
@@ -234,13 +234,16 @@ def _compact_columns(rows: list[dict[str, Any]], reasons: list[str]) -> list[str
     return (ident[:4] + rule[:4] + msg[:3])[:10]
 
 
+def _cell(v: Any) -> Any:
+    return v[: _CELL_CHARS - 1] + "…" if type(v) is str and len(v) > _CELL_CHARS else v
+
+
 def _compact_rows(items: list[dict], anomalies: dict[int, str], labels: list[str] | None) -> list[str]:
     flat = {i: _flat_scalars(items[i]) for i in anomalies}
     cols = _compact_columns(list(flat.values()), list(anomalies.values()))
     out = [f"Anomalous objects as a table (#index, then {dumps(cols)}; reason):"]
     for i, reason in anomalies.items():
-        row = [short(flat[i].get(c), _CELL_CHARS) if type(flat[i].get(c)) is str
-               and len(flat[i][c]) > _CELL_CHARS else flat[i].get(c) for c in cols]
+        row = [_cell(flat[i].get(c)) for c in cols]
         label = f" ({labels[i]})" if labels else ""
         out.append(f"#{i}{label} {dumps(row)}; {reason}")
     return out
@@ -307,21 +310,30 @@ def _all_keys(items: list[dict]) -> list[str]:
 
 
 def _nested_digests(value: Any, path: tuple[str, ...], policy: CompressPolicy) -> tuple[str, list[str]]:
-    """The enclosing object, with other large arrays of objects digested below it, not copied."""
-    n = len(get_path(value, path))
+    """The enclosing object, with its other large collections of objects digested below it."""
+    n = len(elements(get_path(value, path))[0])
     container = _replace_at(value, path, f"<{n} objects, below>")
     text = dumps(container)
-    if len(text) <= _CONTAINER_CHARS or type(container) is not dict:
+    if len(text) <= _CONTAINER_CHARS:
         return text, []
     sections: list[str] = []
-    for key, v in list(container.items()):
-        if isinstance(v, list) and len(v) >= max(1, policy.json_min_items) and all(type(x) is dict for x in v):
-            sub_label = path_label((key,))
-            sub = digest(v, sub_label, None, policy, "", None)
-            sections.extend(["", *sub.text.split("\n")[:-1]])
-            container[key] = f"<{len(v)} objects, digested below as {sub_label}>"
+    container = _digest_inside(container, "$", policy, sections)
     return dumps(container), sections
 
+
+def _digest_inside(node: Any, label: str, policy: CompressPolicy, sections: list[str]) -> Any:
+    """`node` with each large collection of objects in it replaced by a note; digests go to `sections`."""
+    if type(node) not in (dict, list) or len(dumps(node)) <= _CONTAINER_CHARS // 2:
+        return node
+    if is_collection(node, max(1, policy.json_min_items)):
+        items, labels = elements(node)
+        sub = digest(items, label, None, policy, "", labels)
+        sections.extend(["", *sub.text.split("\n")[:-1]])
+        return f"<{len(items)} objects, digested below as {label}>"
+    if type(node) is list:
+        return [_digest_inside(v, f"{label}[{i}]", policy, sections) for i, v in enumerate(node)]
+    return {k: _digest_inside(v, path_label((k,)).replace("$", label, 1), policy, sections)
+            for k, v in node.items()}
 
 
 def lossless(

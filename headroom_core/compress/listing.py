@@ -188,7 +188,7 @@ def compress_listing(text: str, policy: CompressPolicy, ref: str) -> Compressed 
     cols = "; ls -l columns dropped" if listing.style == "ls" else ""
     mark = marker.make(
         f"{marker.plural(len(listing.dirs), 'directory', 'directories')} all named, "
-        f"{marker.plural(n_files, 'other entry', 'other entries')}, from {len(lines)} lines",
+        f"{marker.plural(n_files, 'file')}, from {len(lines)} lines",
         f"{marker.plural(dropped, 'file name')} omitted (counted by extension){cols}", ref)
     return Compressed(marker.append("\n".join(body), mark), f"{dropped} of {n_files} file names{cols}",
                       facts=tuple(listing.dirs), needles=tuple(listing.other))
