@@ -144,7 +144,9 @@ def _keyset_hits(items: list[dict], out: dict[int, str]) -> None:
     """Objects whose key set differs from the most common one, when theirs is rare."""
     sets = [frozenset(it) for it in items]
     counts = Counter(sets)
-    common, _ = counts.most_common(1)[0]
+    common, top = counts.most_common(1)[0]
+    if top < len(items) / 2:
+        return  # no shape is the rule, so none is the exception
     rare = max(2, len(items) // 20)
     for i, ks in enumerate(sets):
         if ks != common and counts[ks] <= rare:
