@@ -356,7 +356,7 @@ _LOG_SIGNAL_RE = re.compile(
      |\ {2,}(?:Compiling|Checking|Finished|Running|Downloaded|Downloading|Fresh|Documenting
               |Installing|Updating|Locking|Adding|Blocking|Packaging|Verifying|Uploading)\ \S
      |(?:error|warning)(?:\[\w+\])?:[ ]
-     |\ +-->\ \S+:\d+:\d+
+     |\ +-->\ \S+:\d+:\d+|-->\ \S+:\d+:\d+|[A-Z]{1,5}\d{2,4}(?:\[\*\])?\ \S(?=[^\n]*\n[\ \t]*-->\ )
      |test\ result:\ |test\ \S+\ \.\.\.\ (?:ok|FAILED|ignored)
      |===\ RUN\ |---\ (?:PASS|FAIL|SKIP):|ok[\ \t]+\S+[\ \t]+[\d.]+s|FAIL[\ \t]+\S+[\ \t]+[\d.]+s
      |PASS[\ \t]*$|FAIL[\ \t]*$

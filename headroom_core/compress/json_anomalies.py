@@ -39,7 +39,10 @@ _BAD_VALUES = frozenset({
     "unauthorized", "forbidden", "emergency", "alert", "dead", "killed", "oomkilled", "high",
 })
 # Keys naming a rule, code or category: a value seen only a few times is worth its own row.
-_RARE_WORDS = frozenset({"rule", "code", "category", "check", "kind", "type", "errno", "symbol"})
+_RARE_KEYS = frozenset({
+    "rule", "rule_id", "ruleid", "code", "category", "check", "check_id", "test_id", "error_code",
+    "errno", "symbol", "message_id", "msg_id", "checkid",
+})
 _RARE_MAX = 2
 
 
@@ -61,7 +64,7 @@ def key_kind(key: str) -> str | None:
     last = re.split(r"_|(?<=[a-z])(?=[A-Z])", key)[-1].lower()
     if k in _HTTP_KEYS or last in _STATUS_WORDS:
         return "status"
-    if last in _RARE_WORDS or last == "id" and k != "id":
+    if k in _RARE_KEYS:
         return "rare"
     return None
 
@@ -116,12 +119,20 @@ def _rule_hits(items: list[dict], path: tuple[str, ...], out: dict[int, str]) ->
     kind = key_kind(path[-1])
     col = _column(items, path)
     name = ".".join(path)
-    if kind in ("error", "true", "false", "status"):
+    if kind in ("error", "true", "false", "status") and not _constant(col, len(items)):
         for i, v in col:
             if _bad_value(kind, path[-1], v):
                 out.setdefault(i, f"{name}: {short(v)}")
     if kind in ("status", "rare"):
         _minority_hits(col, name, kind, len(items), out)
+
+
+def _constant(col: list[tuple[int, Any]], n: int) -> bool:
+    """Every object has the same value here (all "error"): it distinguishes none of them."""
+    if len(col) < n or n < 3:
+        return False
+    first = _hashable(col[0][1])
+    return all(_hashable(v) == first for _, v in col)
 
 
 def _minority_hits(col: list[tuple[int, Any]], name: str, kind: str, n: int, out: dict[int, str]) -> None:

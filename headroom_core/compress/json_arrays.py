@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from . import marker
 from .detect import dumps, elements, get_path, is_collection
 from .json_anomalies import find as anomalies_of
-from .json_anomalies import short
+from .json_anomalies import key_kind, short
 from .marker import Compressed
 from .tokens import count_tokens, saves_enough
 
@@ -26,6 +26,7 @@ _EXAMPLE_CHARS = 60
 _CELL_CHARS = 120  # a compact-table cell longer than this is cut (the full object is retrievable)
 _CONTAINER_CHARS = 1500  # an enclosing object larger than this has its own arrays digested
 _MAX_VALUES = 12  # distinct string values counted per key before only an example is shown
+_MAX_CODES = 150  # the same for rule/code/status keys: which rules fired, and how often, is a fact
 _IDENT_KEYS = frozenset({
     "id", "name", "nodeid", "node_id", "title", "key", "path", "filename", "file", "test_id",
     "check_id", "test_name", "code", "rule", "rule_id", "lineno", "line", "line_number", "row",
@@ -107,7 +108,7 @@ def render_table(
 
 
 class _Stat:
-    __slots__ = ("count", "types", "example", "lo", "hi", "values", "overflow")
+    __slots__ = ("count", "types", "example", "lo", "hi", "values", "overflow", "limit")
 
     def __init__(self) -> None:
         self.count = 0
@@ -117,6 +118,7 @@ class _Stat:
         self.hi: Any = None
         self.values: dict[str, int] = {}
         self.overflow = False
+        self.limit = _MAX_VALUES
 
 
 _TYPE_NAMES = {str: "str", bool: "bool", int: "int", float: "float", type(None): "null",
@@ -131,6 +133,8 @@ def _walk(obj: dict, prefix: str, stats: dict[str, _Stat], depth: int) -> None:
         st = stats.get(name)
         if st is None:
             st = stats[name] = _Stat()
+            if key_kind(key) in ("rare", "status"):
+                st.limit = _MAX_CODES
         st.count += 1
         t = type(v)
         tn = _TYPE_NAMES.get(t) or t.__name__
@@ -145,7 +149,7 @@ def _walk(obj: dict, prefix: str, stats: dict[str, _Stat], depth: int) -> None:
             if not st.overflow:
                 values = st.values
                 values[v] = values.get(v, 0) + 1
-                if len(values) > _MAX_VALUES:
+                if len(values) > st.limit:
                     st.overflow = True
                     st.values = {}
             if st.example is None and v:
@@ -172,7 +176,8 @@ def _stat_line(name: str, st: _Stat, n: int) -> str:
         parts.append(f"in {st.count} of {n}")
     if st.lo is not None:
         parts.append(f"{dumps(st.lo)}..{dumps(st.hi)}" if st.lo != st.hi else f"always {dumps(st.lo)}")
-    if st.values and not st.overflow and (st.count >= 8 or "bool" in st.types):
+    listable = len(st.values) <= max(_MAX_VALUES, st.count // 2)  # not a column of identifiers
+    if st.values and not st.overflow and listable and (st.count >= 8 or "bool" in st.types):
         shown = sorted(st.values.items(), key=lambda kv: -kv[1])
         parts.append(", ".join(
             (k if "bool" in st.types and k in ("true", "false") else short(k)) + f" ×{c}" for k, c in shown

@@ -18,7 +18,7 @@ from .marker import Compressed
 if TYPE_CHECKING:
     from . import CompressPolicy
 
-ERR, WARN, SUM, TB = 1, 2, 4, 8
+ERR, WARN, SUM, TB, LINT = 1, 2, 4, 8, 16  # LINT: a linter's diagnostic and its location
 
 # Needles located with str.find (C speed) before any regex runs: a 1 MB log must cost
 # milliseconds. Lower-case needles are searched in the lower-cased text, the others as written
@@ -123,7 +123,22 @@ def classify(body: str, lines: list[str]) -> dict[int, int]:
             f |= TB | ERR
         if f:
             flags[idx] = f
-    return flags
+    for idx in _lint_lines(body, starts):
+        flags[idx] = flags.get(idx, 0) | LINT
+    return dict(sorted(flags.items()))
+
+
+# A linter's diagnostic ("E501 line too long", "D205 1 blank line required") and, on the next
+# line, its location ("  --> src/a.py:6:1"): each one is a fact, its code frame is not.
+_LINT_RE = re.compile(r"(?m)^[A-Z]{1,5}\d{2,4}(?:\[\*\])? \S[^\n]*\n[ \t]*--> \S+:\d+")
+
+
+def _lint_lines(body: str, starts: list[int]) -> list[int]:
+    out = []
+    for m in _LINT_RE.finditer(body):
+        idx = bisect_right(starts, m.start()) - 1
+        out += [idx, idx + 1]
+    return out
 
 
 def _block_end(lines: list[str], idx: int, is_tb: bool, limit: int) -> int:
@@ -197,7 +212,7 @@ def select(lines: list[str], flags: dict[int, int], policy: CompressPolicy) -> t
     for i in sorted(errs + chosen_warns):
         _mark_block(keep, lines, i, bool(flags[i] & TB), ctx, cap)
     for i, f in flags.items():
-        if f & (ERR | SUM):
+        if f & (ERR | SUM | LINT):
             keep[i] = 1  # whatever a block cut, the flagged line itself stays
     return keep, warns[len(chosen_warns):]
 
@@ -262,7 +277,7 @@ def _reasons(flags: dict[int, int], keep: bytearray, policy: CompressPolicy) -> 
     for idx, f in flags.items():
         if keep[idx]:
             kept_flags |= f
-    reasons = [word for bit, word in ((ERR, "errors"), (WARN, "warnings"), (SUM, "summary"))
+    reasons = [word for bit, word in ((ERR, "errors"), (LINT, "diagnostics"), (WARN, "warnings"), (SUM, "summary"))
                if kept_flags & bit]
     reasons += [word for size, word in ((policy.log_head_lines, "head"), (policy.log_tail_lines, "tail"))
                 if size > 0]
@@ -292,7 +307,7 @@ def compress_log(text: str, policy: CompressPolicy, ref: str) -> Compressed | No
         f"{omitted} omitted{detail}",
         ref,
     )
-    facts = tuple(lines[i] for i, f in flags.items() if f & (ERR | SUM))
+    facts = tuple(lines[i] for i, f in flags.items() if f & (ERR | SUM | LINT))
     return Compressed(marker.append("\n".join(out), mark), f"{omitted} of {marker.plural(n, 'line')}{detail}",
                       facts=facts)
 

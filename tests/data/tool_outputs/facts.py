@@ -29,9 +29,16 @@ _LOG_SUMMARY_RE = re.compile(
 )
 
 
+_LINT_RE = re.compile(r"^[A-Z]+\d+ \S")  # a linter's diagnostic, followed by its "--> path:line:col"
+
+
 def log_facts(text: str) -> list[Fact]:
-    return [("line", ln) for ln in text.rstrip("\n").split("\n")
-            if _LOG_ERROR_RE.search(ln) or _LOG_SUMMARY_RE.search(ln)]
+    lines = text.rstrip("\n").split("\n")
+    out = [("line", ln) for ln in lines if _LOG_ERROR_RE.search(ln) or _LOG_SUMMARY_RE.search(ln)]
+    for ln, nxt in zip(lines, lines[1:], strict=False):
+        if _LINT_RE.match(ln) and nxt.lstrip().startswith("--> "):
+            out += [("line", ln), ("line", nxt)]
+    return out
 
 
 # --- search ----------------------------------------------------------------------------------
