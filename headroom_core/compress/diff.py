@@ -182,8 +182,7 @@ def compress_diff(text: str, policy: CompressPolicy, ref: str) -> Compressed | N
 def _marker(t: _Tally, k: int, ref: str) -> str:
     files = t.files or t.plus_headers
     return marker.make(
-        f"kept every header and all {t.changes} +/- lines of {marker.plural(files, 'file')}, "
-        f"{t.hunks_in} hunks as {t.hunks_out} (@@ recomputed); context trimmed to {k}",
-        f"{t.ctx_dropped} of {marker.plural(t.ctx_total, 'context line')} omitted",
+        f"kept every header and all {t.changes} +/- lines of {marker.plural(files, 'file')} (@@ recomputed)",
+        f"{t.ctx_dropped} of {marker.plural(t.ctx_total, 'context line')} omitted ({k} kept per side)",
         ref,
     )

@@ -18,7 +18,6 @@ from .marker import Compressed
 if TYPE_CHECKING:
     from . import CompressPolicy
 
-_EXT_RE = re.compile(r"\.([A-Za-z0-9_+-]{1,10})$")
 _LS_HEADER_RE = re.compile(r"^(\S.*):$")
 _LS_TOTAL_RE = re.compile(r"^total \d+(?:[.,]\d+)?[KMGTP]?$")
 
@@ -48,26 +47,31 @@ def _split(path: str) -> tuple[str, str]:
 
 
 def parse_find(lines: list[str]) -> Listing:
+    """A path is a directory if another path is inside it (or it ends with "/", as `find -type d -printf '%p/'`)."""
     out = Listing("find")
-    paths = []
+    rows: list[tuple[str, str, str, bool]] = []  # path, parent, name, marked as a directory
     for ln in lines:
         if not ln:
             continue
-        p = ln.rstrip("/") or "/"
-        if p.startswith("find: ") or ("/" not in p and " " in p):
+        if ln.startswith("find: ") or ("/" not in ln and " " in ln):
             out.other.append(ln)
             continue
-        paths.append((p, ln.endswith("/") and len(ln) > 1))
-    parents = {_split(p)[0] for p, _ in paths}
-    for p, is_dir in paths:
-        out.entries += 1
-        if is_dir or p in parents or p in (".", "/"):
-            out.add_dir(p)
-        if p not in (".", "/"):
-            parent, name = _split(p)
+        p = ln.rstrip("/") or "/"
+        parent, name = _split(p)
+        rows.append((p, parent, name, ln.endswith("/") and len(ln) > 1))
+    parents = {r[1] for r in rows}
+    dirs = out.dirs
+    for p, parent, name, marked in rows:
+        is_dir = marked or p in parents or p in (".", "/")
+        if is_dir and p not in dirs:
+            _ensure(out, p)
+        if p in (".", "/"):
+            continue
+        if parent not in dirs:
             _ensure(out, parent)
-            if not (is_dir or p in parents):
-                out.dirs[parent].files.append(name)
+        if not is_dir:
+            dirs[parent].files.append(name)
+    out.entries = len(rows)
     return out
 
 
@@ -138,6 +142,13 @@ def parse_tree(lines: list[str]) -> Listing:
     return out
 
 
+def _ext(name: str) -> str:
+    """"js" for "a.min.js"; "" for "LICENSE", ".env" or a name whose suffix is no extension."""
+    i = name.rfind(".")
+    ext = name[i + 1:] if i > 0 else ""
+    return ext if 0 < len(ext) <= 10 and ext.replace("_", "").replace("-", "").isalnum() else ""
+
+
 def _display(name: str) -> str:
     return f'"{name}"' if " " in name or '"' in name else name
 
@@ -149,8 +160,8 @@ def _dir_line(path: str, d: Dir, max_names: int) -> tuple[str, int]:
         return head, 0
     if len(d.files) <= max_names:
         return f"{head}: " + " ".join(map(_display, d.files)), 0
-    exts = Counter((m.group(1) if (m := _EXT_RE.search(f)) else "") for f in d.files)
-    named = [f for f in d.files if not _EXT_RE.search(f) or " -> " in f]
+    exts = Counter(map(_ext, d.files))
+    named = [f for f in d.files if not _ext(f) or " -> " in f]
     counts = [f"{c} .{e}" for e, c in exts.most_common() if e]
     if len(counts) > 6:
         rest = sum(c for e, c in exts.most_common()[6:] if e)
@@ -188,7 +199,7 @@ def compress_listing(text: str, policy: CompressPolicy, ref: str) -> Compressed 
     cols = "; ls -l columns dropped" if listing.style == "ls" else ""
     mark = marker.make(
         f"{marker.plural(len(listing.dirs), 'directory', 'directories')} all named, "
-        f"{marker.plural(n_files, 'file')}, from {len(lines)} lines",
+        f"{marker.plural(n_files, 'file')}",
         f"{marker.plural(dropped, 'file name')} omitted (counted by extension){cols}", ref)
     return Compressed(marker.append("\n".join(body), mark), f"{dropped} of {n_files} file names{cols}",
                       facts=tuple(listing.dirs), needles=tuple(listing.other))

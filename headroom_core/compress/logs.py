@@ -130,14 +130,20 @@ def classify(body: str, lines: list[str]) -> dict[int, int]:
 
 # A linter's diagnostic ("E501 line too long", "D205 1 blank line required") and, on the next
 # line, its location ("  --> src/a.py:6:1"): each one is a fact, its code frame is not.
-_LINT_RE = re.compile(r"(?m)^[A-Z]{1,5}\d{2,4}(?:\[\*\])? \S[^\n]*\n[ \t]*--> \S+:\d+")
+_LINT_HEAD_RE = re.compile(r"[A-Z]{1,5}\d{2,4}(?:\[\*\])? \S")
+_LINT_LOC_RE = re.compile(r"[ \t]*--> \S+:\d+")
 
 
 def _lint_lines(body: str, starts: list[int]) -> list[int]:
+    # Anchored on the rare "--> " (found at C speed), then both lines are checked.
     out = []
-    for m in _LINT_RE.finditer(body):
-        idx = bisect_right(starts, m.start()) - 1
-        out += [idx, idx + 1]
+    i = body.find("--> ")
+    while i >= 0:
+        idx = bisect_right(starts, i) - 1
+        loc = body[starts[idx]:starts[idx + 1] - 1] if idx + 1 < len(starts) else body[starts[idx]:]
+        if idx > 0 and _LINT_LOC_RE.match(loc) and _LINT_HEAD_RE.match(body, starts[idx - 1]):
+            out += [idx - 1, idx]
+        i = body.find("--> ", starts[idx + 1]) if idx + 1 < len(starts) else -1
     return out
 
 
@@ -298,10 +304,7 @@ def compress_log(text: str, policy: CompressPolicy, ref: str) -> Compressed | No
     if shown >= n:
         return None
     omitted = n - shown
-    parts = [f"{collapsed} collapsed as repeats"] if collapsed else []
-    if elided:
-        parts.append(f"{elided} elided")
-    detail = f" ({', '.join(parts)})" if parts else ""
+    detail = f" ({collapsed} collapsed as repeats)" if collapsed else ""  # the rest was elided
     mark = marker.make(
         f"kept {shown} of {marker.plural(n, 'line')} ({_reasons(flags, keep, policy)})",
         f"{omitted} omitted{detail}",
