@@ -78,7 +78,7 @@ def test_newest_tool_output_compressed_everything_else_byte_identical(engine):
     new_text = json.loads(out)["messages"][-1]["content"][0]["content"][0]["text"]
     assert "FAILED" in new_text and "http://headroom.local/ccr/" in new_text
     # the marker's handle serves the original
-    handle = new_text.rsplit("http://headroom.local/ccr/", 1)[1].split()[0].rstrip("]")
+    handle = new_text.rsplit("http://headroom.local/ccr/", 1)[1].split()[0].rstrip("]'")
     got = engine.handle_request(RequestIn("g", "GET", "http", "headroom.local", 80,
                                           f"/ccr/{handle}", [], b"", False))
     assert got.response.status == 200 and got.response.body.decode() == LOG

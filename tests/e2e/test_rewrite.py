@@ -51,7 +51,7 @@ def test_sdk_turns_compressed_and_replayed(regular_proxy, upstream):
     assert evs[-1]["decisions"]["rewrite"]["actions"] == {"compressed": 1, "replayed": 1}
     assert evs[-1]["req_bytes_upstream"] < evs[-1]["req_bytes"]
     # the agent's shell can fetch the original through the proxy
-    handle = out1.rsplit("/ccr/", 1)[1].split()[0].rstrip("]")
+    handle = out1.rsplit("/ccr/", 1)[1].split()[0].rstrip("]'")
     with httpx.Client(proxy=regular_proxy.url) as c:
         r = c.get(f"http://headroom.local/ccr/{handle}")
     assert r.status_code == 200 and r.text == LOG
