@@ -21,76 +21,69 @@ def _range(start: int, count: int) -> str:
     return str(start) if count == 1 else f"{start},{count}"
 
 
-def trim_hunk(
-    a: int, b: int, c: int, d: int, section: str, body: list[str], k: int
-) -> tuple[list[str], int, int]:
-    """(lines, context dropped, hunks emitted) for one hunk `@@ -a,b +c,d @@section` + body."""
-    n = len(body)
-    tags = [(t[:1] or " ") for t in body]  # an empty line is context whose space was stripped
-    far = n + k + 1
-    # Distance, in context lines, to the nearest change before and after each line.
-    before = [far] * n
+def _distances(tags: list[str], far: int, order: range) -> list[int]:
+    """Distance, in context lines, from each line to the nearest change in the given direction."""
+    out = [far] * len(tags)
     dist = far
-    for i, t in enumerate(tags):
-        if t in "+-":
-            dist = 0
-        elif t == " ":
-            dist += 1
-        before[i] = dist
-    after = [far] * n
-    dist = far
-    for i in range(n - 1, -1, -1):
+    for i in order:
         t = tags[i]
         if t in "+-":
             dist = 0
         elif t == " ":
             dist += 1
-        after[i] = dist
+        out[i] = dist
+    return out
+
+
+def keep_mask(tags: list[str], k: int) -> list[bool]:
+    """Changes, and context within k lines of one; a "\\ No newline" note goes with its line."""
+    n = len(tags)
+    before = _distances(tags, n + k + 1, range(n))
+    after = _distances(tags, n + k + 1, range(n - 1, -1, -1))
     keep = [False] * n
     for i, t in enumerate(tags):
         if t in "+-":
             keep[i] = True
         elif t == " ":
             keep[i] = min(before[i], after[i]) <= k
-        else:  # "\ No newline at end of file" belongs to the line above it
+        else:
             keep[i] = i > 0 and keep[i - 1]
+    return keep
+
+
+def _sides(tags: list[str], i: int, j: int) -> tuple[int, int]:
+    """How many old-side and new-side lines tags[i:j] cover."""
+    part = tags[i:j]
+    return sum(1 for t in part if t in " -"), sum(1 for t in part if t in " +")
+
+
+def trim_hunk(
+    a: int, b: int, c: int, d: int, section: str, body: list[str], k: int
+) -> tuple[list[str], int, int]:
+    """(lines, context dropped, hunks emitted) for one hunk `@@ -a,b +c,d @@section` + body."""
+    n = len(body)
+    tags = [(t[:1] or " ") for t in body]  # an empty line is context whose space was stripped
+    keep = keep_mask(tags, k)
     dropped = sum(1 for i, t in enumerate(tags) if t == " " and not keep[i])
     if not dropped:
         return [f"@@ -{_range(a, b)} +{_range(c, d)} @@{section}", *body], 0, 1
-
-    base_old = a if b > 0 else a + 1
-    base_new = c if d > 0 else c + 1
+    old_seen = a if b > 0 else a + 1  # the number of the next old-side line
+    new_seen = c if d > 0 else c + 1
     out: list[str] = []
-    old_seen = new_seen = 0
-    hunks = 0
-    i = 0
+    hunks = i = 0
     while i < n:
-        if not keep[i]:
-            if tags[i] in " -":
-                old_seen += 1
-            if tags[i] in " +":
-                new_seen += 1
-            i += 1
-            continue
         j = i
-        old_cnt = new_cnt = 0
-        while j < n and keep[j]:
-            if tags[j] in " -":
-                old_cnt += 1
-            if tags[j] in " +":
-                new_cnt += 1
+        while j < n and keep[j] == keep[i]:
             j += 1
-        old_first = base_old + old_seen
-        new_first = base_new + new_seen
-        # An empty side is numbered by the line before it (unified diff convention).
-        old_start = old_first if old_cnt else old_first - 1
-        new_start = new_first if new_cnt else new_first - 1
-        out.append(
-            f"@@ -{_range(old_start, old_cnt)} +{_range(new_start, new_cnt)} @@"
-            + (section if hunks == 0 else "")
-        )
-        out.extend(body[i:j])
-        hunks += 1
+        old_cnt, new_cnt = _sides(tags, i, j)
+        if keep[i]:
+            # An empty side is numbered by the line before it (unified diff convention).
+            old_start = old_seen if old_cnt else old_seen - 1
+            new_start = new_seen if new_cnt else new_seen - 1
+            out.append(f"@@ -{_range(old_start, old_cnt)} +{_range(new_start, new_cnt)} @@"
+                       + (section if hunks == 0 else ""))
+            out.extend(body[i:j])
+            hunks += 1
         old_seen += old_cnt
         new_seen += new_cnt
         i = j
