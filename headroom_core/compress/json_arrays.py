@@ -1,8 +1,6 @@
-"""JSON arrays of objects (API responses): a lossless table when that is enough, else a digest.
-
-The table names the columns once and gives one JSON array per object, so nothing is lost. When it
-is still too large, the digest keeps every key (type, values or range, example), the first and last
-objects and the anomalous ones (error/status fields with non-ok values, numeric outliers) verbatim.
+"""JSON collections of objects (API responses, reports): a lossless table when that is enough, else
+a digest that names every key (type, values or range, example) and keeps every anomalous object,
+verbatim or, when they are many, as a table of their distinguishing fields. Nested ones too.
 """
 
 from __future__ import annotations

@@ -202,7 +202,7 @@ def compress_listing(text: str, policy: CompressPolicy, ref: str) -> Compressed 
         f"{marker.plural(n_files, 'file')}",
         f"{marker.plural(dropped, 'file name')} omitted (counted by extension){cols}", ref)
     return Compressed(marker.append("\n".join(body), mark), f"{dropped} of {n_files} file names{cols}",
-                      facts=tuple(listing.dirs), needles=tuple(listing.other))
+                      facts=(*listing.dirs, *listing.other))
 
 
 def parse(lines: list[str]) -> Listing | None:
