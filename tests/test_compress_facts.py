@@ -247,3 +247,35 @@ def test_an_unfaithful_rewrite_is_not_used(monkeypatch):
     out = squeeze(corpus.pytest_log().text)
     assert (out.action, out.kind, out.text) == ("unfaithful", "log", None)
     assert out.tokens_before == out.tokens_after
+
+
+def test_a_log_that_is_all_errors_is_forwarded_unchanged():
+    text = "\n".join(f"error: check {i} failed: value {i} out of range" for i in range(3000))
+    out = squeeze(text)
+    assert out.action == "rejected-not-smaller" and out.text is None
+
+
+ERROR_LINE = st.sampled_from([
+    "ERROR db connection lost", "error[E0425]: cannot find value `x`", "FAILED tests/test_a.py::test_b - x",
+    "Traceback (most recent call last):", "ValueError: bad input", "panic: runtime error: index out of range",
+    "npm ERR! code ELIFECYCLE", "fatal: not a git repository", "3 failed, 10 passed in 1.2s",
+])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 3999), ERROR_LINE), max_size=80), st.integers(0, 5))
+def test_any_error_lines_in_a_long_log_are_kept(errors, seed):
+    lines = [f"2024-05-01T12:00:00Z INFO step {i} done in {(i * 7 + seed) % 90}ms" for i in range(4000)]
+    for at, line in errors:
+        lines[at] = line
+    text = "\n".join(lines)
+    out = squeeze(text)
+    assert F.lost(F.facts("log", text), out.text) == []
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 200), st.integers(1, 40), st.integers(0, 9))
+def test_any_search_keeps_every_file_and_total(files, per_file, seed):
+    s = corpus.ripgrep(files=files, per_file=per_file, seed=seed)
+    out = squeeze(s.text)
+    assert F.lost(F.facts("search", s.text), out.text) == []
