@@ -300,7 +300,7 @@ def compress_log(text: str, policy: CompressPolicy, ref: str) -> Compressed | No
     flags = classify(body, lines)
     keep, dropped_warns = select(lines, flags, policy)
     runs_at = collapse_runs(body, lines, keep, flags, policy)
-    out, shown, collapsed, elided = render(lines, keep, runs_at, dropped_warns)
+    out, shown, collapsed, _ = render(lines, keep, runs_at, dropped_warns)
     if shown >= n:
         return None
     omitted = n - shown
