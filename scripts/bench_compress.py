@@ -109,7 +109,7 @@ def budget_cases(policy: CompressPolicy, repeat: int) -> list[str]:
         ("100-item JSON (GitHub runs)", corpus.github_runs(100, 2, seed=11).text, 5.0),
         ("1 MB log (service)", corpus.service_log(10900, seed=9).text, 50.0),
         ("1 MB log (pytest -v)", corpus.pytest_log(passes=13000, failures=5, seed=10).text, 50.0),
-        ("1 MB listing (find)", corpus.find_listing(40000, seed=3).text, 50.0),
+        ("1 MB listing (find)", corpus.find_listing(20000, seed=3).text, 50.0),
     ]
     out = []
     for name, text, budget in cases:

@@ -57,8 +57,12 @@ def parse_find(lines: list[str]) -> Listing:
             out.other.append(ln)
             continue
         p = ln.rstrip("/") or "/"
-        parent, name = _split(p)
-        rows.append((p, parent, name, ln.endswith("/") and len(ln) > 1))
+        parent, sep, name = p.rpartition("/")  # _split, inlined: this loop runs once per line
+        if not sep:
+            parent = "."
+        elif not parent:
+            parent = "/"
+        rows.append((p, parent, name, ln[-1] == "/" and len(ln) > 1))
     parents = {r[1] for r in rows}
     dirs = out.dirs
     for p, parent, name, marked in rows:
@@ -142,11 +146,12 @@ def parse_tree(lines: list[str]) -> Listing:
     return out
 
 
-def _ext(name: str) -> str:
-    """"js" for "a.min.js"; "" for "LICENSE", ".env" or a name whose suffix is no extension."""
-    i = name.rfind(".")
-    ext = name[i + 1:] if i > 0 else ""
-    return ext if 0 < len(ext) <= 10 and ext.replace("_", "").replace("-", "").isalnum() else ""
+# "js" for "a.min.js"; none for "LICENSE", ".env" or a name whose suffix is no extension.
+_EXT_RE = re.compile(r"[^./]\.([A-Za-z0-9_+-]{1,10})$")
+
+
+def _exts(names: list[str]) -> list[str]:
+    return [m.group(1) if m else "" for m in map(_EXT_RE.search, names)]
 
 
 def _display(name: str) -> str:
@@ -160,8 +165,9 @@ def _dir_line(path: str, d: Dir, max_names: int) -> tuple[str, int]:
         return head, 0
     if len(d.files) <= max_names:
         return f"{head}: " + " ".join(map(_display, d.files)), 0
-    exts = Counter(map(_ext, d.files))
-    named = [f for f in d.files if not _ext(f) or " -> " in f]
+    ext_of = _exts(d.files)
+    exts = Counter(ext_of)
+    named = [f for f, e in zip(d.files, ext_of, strict=True) if not e or " -> " in f]
     counts = [f"{c} .{e}" for e, c in exts.most_common() if e]
     if len(counts) > 6:
         rest = sum(c for e, c in exts.most_common()[6:] if e)
