@@ -255,14 +255,18 @@ def test_a_log_that_is_all_errors_is_forwarded_unchanged():
     assert out.action == "rejected-not-smaller" and out.text is None
 
 
-ERROR_LINE = st.sampled_from([
+WORD = st.sampled_from(["error", "errors", "Error:", "ERROR", "failed", "FAILED", "failures", "FAIL", "panic:",
+                        "Traceback", "exception", "ValueError:", "fatal:", "x", "ok", "passed", "3", "in", "1.2s",
+                        "===", "src/a.py:3", "-", "warning:", "test_error_handling", "timed", "out", "Errors:"])
+MIXED_LINE = st.lists(WORD, min_size=1, max_size=6).map(" ".join)
+ERROR_LINE = st.one_of(MIXED_LINE, st.sampled_from([
     "ERROR db connection lost", "error[E0425]: cannot find value `x`", "FAILED tests/test_a.py::test_b - x",
     "Traceback (most recent call last):", "ValueError: bad input", "panic: runtime error: index out of range",
     "npm ERR! code ELIFECYCLE", "fatal: not a git repository", "3 failed, 10 passed in 1.2s",
-])
+]))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, 3999), ERROR_LINE), max_size=80), st.integers(0, 5))
 def test_any_error_lines_in_a_long_log_are_kept(errors, seed):
     lines = [f"2024-05-01T12:00:00Z INFO step {i} done in {(i * 7 + seed) % 90}ms" for i in range(4000)]

@@ -25,7 +25,7 @@ ERR, WARN, SUM, TB, LINT = 1, 2, 4, 8, 16  # LINT: a linter's diagnostic and its
 # (so pytest's thousands of "PASSED" lines are not candidates for the "N passed" summary).
 # A needle starting with "\n" matches at a line start.
 _LOW_NEEDLES = (
-    "error", "fail", "warn", "panic", "fatal", "exception", "critical", "segmentation fault",
+    "error", "fail", "warn", "panic", "fatal", "exception", "critical", "segmentation fault", "traceback",
     "killed", "aborted", "denied", "not found", "cannot", "could", "unable to",
     "undefined reference", "deprecat", "timed out", "exit",
 )
@@ -40,7 +40,8 @@ _RAW_NEEDLES = (" passed",)
 # Verifiers start with literal alternatives (cheap to scan for); word boundaries are checked by
 # hand. "Error"/"Exception"/"Warning" may end a CamelCase name (ValueError, DeprecationWarning).
 _ERR_WORDS_RE = re.compile(
-    r"(?:error|ERROR|Error|ERR!|FAIL|FAILED|FAILURE|Fail|Failed|failed|failure|Failure|fail"
+    r"(?:errors|Errors|ERRORS|failures|Failures|FAILURES|fails|traceback|TRACEBACK"
+    r"|error|ERROR|Error|ERR!|FAIL|FAILED|FAILURE|Fail|Failed|failed|failure|Failure|fail"
     r"|panic|panicked|PANIC|fatal|Fatal|FATAL|CRITICAL|Critical|Exception|exception|Traceback"
     r"|Segmentation fault|core dumped|Killed|Aborted|denied|not found|cannot|Cannot|could not"
     r"|Could not|couldn't|unable to|Unable to|undefined reference|timed out|Timeout)(?![A-Za-z0-9_])"
