@@ -1,7 +1,9 @@
-"""Generators of realistic tool outputs for the compressor tests and scripts/bench_compress.py.
+"""Tool outputs for the compressor tests and scripts/bench_compress.py: seeded generators, and the
+real outputs under real/ (`real_samples()`, see real/README.md; `.gz` files are read transparently).
 
-Each generator is deterministic (seeded) and returns the text plus the facts a test checks: which
-lines must survive compression verbatim, which files matched, which items carry errors, ...
+Each generator is deterministic (seeded) and returns the text plus what a test checks: which lines
+must survive verbatim, which files matched, which items carry errors, ... (facts.py has the
+independent fact rules used for every sample.)
 """
 
 from __future__ import annotations
