@@ -282,7 +282,8 @@ def digest(items: list[dict], label: str, container: str | None, policy: Compres
     n = len(items)
     anomalies = anomalies_of(items)
     kept_lines, kept = _kept_section(items, anomalies, labels, policy)
-    omitted_idx = [i for i in range(n) if i not in set(kept)]
+    kept_set = set(kept)
+    omitted_idx = [i for i in range(n) if i not in kept_set]
     schema, n_keys = schema_lines(items, max(1, policy.json_max_schema_keys))
     what = f"{marker.plural(len(anomalies), 'anomalous object')}, all kept"
     out = [f"{label}: JSON {'map' if labels else 'array'} of {n} objects, digested: {what}; "
