@@ -91,12 +91,13 @@ def dumps(value: Any) -> str:
 
 # orjson silently turns integers beyond 64 bits into floats: documents with a 19+ digit run go to
 # the stdlib. Mapping digits to "0" and searching for a run is far cheaper than a regex.
-_DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
-_LONG_RUN = "0" * 19
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 19
 
 
 def _has_long_digit_run(s: str) -> bool:
-    return _LONG_RUN in s.translate(_DIGITS_TO_ZERO)
+    # On bytes: str.translate is a slow per-character loop as soon as the text is not ASCII.
+    return _LONG_RUN in s.encode("utf-8", "surrogatepass").translate(_DIGITS_TO_ZERO)
 
 
 def parse_json(text: str) -> tuple[bool, Any]:

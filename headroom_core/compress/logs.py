@@ -77,7 +77,7 @@ _TB_RE = re.compile(r"^\s*Traceback \(most recent call last\):")
 # Lines that continue a diagnostic block: indented frames and source excerpts, rustc/gcc gutters.
 _CONT_RE = re.compile(r"^(?:[ \t]+\S|\d+\s*\||\|[ \t]|=[ \t]|\^|~|-->|Caused by|\.\.\. \d+ more)")
 
-_NO_DIGITS = str.maketrans("", "", "0123456789")
+_DIGITS = b"0123456789"
 _NOT_1 = re.compile(b"[^\x01]")
 _NOT_0 = re.compile(b"[^\x00]")
 
@@ -164,11 +164,12 @@ def _repeat_runs(body: str, lines: list[str], min_repeat: int) -> list[tuple[int
     """(start, end, identical) for runs of lines equal once digits are ignored."""
     n = len(lines)
     # Deleting digits makes lines that differ only in numbers (counters, timings, percentages) equal.
-    norm = body.translate(_NO_DIGITS)
-    nlines = norm.split("\n")
+    # On bytes: str.translate is a slow per-character loop as soon as the text is not ASCII.
+    norm = body.encode("utf-8", "surrogatepass").translate(None, _DIGITS)
+    nlines = norm.split(b"\n")
     if len(nlines) != n:
         return []
-    breaks = [i for i, same in enumerate(map(str.__eq__, nlines, islice(nlines, 1, None))) if not same]
+    breaks = [i for i, same in enumerate(map(bytes.__eq__, nlines, islice(nlines, 1, None))) if not same]
     runs = []
     prev = -1
     breaks.append(n - 1)
