@@ -86,6 +86,10 @@ def summarize(label: str, rows: list[Row]) -> list[str]:
             f"{sum(r.kept for r in rows)}/{sum(r.facts for r in rows)}", f"{ms / mb:.1f}"]
 
 
+def kind_label(kind: str) -> str:
+    return "text (left alone)" if kind == "text" else kind
+
+
 def table(header: list[str], body: list[list[str]], markdown: bool) -> str:
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
@@ -131,9 +135,9 @@ def main() -> None:
     count_tokens("warm up")
     rows = collect(policy, args.repeat)
 
-    kinds = sorted({r.kind for r in rows}, key=["json", "log", "search", "diff", "listing"].index)
+    kinds = sorted({r.kind for r in rows}, key=["json", "log", "search", "diff", "listing", "text"].index)
     header = ["kind", "samples", "tokens in", "tokens out", "saved", "facts kept", "CPU ms/MB"]
-    body = [summarize(k, [r for r in rows if r.kind == k]) for k in kinds]
+    body = [summarize(kind_label(k), [r for r in rows if r.kind == k]) for k in kinds]
     body.append(summarize("**overall, real outputs**" if args.markdown else "overall, real outputs",
                           [r for r in rows if r.real]))
     body.append(summarize("overall, all samples", rows))

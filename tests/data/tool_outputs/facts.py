@@ -203,7 +203,7 @@ def json_facts(text: str) -> list[Fact]:
 
 # --- checking --------------------------------------------------------------------------------
 EXTRACTORS = {"log": log_facts, "search": search_facts, "diff": diff_facts,
-              "listing": listing_facts, "json": json_facts}
+              "listing": listing_facts, "json": json_facts, "text": lambda text: []}
 _REPEAT_RE = re.compile(r"^\[×\d+\] ")
 
 

@@ -544,6 +544,7 @@ REAL_KINDS = {  # file -> the kind its facts are checked as
     "ls_laR_eslint.txt": "listing",
     "ls_la_site_packages.txt": "listing",
     "tree_webpack.txt": "listing",
+    "npm_ls_all.txt": "text",  # a dependency tree: no compressor takes it, it goes upstream as is
 }
 
 
