@@ -38,8 +38,21 @@ def test_large_directory_is_counted_by_extension_and_keeps_extensionless_names()
     names = [f"m{i}.js" for i in range(40)] + [f"t{i}.d.ts" for i in range(9)] + ["LICENSE", "bin"]
     text = "\n".join(["pkg", *(f"pkg/{n}" for n in names)])
     rw = compress_listing(text, POLICY, REF)
-    assert "pkg/ [51 files: 40 .js, 9 .ts]: LICENSE bin" in rw.text
+    assert "pkg/ [51 entries: 40 .js, 9 .ts]: LICENSE bin" in rw.text
     assert rw.text.endswith("]") and is_marked(rw.text) and kind_of(rw.text) == "listing"
+
+
+def test_find_type_d_keeps_every_leaf_directory_name():
+    # Leaves without extensions: directories (find -type d), so none is counted by "extension".
+    text = corpus.read_real("find_type_d_node_modules.txt")
+    rw = compress_listing(text, POLICY, REF)
+    body = rw.text.rsplit("\n", 1)[0]
+    lines = dir_lines(rw.text)
+    for ln in text.split("\n")[1:]:
+        if ln:
+            parent, name = ln.rsplit("/", 1)
+            assert ln in lines or f" {name}" in lines[parent], ln
+    assert "./" not in body.split("\n")  # "node_modules" is the listing's top, not an entry of "."
 
 
 def test_ls_laR_drops_columns_and_names_every_directory():

@@ -69,8 +69,8 @@ def parse_find(lines: list[str]) -> Listing:
         is_dir = marked or p in parents or p in (".", "/")
         if is_dir and p not in dirs:
             _ensure(out, p)
-        if p in (".", "/"):
-            continue
+        if p in (".", "/") or (is_dir and parent == "." and "/" not in p):
+            continue  # a top-level directory of the listing ("node_modules"), not an entry of "."
         if parent not in dirs:
             _ensure(out, parent)
         if not is_dir:
@@ -158,7 +158,7 @@ def _display(name: str) -> str:
     return f'"{name}"' if " " in name or '"' in name else name
 
 
-def _dir_line(path: str, d: Dir, max_names: int) -> tuple[str, int]:
+def _dir_line(path: str, d: Dir, max_names: int, noun: str) -> tuple[str, int]:
     """The directory's line and how many names it leaves out."""
     head = path if path.endswith("/") else path + "/"
     if not d.files:
@@ -172,7 +172,7 @@ def _dir_line(path: str, d: Dir, max_names: int) -> tuple[str, int]:
     if len(counts) > 6:
         rest = sum(c for e, c in exts.most_common()[6:] if e)
         counts = counts[:6] + [f"{rest} other"]
-    line = f"{head} [{len(d.files)} files: {', '.join(counts)}]" if counts else f"{head} [{len(d.files)} files]"
+    line = f"{head} [{len(d.files)} {noun}: {', '.join(counts)}]" if counts else f"{head} [{len(d.files)} {noun}]"
     if named:
         line += ": " + " ".join(map(_display, named))
     return line, len(d.files) - len(named)
@@ -187,27 +187,39 @@ def dir_key(line: str) -> str | None:
     return line[:-1] or "/" if line.endswith("/") else None
 
 
+def _max_names(listing: Listing, policy: CompressPolicy) -> int:
+    """Names per directory before counting; unlimited when leaves look like directories
+    (`find -type d`: few have an extension), since "lodash.merge" must not become "1 .merge"."""
+    if listing.style != "find":
+        return max(1, policy.listing_max_names)
+    leaves = [f for d in listing.dirs.values() for f in d.files]
+    with_ext = sum(1 for e in _exts(leaves) if e)
+    return max(1, policy.listing_max_names) if with_ext >= 0.3 * len(leaves) else len(leaves) + 1
+
+
 def compress_listing(text: str, policy: CompressPolicy, ref: str) -> Compressed | None:
     lines = text.rstrip("\n").split("\n")
     listing = parse(lines)
     if listing is None or not listing.dirs:
         return None
+    # find and tree cannot tell an empty directory from a file: what is not known is an "entry".
+    noun = "files" if listing.style == "ls" else "entries"
     body = [f"Listing ({listing.style}) folded per directory: `dir/: names` names a directory's "
-            f"files, `dir/ [N files: counts by extension]` counts a large one's; subdirectories have "
-            f"their own lines."]
+            f"{noun}, `dir/ [N {noun}: counts by extension]` counts a large one's; subdirectories "
+            f"have their own lines."]
     dropped = 0
+    max_names = _max_names(listing, policy)
     for path, d in listing.dirs.items():
-        line, left = _dir_line(path, d, max(1, policy.listing_max_names))
+        line, left = _dir_line(path, d, max_names, noun)
         body.append(line)
         dropped += left
     body.extend(listing.other)
     n_files = sum(len(d.files) for d in listing.dirs.values())
     cols = "; ls -l columns dropped" if listing.style == "ls" else ""
     mark = marker.make(
-        f"{marker.plural(len(listing.dirs), 'directory', 'directories')} all named, "
-        f"{marker.plural(n_files, 'file')}",
-        f"{marker.plural(dropped, 'file name')} omitted (counted by extension){cols}", ref)
-    return Compressed(marker.append("\n".join(body), mark), f"{dropped} of {n_files} file names{cols}",
+        f"{marker.plural(len(listing.dirs), 'directory', 'directories')} all named, {n_files} other {noun}",
+        f"{dropped} names omitted (counted by extension){cols}", ref)
+    return Compressed(marker.append("\n".join(body), mark), f"{dropped} of {n_files} names{cols}",
                       facts=(*listing.dirs, *listing.other))
 
 
