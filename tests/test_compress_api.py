@@ -18,7 +18,7 @@ from headroom_core.compress import (
     compress,
     count_tokens,
 )
-from headroom_core.compress.marker import is_marked
+from headroom_core.compress.marker import SLICES, is_marked
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "data" / "tool_outputs"))
@@ -26,8 +26,9 @@ import tool_output_corpus as corpus  # noqa: E402
 
 REF = "http://headroom.local/ccr/3f9a0c1d2e"
 POLICY = CompressPolicy()
-ACTIONS = {"compressed", "below-threshold", "rejected-not-smaller", "unchanged-type", "already-compressed"}
-KINDS = {"json", "log", "search", "diff", "text"}
+ACTIONS = {"compressed", "below-threshold", "rejected-not-smaller", "unfaithful", "unchanged-type",
+           "already-compressed"}
+KINDS = {"json", "log", "search", "diff", "listing", "text"}
 
 SAMPLES = {
     "pytest": (corpus.pytest_log(), "log"),
@@ -38,12 +39,14 @@ SAMPLES = {
     "diff": (corpus.git_diff(), "diff"),
     "runs": (corpus.github_runs(500, 3), "json"),
     "flat": (corpus.flat_records(60), "json"),
+    "find": (corpus.find_listing(3000), "listing"),
+    "ls-laR": (corpus.ls_laR_listing(2000), "listing"),
 }
 
 
 def test_default_policy():
     p = CompressPolicy()
-    assert p.min_bytes == {"json": 1024, "log": 512, "search": 1024, "diff": 1024} == DEFAULT_MIN_BYTES
+    assert p.min_bytes == {"json": 1024, "log": 512, "search": 1024, "diff": 1024, "listing": 1024} == DEFAULT_MIN_BYTES
     assert (p.min_saving_ratio, p.min_saving_tokens) == (0.10, 200)
     assert p.min_bytes is not CompressPolicy().min_bytes  # no shared mutable default
     assert CompressPolicy(min_bytes={"log": 10}).min_bytes_for("diff") == 1024
@@ -60,7 +63,7 @@ def test_generated_outputs_are_compressed_honestly(name):
     assert out.tokens_after == count_tokens(out.text)
     assert out.tokens_after <= out.tokens_before * 0.9 and out.tokens_before - out.tokens_after >= 200
     last = out.text.rsplit("\n", 1)[-1]
-    assert last.startswith("[headroom: ") and last.endswith(f"; full output: {REF}]")
+    assert last.startswith("[headroom: ") and last.endswith(f"; full output: curl -s '{REF}' {SLICES}]")
     assert out.omitted or "lossless" in last
 
 
@@ -146,7 +149,7 @@ def test_codex_envelope_around_json_search_and_diff():
 def test_ref_is_included_verbatim():
     for ref in ("http://headroom.local/ccr/ä b]c", "opaque-123"):
         out = compress(SAMPLES["cargo"][0].text, policy=POLICY, retrieval_ref=ref)
-        assert out.text.endswith(f"; full output: {ref}]")
+        assert out.text.endswith(f"; full output: curl -s '{ref}' {SLICES}]")
 
 
 _DIGEST_SCRIPT = """
@@ -182,7 +185,7 @@ def test_output_bytes_are_identical_across_processes_and_hash_seeds():
 # Never raises ------------------------------------------------------------------------------
 
 EAGER = CompressPolicy(
-    min_bytes={"json": 0, "log": 0, "search": 0, "diff": 0}, min_saving_ratio=0.0, min_saving_tokens=0,
+    min_bytes={"json": 0, "log": 0, "search": 0, "diff": 0, "listing": 0}, min_saving_ratio=0.0, min_saving_tokens=0,
     log_head_lines=1, log_tail_lines=1, search_max_per_file=1, search_max_total=2, diff_context_lines=0,
     json_lossless_max_tokens=0,
 )
@@ -213,6 +216,9 @@ LINE = st.one_of(
         "src/a.py:12:hit", "src/b.py:3:4:hit", "src/a.py-13-ctx", "src/a.py", "12:hit", "13-ctx",
         "Exit code: 1", "Output:", "[×3] x", "… 4 lines omitted …", "[headroom: kept 1 of 2 lines; 1 omitted; full output: r]",
         "2024-01-01T00:00:00Z INFO ok", "npm WARN deprecated x", "   Compiling x v1.0.0",
+        "./src/a.py", "./src/lib", "src/lib/x.js", "node_modules/a b/c", ".:", "total 8", "./sub:",
+        "drwxr-xr-x  2 dev dev 4096 Mar  3 10:12 lib", "-rw-r--r--  1 dev dev 12 Feb 28  2024 a.py",
+        "├── src", "│   └── main.py", "└── README", "3 directories, 2 files",
     ]),
     st.text(max_size=30),
 )

@@ -31,6 +31,12 @@ import tool_output_corpus as corpus  # noqa: E402
         (corpus.git_diff(), "diff"),
         (corpus.github_runs(50), "json"),
         (corpus.flat_records(), "json"),
+        (corpus.find_listing(2000), "listing"),
+        (corpus.find_listing(2000, dirs_only=True), "listing"),
+        (corpus.ls_laR_listing(1000), "listing"),
+        (corpus.pytest_json_report(), "json"),
+        (corpus.bandit_report(), "json"),
+        *((corpus.Sample(corpus.read_real(name)), kind) for name, kind in corpus.REAL_KINDS.items()),
     ],
 )
 def test_generated_outputs_are_recognised(sample, kind):

@@ -81,10 +81,11 @@ def test_12_file_diff_keeps_every_header_and_change_and_still_applies():
     mark = rw.text.rsplit("\n", 1)[1]
     ctx_in = sum(1 for ln in in_lines if ln.startswith(" "))
     ctx_out = sum(1 for ln in out_lines if ln.startswith(" "))
-    m = re.search(r"; ([\d,]+) of ([\d,]+) context lines omitted; full output: (.*)\]$", mark)
+    m = re.search(r"; (\d+) of (\d+) context lines omitted \(1 kept per side\); full output: curl -s '(.*)' \(slices: [^)]*\)\]$", mark)
     assert m and int(m[2].replace(",", "")) == ctx_in
     assert int(m[1].replace(",", "")) == ctx_in - ctx_out
-    assert "kept the headers of all 12 files" in mark and m[3] == REF
+    assert mark.startswith("[headroom: kept every header and all ") and " lines of 12 files (@@ recomputed); " in mark
+    assert m[3] == REF
 
 
 def test_context_is_at_most_k_lines_around_changes():

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from headroom_core.compress import CompressPolicy
 from headroom_core.compress.detect import detect, dumps
 from headroom_core.compress.json_arrays import compress_json, digest, lossless, table_columns
-from headroom_core.compress.marker import is_marked
+from headroom_core.compress.marker import is_marked, make
 from headroom_core.compress.tokens import count_tokens
 
 sys.path.insert(0, str(Path(__file__).parent / "data" / "tool_outputs"))
@@ -70,8 +70,8 @@ def test_500_runs_keep_schema_first_last_and_error_items():
     for i in s.extra["errors"]:
         assert '(conclusion: "failure")' in kept_lines[f"#{i}"]
     mark = out.rsplit("\n", 1)[1]
-    assert mark.startswith("[headroom: kept 5 of 500 items (first, last, 3 anomalous) and all ")
-    assert "; 495 items omitted; full output: " + REF in mark
+    assert mark.startswith("[headroom: kept 5 of 500 items (3 anomalous) and all ")
+    assert f"; 495 items omitted; full output: curl -s '{REF}' " in mark
     # the omitted ranges cover exactly the other indices
     ranges = re.search(r"^Omitted objects: (.*)\.$", out, re.M)[1]
     covered = set()
@@ -96,7 +96,7 @@ def test_flat_uniform_records_become_a_lossless_table():
     rw = run(s.text)
     assert "lossless table" in rw.text and rw.omitted == ""
     assert rebuild_from_table(rw.text) == s.extra["items"]
-    assert rw.text.rsplit("\n", 1)[1] == f"[headroom: 60 items as a lossless table (keys listed once); nothing omitted; full output: {REF}]"
+    assert rw.text.rsplit("\n", 1)[1] == make("60 items as a lossless table (keys listed once)", "nothing omitted", REF)
 
 
 def test_nested_objects_of_one_shape_flatten_losslessly():
@@ -149,10 +149,14 @@ def test_anomalies_errors_http_status_false_success_and_outliers():
     assert '(level: "FATAL")' in lines["#150"]
 
 
-def test_anomaly_cap_says_how_many_were_not_shown():
-    items = [{"id": i, "state": "failed" if i % 10 == 0 else "ok"} for i in range(400)]
-    rw = digest(items, "$", None, CompressPolicy(json_max_anomalies=5), REF)
-    assert "5 anomalous" in rw.text and "35 more anomalous not shown" in rw.text
+def test_many_anomalies_are_all_kept_as_a_compact_table():
+    items = [{"id": i, "name": f"job-{i}", "state": "failed" if i % 10 == 0 else "ok", "log": "x" * 400}
+             for i in range(400)]
+    rw = digest(items, "$", None, POLICY, REF)
+    assert "40 anomalous objects, all kept" in rw.text and "Anomalous objects as a table" in rw.text
+    for i in range(0, 400, 10):
+        assert f'#{i} [{i},"job-{i}","failed"]; state: "failed"' in rw.text
+    assert "kept 41 of 400 items (40 anomalous)" in rw.text  # the last one is kept verbatim too
 
 
 def test_integers_beyond_64_bits_stay_exact():
@@ -176,8 +180,8 @@ def test_table_round_trips_any_uniform_records(items):
     assert rebuild_from_table(rw.text) == json.loads(json.dumps(items))
 
 
-def test_schema_cap_is_reported_honestly():
+def test_every_key_is_named_past_the_schema_cap():
     items = [{f"k{j}": j for j in range(30)} | {"id": i} for i in range(50)]
     rw = digest(items, "$", None, CompressPolicy(json_max_schema_keys=10), REF)
-    assert "and 10 of 31 keys;" in rw.text.rsplit("\n", 1)[1]
-    assert "  … 21 more keys (see full output)" in rw.text
+    assert "and all 31 keys;" in rw.text.rsplit("\n", 1)[1]
+    assert "  21 more keys, named only: k10, k11, " in rw.text and ", k29, id\n" in rw.text

@@ -7,8 +7,9 @@ REF = "http://headroom.local/ccr/3f9a"
 
 
 def test_marker_shape_names_what_was_kept_omitted_and_the_ref():
-    m = make("kept 40 of 1,203 lines (errors, head, tail)", "1,163 omitted", REF)
-    assert m == f"[headroom: kept 40 of 1,203 lines (errors, head, tail); 1,163 omitted; full output: {REF}]"
+    m = make("kept 40 of 1203 lines (errors, head, tail)", "1163 omitted", REF)
+    assert m == (f"[headroom: kept 40 of 1203 lines (errors, head, tail); 1163 omitted; full output: "
+                 f"curl -s '{REF}' (slices: ?grep=RE&context=2, ?lines=A-B, ?head=N, ?tail=N)]")
 
 
 def test_append_puts_the_marker_on_its_own_last_line():
@@ -41,16 +42,17 @@ def test_anything_appended_with_a_marker_is_marked(body, ref):
 
 
 def test_number_formatting():
-    assert n(1203) == "1,203"
+    assert n(1203) == "1203" and n(3004) == "3004"  # plain digits a reader can grep
     assert plural(1, "line") == "1 line"
     assert plural(2, "line") == "2 lines"
-    assert plural(1200, "match", "matches") == "1,200 matches"
+    assert plural(1200, "match", "matches") == "1200 matches"
 
 
 def test_kind_of_reads_the_marker():
-    assert kind_of("x\n" + make("kept 3 of 1,200 lines (errors)", "o", REF)) == "log"
-    assert kind_of("x\n" + make("kept 3 of 1,200 matches (up to 1 per file)", "o", REF)) == "search"
-    assert kind_of("x\n" + make("kept the headers of all 2 files", "o", REF)) == "diff"
+    assert kind_of("x\n" + make("kept 3 of 1200 lines (errors)", "o", REF)) == "log"
+    assert kind_of("x\n" + make("kept 3 of 1200 matches (up to 1 per file)", "o", REF)) == "search"
+    assert kind_of("x\n" + make("kept every header and all 9 +/- lines of 2 files", "o", REF)) == "diff"
+    assert kind_of("x\n" + make("12 directories all named, 80 files", "o", REF)) == "listing"
     assert kind_of("x\n" + make("kept 5 of 500 items (first, last)", "o", REF)) == "json"
     assert kind_of(make("60 items as a lossless table", "nothing omitted", REF)) == "json"
     assert kind_of("x\n" + make("something else", "o", REF)) == "text"

@@ -14,8 +14,8 @@ REF = "http://headroom.local/ccr/search1"
 POLICY = CompressPolicy()
 NOTE = re.compile(r"^… ([\d,]+) (?:more )?match(?:es)? in (.+) omitted$")
 MARK = re.compile(
-    r"^\[headroom: kept ([\d,]+) of ([\d,]+) match(?:es)? \(up to (\d+) per file\), all ([\d,]+) files? named; "
-    r"([\d,]+) match(?:es)?(?: and ([\d,]+) context lines?)? omitted; full output: (.*)\]$"
+    r"^\[headroom: kept (\d+) of (\d+) match(?:es)? \(up to (\d+) per file\), all (\d+) files? named; "
+    r"(\d+) match(?:es)?(?: and (\d+) context lines?)? omitted; full output: curl -s '(.*)' \(slices: [^)]*\)\]$"
 )
 
 

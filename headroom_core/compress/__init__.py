@@ -1,9 +1,10 @@
 """Tool-output compression: decide what the new text of a large tool result is.
 
-`compress(text, policy=..., retrieval_ref=...)` detects the kind of output (JSON array of objects,
-build/test log, search results, unified diff; anything else is left alone), rewrites it keeping what
-an agent needs, ends it with a marker naming what was omitted and where the original is, and keeps
-the rewrite only if it saves enough tokens. Deterministic, idempotent, never raises.
+`compress(text, policy=..., retrieval_ref=...)` detects the kind of output (JSON collection of
+objects, build/test log, search results, unified diff, directory listing; anything else is left
+alone), rewrites it keeping every fact an agent needs, ends it with a marker saying what was omitted
+and the command that fetches the original, and keeps the rewrite only if the faithfulness gate finds
+every fact in it and it saves enough tokens. Deterministic, idempotent, never raises.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from . import detect as detection
 from . import marker
 from .detect import Detection, unwrap
 from .diff import compress_diff
+from .faithful import missing
 from .json_arrays import compress_json
+from .listing import compress_listing
 from .logs import compress_log
 from .search import compress_search
 from .tokens import count_tokens, saves_enough, tokenizer_name
@@ -26,7 +29,7 @@ __all__ = [
 
 log = logging.getLogger("headroom.compress")
 
-DEFAULT_MIN_BYTES = {"json": 1024, "log": 512, "search": 1024, "diff": 1024}
+DEFAULT_MIN_BYTES = {"json": 1024, "log": 512, "search": 1024, "diff": 1024, "listing": 1024}
 
 
 def _default_min_bytes() -> dict[str, int]:
@@ -47,7 +50,7 @@ class CompressPolicy:
     log_tail_lines: int = 20
     log_context_lines: int = 2  # around each error/warning (after its block)
     log_max_block_lines: int = 40  # a traceback/diagnostic block longer than this keeps its ends
-    log_max_flagged_lines: int = 400  # errors+warnings kept with context; errors win
+    log_max_flagged_lines: int = 400  # warnings kept with context, after the errors (never capped)
     log_min_repeat: int = 3  # identical lines in a row collapse from this count
     log_show_repeat_min: int = 10  # a run this long is shown collapsed even amid elided lines
 
@@ -60,9 +63,12 @@ class CompressPolicy:
 
     # JSON arrays of objects
     json_min_items: int = 3
-    json_max_anomalies: int = 10  # items kept for errors/outliers besides the first and last
+    json_verbatim_anomaly_chars: int = 6000  # anomalies verbatim up to this size, else as a table
     json_lossless_max_tokens: int = 6000  # a lossless table above this is not "saving enough"
-    json_max_schema_keys: int = 250
+    json_max_schema_keys: int = 250  # keys described with figures; any further keys are named only
+
+    # Directory listings
+    listing_max_names: int = 12  # a directory with more files has them counted by extension
 
     def min_bytes_for(self, kind: str) -> int:
         value = self.min_bytes.get(kind)
@@ -77,9 +83,10 @@ class CompressPolicy:
 
 @dataclass(frozen=True)
 class Outcome:
-    # "compressed" | "below-threshold" | "rejected-not-smaller" | "unchanged-type" | "already-compressed"
+    # "compressed" | "below-threshold" | "rejected-not-smaller" | "unfaithful" | "unchanged-type"
+    # | "already-compressed". "unfaithful": the rewrite lacked a fact, so the original goes upstream.
     action: str
-    kind: str  # "json" | "log" | "search" | "diff" | "text"
+    kind: str  # "json" | "log" | "search" | "diff" | "listing" | "text"
     text: str | None  # the new text when action == "compressed", else None
     tokens_before: int | None
     tokens_after: int | None
@@ -120,6 +127,10 @@ def _compress(text: str, policy: CompressPolicy, retrieval_ref: str) -> Outcome:
     rewrite = _rewrite(inner, det, policy, retrieval_ref, inner_tokens)
     if rewrite is None:
         return Outcome("rejected-not-smaller", det.kind, None, tokens_before, tokens_before, "")
+    lost = missing(rewrite, det.kind)
+    if lost:
+        log.info("compress kind=%s unfaithful: %d facts missing; original kept", det.kind, lost)
+        return Outcome("unfaithful", det.kind, None, tokens_before, tokens_before, "")
     new_text = env.rewrap(rewrite.text)
     tokens_after = rewrite.tokens if rewrite.tokens is not None and not wrapped else count_tokens(new_text)
     if not saves_enough(tokens_before, tokens_after, policy.min_saving_ratio, policy.min_saving_tokens):
@@ -129,13 +140,15 @@ def _compress(text: str, policy: CompressPolicy, retrieval_ref: str) -> Outcome:
 
 def _rewrite(
     inner: str, det: Detection, policy: CompressPolicy, ref: str, inner_tokens: int
-) -> marker.Rewrite | None:
+) -> marker.Compressed | None:
     if det.kind == "log":
         return compress_log(inner, policy, ref)
     if det.kind == "search":
         return compress_search(inner, policy, ref)
     if det.kind == "diff":
         return compress_diff(inner, policy, ref)
+    if det.kind == "listing":
+        return compress_listing(inner, policy, ref)
     if det.kind == "json":
         return compress_json(det.json_value, det.json_path, policy, ref, inner_tokens)
     return None

@@ -1,4 +1,4 @@
-"""What kind of tool output a text is: "json", "log", "search", "diff" or "text" (never changed).
+"""What kind of tool output a text is: "json", "log", "search", "diff", "listing" or "text".
 
 Also unwraps the envelopes Codex puts around shell output (a JSON object with "output" and
 "metadata", or an "Exit code: …\\nOutput:\\n" header) so the inner output is what gets compressed.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ _SAMPLE_CHARS = 24 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Detection:
-    kind: str  # "json" | "log" | "search" | "diff" | "text"
+    kind: str  # "json" | "log" | "search" | "diff" | "listing" | "text"
     json_value: Any = None  # the parsed document, when kind == "json"
     json_path: tuple[str, ...] = ()  # keys from the root to the array of objects ("" path = root)
 
@@ -90,12 +91,13 @@ def dumps(value: Any) -> str:
 
 # orjson silently turns integers beyond 64 bits into floats: documents with a 19+ digit run go to
 # the stdlib. Mapping digits to "0" and searching for a run is far cheaper than a regex.
-_DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
-_LONG_RUN = "0" * 19
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 19
 
 
 def _has_long_digit_run(s: str) -> bool:
-    return _LONG_RUN in s.translate(_DIGITS_TO_ZERO)
+    # On bytes: str.translate is a slow per-character loop as soon as the text is not ASCII.
+    return _LONG_RUN in s.encode("utf-8", "surrogatepass").translate(_DIGITS_TO_ZERO)
 
 
 def parse_json(text: str) -> tuple[bool, Any]:
@@ -124,23 +126,82 @@ def _is_object_array(value: Any, min_items: int) -> bool:
     )
 
 
+def tree_key(values: list[dict]) -> str | None:
+    """The key under which these objects nest maps of further objects (npm's `dependencies`)."""
+    for v in values:
+        for key, sub in v.items():
+            if type(sub) is dict and sub and all(type(x) is dict for x in sub.values()):
+                return key
+    return None
+
+
+def _is_object_map(value: Any, min_items: int) -> bool:
+    """A JSON object used as a keyed collection: 8+ object values, or a tree of such maps."""
+    if type(value) is not dict or len(value) < max(1, min_items):
+        return False
+    values = list(value.values())
+    if not all(type(v) is dict for v in values) or not any(values):
+        return False
+    return len(values) >= 8 or tree_key(values) is not None
+
+
+def flatten_map(value: dict) -> tuple[list[dict], list[str]]:
+    """Elements of an object map, nested maps flattened depth-first; labels are key paths (a > b)."""
+    items: list[dict] = []
+    labels: list[str] = []
+    key = tree_key(list(value.values()))
+    stack: list[tuple[str, dict]] = [(k, v) for k, v in reversed(value.items())]
+    while stack:
+        label, obj = stack.pop()
+        sub = obj.get(key) if key is not None else None
+        if type(sub) is dict and sub and all(type(x) is dict for x in sub.values()):
+            obj = {k: v for k, v in obj.items() if k != key}
+            stack.extend((f"{label} > {k}", v) for k, v in reversed(sub.items()))
+        items.append(obj)
+        labels.append(label)
+        if len(items) > 200_000:
+            break  # a pathological document: what is listed stays correct, the rest is cut
+    return items, labels
+
+
+def is_collection(value: Any, min_items: int) -> bool:
+    """An array of objects, or an object used as a keyed map of objects."""
+    return _is_object_array(value, min_items) or _is_object_map(value, min_items)
+
+
+def _collection_size(value: Any, min_items: int) -> int:
+    if _is_object_array(value, min_items):
+        return len(value)
+    if _is_object_map(value, min_items):
+        return len(flatten_map(value)[0])
+    return 0
+
+
 def find_object_array(value: Any, min_items: int = 3) -> tuple[str, ...] | None:
-    """Path to the largest array of objects: the root itself, or inside objects (4 levels deep)."""
+    """Path to the largest array (or keyed map) of objects: the root, or inside objects (4 deep)."""
     if _is_object_array(value, min_items):
         return ()
-    best: tuple[str, ...] | None = None
-    best_len = 0
+    best: tuple[str, ...] | None = () if _is_object_map(value, min_items) else None
+    best_len = _collection_size(value, min_items) if best is not None else 0
     frontier: list[tuple[tuple[str, ...], dict]] = [((), value)] if type(value) is dict else []
     for _ in range(4):
         nxt: list[tuple[tuple[str, ...], dict]] = []
         for path, obj in frontier:
             for key, v in obj.items():
-                if type(v) is dict:
+                size = _collection_size(v, min_items)
+                if size > best_len:
+                    best, best_len = path + (key,), size
+                elif type(v) is dict and size == 0:
                     nxt.append((path + (key,), v))
-                elif _is_object_array(v, min_items) and len(v) > best_len:
-                    best, best_len = path + (key,), len(v)
         frontier = nxt
     return best
+
+
+def elements(node: Any) -> tuple[list[dict], list[str] | None]:
+    """The objects of a found collection, and their labels when it is a keyed map."""
+    if type(node) is dict:
+        return flatten_map(node)
+    return node, None
 
 
 def get_path(value: Any, path: tuple[str, ...]) -> Any:
@@ -238,6 +299,42 @@ def _is_search(sample: str) -> bool:
     return headings >= 1 and numbered >= 3 and numbered + headings + seps >= 0.8 * total
 
 
+# `ls -l` entries: type and mode, links, owner [group], size, date, name.
+LS_RE = re.compile(
+    r"^([-dlcbpsD])[-rwxsStTlL]{9}\S*\s+\d+\s+(?:\S+\s+){1,2}(?:\d+,\s*)?[\d.,]+[KMGTPE]?\s+"
+    r"(?:[A-Z][a-z]{2}\s+\d{1,2}\s+(?:\d{4}|\d\d:\d\d)|\d{1,2}\s+[A-Z][a-z]{2}\s+(?:\d{4}|\d\d:\d\d)"
+    r"|\d{4}-\d\d-\d\d(?:\s+\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:\s+[+-]\d{4})?)?)\s(.+)$"
+)
+# `tree` entries: 4-character indent units, then a branch (Unicode, ASCII, or with NBSPs).
+TREE_RE = re.compile(
+    "^((?:\u2502\u00a0\u00a0 |\u2502   |\\|   |    |\u00a0\u00a0\u00a0 )*)"
+    "(?:\u251c\u2500\u2500[ \u00a0]|\u2514\u2500\u2500[ \u00a0]|\\|-- |`-- )(.+)$"
+)
+_FIND_LINE_RE = re.compile(r"^(?:\.|/|[^\s/:][^\t:]*/[^\t:]*|[^\s/:][^\t: ]*/?)$")
+
+
+def _is_listing(sample: str) -> bool:
+    lines = [ln for ln in sample.split("\n") if ln.strip()]
+    if len(lines) < 8:
+        return False
+    if sum(1 for ln in lines if TREE_RE.match(ln)) >= 0.7 * len(lines):
+        return True
+    ls = sum(1 for ln in lines if LS_RE.match(ln))
+    aux = sum(1 for ln in lines if ln.startswith("total ") or (ln.endswith(":") and " " not in ln))
+    if ls >= 0.6 * len(lines) and ls + aux >= 0.9 * len(lines):
+        return True
+    return _is_find(lines)
+
+
+def _is_find(lines: list[str]) -> bool:
+    """One path per line, nearly all with a "/", sharing their first component (no URLs)."""
+    paths = [ln for ln in lines if _FIND_LINE_RE.match(ln) and "://" not in ln and ln.count(" ") <= 1]
+    if len(paths) < 0.9 * len(lines) or sum(1 for p in paths if "/" in p) < 0.8 * len(lines):
+        return False
+    first = Counter(p.split("/", 1)[0] for p in paths).most_common(1)[0][1]
+    return first >= 0.5 * len(paths) and len(set(paths)) >= 0.95 * len(paths)
+
+
 _LOG_SIGNAL_RE = re.compile(
     r"""(?mx)^(?:
       \[?\d{4}[-/]\d\d[-/]\d\d[T\ ]\d\d:\d\d(?::\d\d)?
@@ -260,7 +357,7 @@ _LOG_SIGNAL_RE = re.compile(
      |\ {2,}(?:Compiling|Checking|Finished|Running|Downloaded|Downloading|Fresh|Documenting
               |Installing|Updating|Locking|Adding|Blocking|Packaging|Verifying|Uploading)\ \S
      |(?:error|warning)(?:\[\w+\])?:[ ]
-     |\ +-->\ \S+:\d+:\d+
+     |\ +-->\ \S+:\d+:\d+|-->\ \S+:\d+:\d+|[A-Z]{1,5}\d{2,4}(?:\[\*\])?\ \S(?=[^\n]*\n[\ \t]*-->\ )
      |test\ result:\ |test\ \S+\ \.\.\.\ (?:ok|FAILED|ignored)
      |===\ RUN\ |---\ (?:PASS|FAIL|SKIP):|ok[\ \t]+\S+[\ \t]+[\d.]+s|FAIL[\ \t]+\S+[\ \t]+[\d.]+s
      |PASS[\ \t]*$|FAIL[\ \t]*$
@@ -349,6 +446,8 @@ def _detect(text: str, min_items: int) -> Detection:
         return Detection("diff")
     if _is_search(sample):
         return Detection("search")
+    if _is_listing(sample):
+        return Detection("listing")
     if _is_log(sample):
         return Detection("log")
     return TEXT

@@ -1,19 +1,18 @@
-"""JSON arrays of objects (API responses): a lossless table when that is enough, else a digest.
-
-The table names the columns once and gives one JSON array per object, so nothing is lost. When it
-is still too large, the digest keeps every key (type, values or range, example), the first and last
-objects and the anomalous ones (error/status fields with non-ok values, numeric outliers) verbatim.
+"""JSON collections of objects (API responses, reports): a lossless table when that is enough, else
+a digest that names every key (type, values or range, example) and keeps every anomalous object,
+verbatim or, when they are many, as a table of their distinguishing fields. Nested ones too.
 """
 
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from . import marker
-from .detect import dumps, get_path
-from .marker import Rewrite
+from .detect import dumps, elements, get_path, is_collection
+from .json_anomalies import find as anomalies_of
+from .json_anomalies import key_kind, short
+from .marker import Compressed
 from .tokens import count_tokens, saves_enough
 
 if TYPE_CHECKING:
@@ -22,28 +21,18 @@ if TYPE_CHECKING:
 _MAX_FLATTEN_DEPTH = 3
 _MAX_SCHEMA_DEPTH = 4
 _EXAMPLE_CHARS = 60
-
-_ERROR_KEYS = frozenset({
-    "error", "errors", "err", "exception", "exceptions", "failure", "failures", "fault", "faults",
-    "error_message", "errormessage", "error_code", "errorcode", "error_details", "stderr",
+_CELL_CHARS = 120  # a compact-table cell longer than this is cut (the full object is retrievable)
+_CONTAINER_CHARS = 1500  # an enclosing object larger than this has its own arrays digested
+_MAX_VALUES = 12  # distinct string values counted per key before only an example is shown
+_MAX_CODES = 150  # the same for rule/code/status keys: which rules fired, and how often, is a fact
+_IDENT_KEYS = frozenset({
+    "id", "name", "nodeid", "node_id", "title", "key", "path", "filename", "file", "test_id",
+    "check_id", "test_name", "code", "rule", "rule_id", "lineno", "line", "line_number", "row",
+    "package", "module", "version",
 })
-_TRUE_IS_BAD = frozenset({
-    "failed", "fail", "is_error", "iserror", "has_error", "haserror", "has_errors", "timed_out",
-    "timedout", "crashed", "aborted", "is_failure", "flaky",
+_MESSAGE_KEYS = frozenset({
+    "message", "msg", "reason", "issue_text", "description", "detail", "summary", "error", "text",
 })
-_FALSE_IS_BAD = frozenset({"success", "ok", "passed", "succeeded", "healthy", "valid", "is_success"})
-_STATUS_KEYS = frozenset({
-    "status", "state", "level", "severity", "conclusion", "result", "outcome", "health",
-    "status_code", "statuscode", "http_status", "httpstatus", "loglevel", "log_level",
-})
-_BAD_VALUES = frozenset({
-    "error", "errored", "errors", "err", "failed", "failure", "fail", "failing", "fatal", "critical",
-    "crit", "crashed", "crash", "timeout", "timed_out", "timedout", "cancelled", "canceled",
-    "aborted", "rejected", "invalid", "unhealthy", "down", "degraded", "warning", "warn",
-    "action_required", "startup_failure", "exception", "panic", "broken", "denied",
-    "unauthorized", "forbidden", "emergency", "alert", "dead", "killed", "oomkilled",
-})
-
 
 def path_label(path: tuple[str, ...]) -> str:
     """("data", "items") -> "$.data.items"; odd keys are quoted."""
@@ -117,7 +106,7 @@ def render_table(
 
 
 class _Stat:
-    __slots__ = ("count", "types", "example", "lo", "hi", "values", "overflow")
+    __slots__ = ("count", "types", "example", "lo", "hi", "values", "overflow", "limit")
 
     def __init__(self) -> None:
         self.count = 0
@@ -127,6 +116,7 @@ class _Stat:
         self.hi: Any = None
         self.values: dict[str, int] = {}
         self.overflow = False
+        self.limit = _MAX_VALUES
 
 
 _TYPE_NAMES = {str: "str", bool: "bool", int: "int", float: "float", type(None): "null",
@@ -141,6 +131,8 @@ def _walk(obj: dict, prefix: str, stats: dict[str, _Stat], depth: int) -> None:
         st = stats.get(name)
         if st is None:
             st = stats[name] = _Stat()
+            if key_kind(key) in ("rare", "status"):
+                st.limit = _MAX_CODES
         st.count += 1
         t = type(v)
         tn = _TYPE_NAMES.get(t) or t.__name__
@@ -155,7 +147,7 @@ def _walk(obj: dict, prefix: str, stats: dict[str, _Stat], depth: int) -> None:
             if not st.overflow:
                 values = st.values
                 values[v] = values.get(v, 0) + 1
-                if len(values) > 6:
+                if len(values) > st.limit:
                     st.overflow = True
                     st.values = {}
             if st.example is None and v:
@@ -175,133 +167,35 @@ def _walk(obj: dict, prefix: str, stats: dict[str, _Stat], depth: int) -> None:
                         _walk(el, name + "[]", stats, depth + 1)
 
 
-def _short(v: Any) -> str:
-    s = dumps(v)
-    return s if len(s) <= _EXAMPLE_CHARS else s[: _EXAMPLE_CHARS - 1] + "…"
+def _stat_line(name: str, st: _Stat, n: int) -> str:
+    types = " | ".join((f"{t} ×{c}" if len(st.types) > 1 else t) for t, c in st.types.items())
+    parts = []
+    if "." not in name and "[]" not in name and st.count < n:
+        parts.append(f"in {st.count} of {n}")
+    if st.lo is not None:
+        parts.append(f"{dumps(st.lo)}..{dumps(st.hi)}" if st.lo != st.hi else f"always {dumps(st.lo)}")
+    listable = len(st.values) <= max(_MAX_VALUES, st.count // 2)  # not a column of identifiers
+    if st.values and not st.overflow and listable and (st.count >= 8 or "bool" in st.types):
+        shown = sorted(st.values.items(), key=lambda kv: -kv[1])
+        parts.append(", ".join(
+            (k if "bool" in st.types and k in ("true", "false") else short(k)) + f" ×{c}" for k, c in shown
+        ))
+    elif st.example is not None:
+        parts.append(f"e.g. {short(st.example)}")
+    return f"  {name}: {types}" + ("; " + ", ".join(parts) if parts else "")
 
 
 def schema_lines(items: list[dict], max_keys: int) -> tuple[list[str], int]:
-    """Lines describing every key path, and how many key paths there are."""
+    """Lines describing every key path (past `max_keys`, the rest are named without figures)."""
     stats: dict[str, _Stat] = {}
     for it in items:
         _walk(it, "", stats, 1)
     n = len(items)
-    lines = []
-    for i, (name, st) in enumerate(stats.items()):
-        if i >= max_keys:
-            lines.append(f"  … {marker.plural(len(stats) - max_keys, 'more key')} (see full output)")
-            break
-        types = " | ".join(
-            (f"{t} ×{c}" if len(st.types) > 1 else t) for t, c in st.types.items()
-        )
-        parts = [f"  {name}: {types}"]
-        if "." not in name and "[]" not in name and st.count < n:
-            parts.append(f"in {marker.n(st.count)} of {marker.n(n)}")
-        if st.lo is not None:
-            parts.append(f"{dumps(st.lo)}..{dumps(st.hi)}" if st.lo != st.hi else f"always {dumps(st.lo)}")
-        if st.values and not st.overflow and (st.count >= 8 or "bool" in st.types):
-            shown = sorted(st.values.items(), key=lambda kv: -kv[1])
-            vals = ", ".join(
-                (k if "bool" in st.types and k in ("true", "false") else _short(k)) + f" ×{c}"
-                for k, c in shown
-            )
-            parts.append(vals)
-        elif st.example is not None:
-            parts.append(f"e.g. {_short(st.example)}")
-        lines.append(", ".join(parts[:1]) + ("; " + ", ".join(parts[1:]) if parts[1:] else ""))
-    return lines, len(stats)
-
-
-@lru_cache(maxsize=4096)
-def _key_kind(key: str) -> str | None:
-    """Which rule makes a key's value anomalous: "error", "true", "false", "status", "http" or None."""
-    k = key.lower().replace("-", "_")
-    if k in _ERROR_KEYS:
-        return "error"
-    if k in _TRUE_IS_BAD:
-        return "true"
-    if k in _FALSE_IS_BAD:
-        return "false"
-    if k in ("status", "status_code", "statuscode", "http_status", "httpstatus"):
-        return "http"
-    if k in _STATUS_KEYS:
-        return "status"
-    return None
-
-
-def _bad_value(key: str, v: Any) -> bool:
-    kind = _key_kind(key)
-    if kind is None:
-        return False
-    if kind == "error":
-        return v not in (None, False, "", 0) and v != [] and v != {}
-    if kind == "true":
-        return v is True or (type(v) is str and v.lower() == "true")
-    if kind == "false":
-        return v is False or (type(v) is str and v.lower() == "false")
-    if type(v) is str:
-        return v.strip().lower() in _BAD_VALUES
-    return kind == "http" and type(v) is int and 400 <= v <= 599
-
-
-def _error_reason(item: dict, paths: list[tuple[str, ...]]) -> str | None:
-    """The first anomalous value among `paths` (keys with an anomaly rule, 1-2 levels deep)."""
-    for path in paths:
-        v: Any = item
-        for key in path:
-            if type(v) is not dict or key not in v:
-                break
-            v = v[key]
-        else:
-            if _bad_value(path[-1], v):
-                return f"{'.'.join(path)}: {_short(v)}"
-    return None
-
-
-def _rule_paths(items: list[dict]) -> list[tuple[str, ...]]:
-    """Key paths (top level and one object down) whose last key has an anomaly rule."""
-    top: dict[str, None] = {}
-    nested: dict[tuple[str, str], None] = {}
-    for it in items:
-        for key, v in it.items():
-            if key not in top:
-                top[key] = None
-            if type(v) is dict:
-                for k2 in v:
-                    if (key, k2) not in nested:
-                        nested[(key, k2)] = None
-    paths: list[tuple[str, ...]] = [(k,) for k in top if _key_kind(k)]
-    paths += [p for p in nested if _key_kind(p[1])]
-    return paths
-
-
-def _outliers(items: list[dict]) -> dict[int, str]:
-    """Index -> reason for values far outside their column (robust z-score over median/MAD)."""
-    out: dict[int, str] = {}
-    first = items[0]
-    keys = [k for k, v in first.items() if type(v) in (int, float)]
-    n = len(items)
-    for key in keys:
-        col = [(i, it.get(key)) for i, it in enumerate(items)]
-        nums = [(i, v) for i, v in col if type(v) in (int, float)]
-        if len(nums) < 8:
-            continue
-        vals = sorted(v for _, v in nums)
-        med = vals[len(vals) // 2]
-        devs = sorted(abs(v - med) for v in vals)
-        mad = devs[len(devs) // 2]
-        if mad > 0:
-            limit = 6 * 1.4826 * mad
-            hits = [(i, v) for i, v in nums if abs(v - med) > limit]
-        else:
-            hits = [(i, v) for i, v in nums if v != med]
-            if len(hits) > max(1, n // 100):
-                continue
-        if len(hits) > max(2, n // 20):
-            continue  # not outliers: a second population
-        for i, v in hits:
-            out.setdefault(i, f"{key}: {dumps(v)}, median {dumps(med)}")
-    return out
+    names = list(stats)
+    lines = [_stat_line(name, stats[name], n) for name in names[:max_keys]]
+    if len(names) > max_keys:
+        lines.append(f"  {len(names) - max_keys} more keys, named only: " + ", ".join(names[max_keys:]))
+    return lines, len(names)
 
 
 def _ranges(indices: list[int]) -> str:
@@ -320,66 +214,135 @@ def _ranges(indices: list[int]) -> str:
     return ", ".join(parts)
 
 
-def digest(
-    items: list[dict], label: str, container: str | None, policy: CompressPolicy, ref: str
-) -> Rewrite:
+def _flat_scalars(obj: dict, prefix: str = "", depth: int = 1) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in obj.items():
+        name = f"{prefix}.{k}" if prefix else k
+        if type(v) is dict and depth < 3:
+            out.update(_flat_scalars(v, name, depth + 1))
+        elif type(v) not in (dict, list):
+            out[name] = v
+    return out
+
+
+def _compact_columns(rows: list[dict[str, Any]], reasons: list[str]) -> list[str]:
+    """The distinguishing fields: identifiers, the fields that made an object anomalous, messages."""
+    present: dict[str, None] = {}
+    for r in rows:
+        present.update(dict.fromkeys(r))
+    why = {r.split(":", 1)[0] for r in reasons}
+    ident = [c for c in present if c.rsplit(".", 1)[-1].lower() in _IDENT_KEYS]
+    rule = [c for c in present if c in why and c not in ident]
+    msg = [c for c in present if c.rsplit(".", 1)[-1].lower() in _MESSAGE_KEYS and c not in ident + rule]
+    return (ident[:4] + rule[:4] + msg[:3])[:10]
+
+
+def _cell(v: Any) -> Any:
+    return v[: _CELL_CHARS - 1] + "…" if type(v) is str and len(v) > _CELL_CHARS else v
+
+
+def _compact_rows(items: list[dict], anomalies: dict[int, str], labels: list[str] | None) -> list[str]:
+    flat = {i: _flat_scalars(items[i]) for i in anomalies}
+    cols = _compact_columns(list(flat.values()), list(anomalies.values()))
+    out = [f"Anomalous objects as a table (#index, then {dumps(cols)}; reason):"]
+    for i, reason in anomalies.items():
+        row = [_cell(flat[i].get(c)) for c in cols]
+        label = f" ({labels[i]})" if labels else ""
+        out.append(f"#{i}{label} {dumps(row)}; {reason}")
+    return out
+
+
+def _verbatim_rows(items: list[dict], kept: list[int], anomalies: dict[int, str],
+                   labels: list[str] | None) -> list[str]:
+    out = ["Kept objects, verbatim (#index):"]
+    for i in kept:
+        note = [labels[i]] if labels else []
+        if i in anomalies:
+            note.append(anomalies[i])
+        out.append(f"#{i}{' (' + '; '.join(note) + ')' if note else ''} {dumps(items[i])}")
+    return out
+
+
+def _kept_section(items: list[dict], anomalies: dict[int, str], labels: list[str] | None,
+                  policy: CompressPolicy) -> tuple[list[str], list[int]]:
+    """Every anomaly: verbatim while that is small, else a compact table. Plus first and last."""
     n = len(items)
-    errors = []
-    paths = _rule_paths(items)
-    if paths:
-        for i, it in enumerate(items):
-            reason = _error_reason(it, paths)
-            if reason:
-                errors.append((i, reason))
-    outliers = _outliers(items)
-    budget = max(0, policy.json_max_anomalies)
-    anomalies: dict[int, str] = {}
-    for i, reason in errors[:budget]:
-        anomalies[i] = reason
-    for i, reason in outliers.items():
-        if len(anomalies) >= budget:
-            break
-        anomalies.setdefault(i, reason + " (outlier)")
-    kept = sorted({0, n - 1, *anomalies})
-    omitted_idx = [i for i in range(n) if i not in anomalies and i != 0 and i != n - 1]
-    n_anom = sum(1 for i in kept if i in anomalies)
-    n_anom_all = len({i for i, _ in errors} | set(outliers))
+    ends = sorted({0, n - 1} - set(anomalies))
+    size = sum(len(dumps(items[i])) for i in anomalies)
+    if size <= policy.json_verbatim_anomaly_chars:
+        kept = sorted({*ends, *anomalies})
+        return _verbatim_rows(items, kept, anomalies, labels), kept
+    ends = [i for i in ends if len(dumps(items[i])) <= policy.json_verbatim_anomaly_chars // 4]
+    lines = _verbatim_rows(items, ends, {}, labels) if ends else []
+    return lines + _compact_rows(items, anomalies, labels), sorted({*ends, *anomalies})
 
-    why = ["first", "last"] if n > 1 else ["first"]
-    if n_anom:
-        why.append(f"{n_anom} anomalous")
-    if n_anom_all > n_anom:
-        why.append(f"{n_anom_all - n_anom} more anomalous not shown")
-    max_keys = max(1, policy.json_max_schema_keys)
-    schema, n_keys = schema_lines(items, max_keys)
-    keys = f"all {marker.plural(n_keys, 'key')}" if n_keys <= max_keys else f"{max_keys} of {n_keys} keys"
 
-    out = [
-        f"{label}: JSON array of {marker.n(n)} objects, digested. Kept {len(kept)} verbatim "
-        f"({', '.join(why)}); {marker.n(len(omitted_idx))} omitted.",
-    ]
+def digest(items: list[dict], label: str, container: str | None, policy: CompressPolicy, ref: str,
+           labels: list[str] | None = None, nested: list[str] | None = None) -> Compressed:
+    n = len(items)
+    anomalies = anomalies_of(items)
+    kept_lines, kept = _kept_section(items, anomalies, labels, policy)
+    kept_set = set(kept)
+    omitted_idx = [i for i in range(n) if i not in kept_set]
+    schema, n_keys = schema_lines(items, max(1, policy.json_max_schema_keys))
+    what = f"{marker.plural(len(anomalies), 'anomalous object')}, all kept"
+    out = [f"{label}: JSON {'map' if labels else 'array'} of {n} objects, digested: {what}; "
+           f"{len(omitted_idx)} others omitted."]
+    if labels:
+        out.append("Objects are labelled by their key path (a > b = entry b nested in entry a).")
     if container is not None:
         out.append(f"Enclosing object: {container}")
-    out.append(f"Keys ({keys}; type; values ×count, range or example, over all {marker.n(n)} objects):")
+    out.append(f"Keys (all {n_keys}; type; values ×count, range or example, over all {n} objects):")
     out.extend(schema)
-    out.append("Kept objects, verbatim (#index):")
-    for i in kept:
-        note = f" ({anomalies[i]})" if i in anomalies else ""
-        out.append(f"#{i}{note} {dumps(items[i])}")
+    out.extend(kept_lines)
     if omitted_idx:
         out.append(f"Omitted objects: {_ranges(omitted_idx)}.")
+    out.extend(nested or ())
     mark = marker.make(
-        f"kept {len(kept)} of {marker.plural(n, 'item')} ({', '.join(why)}) and {keys}",
-        f"{marker.plural(len(omitted_idx), 'item')} omitted",
-        ref,
-    )
-    omitted = f"{marker.n(len(omitted_idx))} of {marker.plural(n, 'item')}"
-    return Rewrite(marker.append("\n".join(out), mark), omitted)
+        f"kept {len(kept)} of {marker.plural(n, 'item')} ({len(anomalies)} anomalous) and all {n_keys} keys",
+        f"{marker.plural(len(omitted_idx), 'item')} omitted", ref)
+    needles = (*(f"#{i} " for i in anomalies), *_all_keys(items))
+    return Compressed(marker.append("\n".join(out), mark), f"{len(omitted_idx)} of {marker.plural(n, 'item')}",
+                      needles=needles)
+
+
+def _all_keys(items: list[dict]) -> list[str]:
+    keys: dict[str, None] = {}
+    for it in items:
+        keys.update(dict.fromkeys(it))
+    return list(keys)
+
+
+def _nested_digests(value: Any, path: tuple[str, ...], policy: CompressPolicy) -> tuple[str, list[str]]:
+    """The enclosing object, with its other large collections of objects digested below it."""
+    n = len(elements(get_path(value, path))[0])
+    container = _replace_at(value, path, f"<{n} objects, below>")
+    text = dumps(container)
+    if len(text) <= _CONTAINER_CHARS:
+        return text, []
+    sections: list[str] = []
+    container = _digest_inside(container, "$", policy, sections)
+    return dumps(container), sections
+
+
+def _digest_inside(node: Any, label: str, policy: CompressPolicy, sections: list[str]) -> Any:
+    """`node` with each large collection of objects in it replaced by a note; digests go to `sections`."""
+    if type(node) not in (dict, list) or len(dumps(node)) <= _CONTAINER_CHARS // 2:
+        return node
+    if is_collection(node, max(1, policy.json_min_items)):
+        items, labels = elements(node)
+        sub = digest(items, label, None, policy, "", labels)
+        sections.extend(["", *sub.text.split("\n")[:-1]])
+        return f"<{len(items)} objects, digested below as {label}>"
+    if type(node) is list:
+        return [_digest_inside(v, f"{label}[{i}]", policy, sections) for i, v in enumerate(node)]
+    return {k: _digest_inside(v, path_label((k,)).replace("$", label, 1), policy, sections)
+            for k, v in node.items()}
 
 
 def lossless(
     items: list[dict], label: str, container: str | None, ref: str, max_chars: int | None = None
-) -> Rewrite | None:
+) -> Compressed | None:
     cols = table_columns(items)
     if cols is None:
         return None
@@ -399,20 +362,21 @@ def lossless(
     mark = marker.make(
         f"{marker.plural(n, 'item')} as a lossless table (keys listed once)", "nothing omitted", ref
     )
-    return Rewrite(marker.append("\n".join(out), mark), "")
+    return Compressed(marker.append("\n".join(out), mark), "")
 
 
 def compress_json(
     value: Any, path: tuple[str, ...], policy: CompressPolicy, ref: str, tokens_before: int
-) -> Rewrite | None:
-    items = get_path(value, path)
-    n = len(items)
+) -> Compressed | None:
+    items, labels = elements(get_path(value, path))
     label = path_label(path)
-    container = dumps(_replace_at(value, path, f"<{n} objects, below>")) if path else None
+    container, nested = _nested_digests(value, path, policy) if path else (None, [])
 
     # Tokenizing is the expensive part: a table too long even at 5 characters per token (JSON
     # tables average under 3) cannot be under the lossless budget, so it is not even finished.
-    table = lossless(items, label, container, ref, max_chars=5 * policy.json_lossless_max_tokens)
+    table = None
+    if labels is None and not nested:
+        table = lossless(items, label, container, ref, max_chars=5 * policy.json_lossless_max_tokens)
     table_tokens = None
     if table is not None:
         table_tokens = count_tokens(table.text)
@@ -420,8 +384,8 @@ def compress_json(
             tokens_before, table_tokens, policy.min_saving_ratio, policy.min_saving_tokens
         ):
             return table._replace(tokens=table_tokens)
-    lossy = digest(items, label, container, policy, ref)
+    lossy = digest(items, label, container, policy, ref, labels, nested)
     lossy_tokens = count_tokens(lossy.text)
-    if table_tokens is not None and table_tokens <= lossy_tokens:
-        return table._replace(tokens=table_tokens)  # type: ignore[union-attr]
+    if table is not None and table_tokens is not None and table_tokens <= lossy_tokens:
+        return table._replace(tokens=table_tokens)
     return lossy._replace(tokens=lossy_tokens)

@@ -1,8 +1,8 @@
 """Build and test logs: keep what an agent acts on, collapse the noise, mark every elision.
 
-Kept verbatim and in order: errors, failures, warnings and tracebacks with their context, summary
-lines, head and tail. Runs of repeated lines (also ones differing only in numbers) collapse to one
-line with a count; everything else becomes `… N lines omitted …`.
+Kept verbatim and in order: every error, failure and traceback line and every summary line (never
+capped), warnings and diagnostic blocks with their context, head and tail. Runs of repeated lines
+collapse to one line with a count; everything else becomes `… N lines omitted …`.
 """
 
 from __future__ import annotations
@@ -13,19 +13,19 @@ from itertools import accumulate, islice
 from typing import TYPE_CHECKING
 
 from . import marker
-from .marker import Rewrite
+from .marker import Compressed
 
 if TYPE_CHECKING:
     from . import CompressPolicy
 
-ERR, WARN, SUM, TB = 1, 2, 4, 8
+ERR, WARN, SUM, TB, LINT = 1, 2, 4, 8, 16  # LINT: a linter's diagnostic and its location
 
 # Needles located with str.find (C speed) before any regex runs: a 1 MB log must cost
 # milliseconds. Lower-case needles are searched in the lower-cased text, the others as written
 # (so pytest's thousands of "PASSED" lines are not candidates for the "N passed" summary).
 # A needle starting with "\n" matches at a line start.
 _LOW_NEEDLES = (
-    "error", "fail", "warn", "panic", "fatal", "exception", "critical", "segmentation fault",
+    "error", "fail", "warn", "panic", "fatal", "exception", "critical", "segmentation fault", "traceback",
     "killed", "aborted", "denied", "not found", "cannot", "could", "unable to",
     "undefined reference", "deprecat", "timed out", "exit",
 )
@@ -40,7 +40,8 @@ _RAW_NEEDLES = (" passed",)
 # Verifiers start with literal alternatives (cheap to scan for); word boundaries are checked by
 # hand. "Error"/"Exception"/"Warning" may end a CamelCase name (ValueError, DeprecationWarning).
 _ERR_WORDS_RE = re.compile(
-    r"(?:error|ERROR|Error|ERR!|FAIL|FAILED|FAILURE|Fail|Failed|failed|failure|Failure|fail"
+    r"(?:errors|Errors|ERRORS|failures|Failures|FAILURES|fails|traceback|TRACEBACK"
+    r"|error|ERROR|Error|ERR!|FAIL|FAILED|FAILURE|Fail|Failed|failed|failure|Failure|fail"
     r"|panic|panicked|PANIC|fatal|Fatal|FATAL|CRITICAL|Critical|Exception|exception|Traceback"
     r"|Segmentation fault|core dumped|Killed|Aborted|denied|not found|cannot|Cannot|could not"
     r"|Could not|couldn't|unable to|Unable to|undefined reference|timed out|Timeout)(?![A-Za-z0-9_])"
@@ -76,7 +77,7 @@ _TB_RE = re.compile(r"^\s*Traceback \(most recent call last\):")
 # Lines that continue a diagnostic block: indented frames and source excerpts, rustc/gcc gutters.
 _CONT_RE = re.compile(r"^(?:[ \t]+\S|\d+\s*\||\|[ \t]|=[ \t]|\^|~|-->|Caused by|\.\.\. \d+ more)")
 
-_NO_DIGITS = str.maketrans("", "", "0123456789")
+_DIGITS = b"0123456789"
 _NOT_1 = re.compile(b"[^\x01]")
 _NOT_0 = re.compile(b"[^\x00]")
 
@@ -123,7 +124,28 @@ def classify(body: str, lines: list[str]) -> dict[int, int]:
             f |= TB | ERR
         if f:
             flags[idx] = f
-    return flags
+    for idx in _lint_lines(body, starts):
+        flags[idx] = flags.get(idx, 0) | LINT
+    return dict(sorted(flags.items()))
+
+
+# A linter's diagnostic ("E501 line too long", "D205 1 blank line required") and, on the next
+# line, its location ("  --> src/a.py:6:1"): each one is a fact, its code frame is not.
+_LINT_HEAD_RE = re.compile(r"[A-Z]{1,5}\d{2,4}(?:\[\*\])? \S")
+_LINT_LOC_RE = re.compile(r"[ \t]*--> \S+:\d+")
+
+
+def _lint_lines(body: str, starts: list[int]) -> list[int]:
+    # Anchored on the rare "--> " (found at C speed), then both lines are checked.
+    out = []
+    i = body.find("--> ")
+    while i >= 0:
+        idx = bisect_right(starts, i) - 1
+        loc = body[starts[idx]:starts[idx + 1] - 1] if idx + 1 < len(starts) else body[starts[idx]:]
+        if idx > 0 and _LINT_LOC_RE.match(loc) and _LINT_HEAD_RE.match(body, starts[idx - 1]):
+            out += [idx - 1, idx]
+        i = body.find("--> ", starts[idx + 1]) if idx + 1 < len(starts) else -1
+    return out
 
 
 def _block_end(lines: list[str], idx: int, is_tb: bool, limit: int) -> int:
@@ -142,11 +164,12 @@ def _repeat_runs(body: str, lines: list[str], min_repeat: int) -> list[tuple[int
     """(start, end, identical) for runs of lines equal once digits are ignored."""
     n = len(lines)
     # Deleting digits makes lines that differ only in numbers (counters, timings, percentages) equal.
-    norm = body.translate(_NO_DIGITS)
-    nlines = norm.split("\n")
+    # On bytes: str.translate is a slow per-character loop as soon as the text is not ASCII.
+    norm = body.encode("utf-8", "surrogatepass").translate(None, _DIGITS)
+    nlines = norm.split(b"\n")
     if len(nlines) != n:
         return []
-    breaks = [i for i, same in enumerate(map(str.__eq__, nlines, islice(nlines, 1, None))) if not same]
+    breaks = [i for i, same in enumerate(map(bytes.__eq__, nlines, islice(nlines, 1, None))) if not same]
     runs = []
     prev = -1
     breaks.append(n - 1)
@@ -171,46 +194,40 @@ def _all_equal(lines: list[str], s: int, e: int) -> bool:
     return all(x == first for x in islice(lines, s + 1, e))
 
 
-def compress_log(text: str, policy: CompressPolicy, ref: str) -> Rewrite | None:
-    """The rewritten log, or None when nothing would be omitted."""
-    body = text[:-1] if text.endswith("\n") else text
-    lines = body.split("\n")
-    n = len(lines)
-    if n < 3:
-        return None
-    flags = classify(body, lines)
-    ctx = max(0, policy.log_context_lines)
-    block_cap = max(2, policy.log_max_block_lines)
+def _mark_block(keep: bytearray, lines: list[str], i: int, is_tb: bool, ctx: int, cap: int) -> None:
+    """Keep a diagnostic block with its context; a block longer than `cap` keeps its two ends."""
+    end = _block_end(lines, i, is_tb, cap)
+    if end - i + 1 > cap:
+        half = cap // 2  # the innermost frames matter most: keep the start and the end
+        _mark(keep, i - ctx, i + half)
+        _mark(keep, end - half + 1, end + ctx + 1)
+    else:
+        _mark(keep, i - ctx, end + ctx + 1)
 
+
+def select(lines: list[str], flags: dict[int, int], policy: CompressPolicy) -> tuple[bytearray, list[int]]:
+    """Lines to keep (1) and the warnings dropped by the cap. Every error and summary line is kept."""
+    n = len(lines)
     keep = bytearray(n)
     _mark(keep, 0, policy.log_head_lines)
     _mark(keep, n - max(0, policy.log_tail_lines), n)
-    head = min(n, max(0, policy.log_head_lines))
-    tail = min(n, max(0, policy.log_tail_lines))
-
+    ctx = max(0, policy.log_context_lines)
+    cap = max(2, policy.log_max_block_lines)
     errs = [i for i, f in flags.items() if f & ERR]
     warns = [i for i, f in flags.items() if f & WARN and not f & ERR]
-    sums = [i for i, f in flags.items() if f & SUM and not f & (ERR | WARN)]
-    # Cap diagnostics: errors before warnings; of too many errors keep the first and last ones.
-    cap = max(1, policy.log_max_flagged_lines)
-    if len(errs) > cap:
-        chosen_errs = errs[: cap - cap // 2] + errs[len(errs) - cap // 2:]
-        chosen_warns: list[int] = []
-    else:
-        chosen_errs = errs
-        chosen_warns = warns[: cap - len(errs)]
-    for i in sums:
-        keep[i] = 1
-    for i in sorted(chosen_errs + chosen_warns):
-        end = _block_end(lines, i, bool(flags[i] & TB), block_cap)
-        if end - i + 1 > block_cap:
-            # Keep the start and the end of a long block (the innermost frames matter most).
-            half = block_cap // 2
-            _mark(keep, i - ctx, i + half)
-            _mark(keep, end - half + 1, end + ctx + 1)
-        else:
-            _mark(keep, i - ctx, end + ctx + 1)
+    # Errors are facts and never capped; warnings share what is left of the flagged-line budget.
+    chosen_warns = warns[: max(0, policy.log_max_flagged_lines - len(errs))]
+    for i in sorted(errs + chosen_warns):
+        _mark_block(keep, lines, i, bool(flags[i] & TB), ctx, cap)
+    for i, f in flags.items():
+        if f & (ERR | SUM | LINT):
+            keep[i] = 1  # whatever a block cut, the flagged line itself stays
+    return keep, warns[len(chosen_warns):]
 
+
+def collapse_runs(body: str, lines: list[str], keep: bytearray, flags: dict[int, int],
+                  policy: CompressPolicy) -> dict[int, tuple[int, bool]]:
+    """Mark runs of repeated lines (2 in `keep`); start -> (end, identical)."""
     runs_at: dict[int, tuple[int, bool]] = {}
     for s, e, identical in _repeat_runs(body, lines, max(2, policy.log_min_repeat)):
         if not identical:
@@ -222,12 +239,15 @@ def compress_log(text: str, policy: CompressPolicy, ref: str) -> Rewrite | None:
             continue
         keep[s:e] = b"\x02" * (e - s)
         runs_at[s] = (e, identical)
+    return runs_at
 
-    dropped_errs = sorted(set(errs) - set(chosen_errs))
-    dropped_warns = sorted(set(warns) - set(chosen_warns))
 
+def render(lines: list[str], keep: bytearray, runs_at: dict[int, tuple[int, bool]],
+           dropped_warns: list[int]) -> tuple[list[str], int, int, int]:
+    """(output lines, shown, collapsed, elided)."""
     out: list[str] = []
     shown = collapsed = elided = 0
+    n = len(lines)
     i = 0
     while i < n:
         v = keep[i]
@@ -243,7 +263,7 @@ def compress_log(text: str, policy: CompressPolicy, ref: str) -> Rewrite | None:
                 out.append(lines[i])
                 shown += 1
             else:
-                out.append(_elision(j - i, dropped_errs, dropped_warns, i, j))
+                out.append(_elision(j - i, dropped_warns, i, j))
                 elided += j - i
         else:
             j, identical = runs_at[i]
@@ -253,55 +273,51 @@ def compress_log(text: str, policy: CompressPolicy, ref: str) -> Rewrite | None:
                 shown += 1
                 collapsed += count - 1
             else:
-                out.append(lines[i])
-                out.append(f"… {count - 2} similar lines …")
-                out.append(lines[j - 1])
+                out.extend((lines[i], f"… {count - 2} similar lines …", lines[j - 1]))
                 shown += 2
                 collapsed += count - 2
         i = j
-    if shown >= n:
-        return None
+    return out, shown, collapsed, elided
 
-    reasons = []
+
+def _reasons(flags: dict[int, int], keep: bytearray, policy: CompressPolicy) -> str:
     kept_flags = 0
     for idx, f in flags.items():
         if keep[idx]:
             kept_flags |= f
-    if kept_flags & ERR:
-        reasons.append("errors")
-    if kept_flags & WARN:
-        reasons.append("warnings")
-    if kept_flags & SUM:
-        reasons.append("summary")
-    if head:
-        reasons.append("head")
-    if tail:
-        reasons.append("tail")
+    reasons = [word for bit, word in ((ERR, "errors"), (LINT, "diagnostics"), (WARN, "warnings"), (SUM, "summary"))
+               if kept_flags & bit]
+    reasons += [word for size, word in ((policy.log_head_lines, "head"), (policy.log_tail_lines, "tail"))
+                if size > 0]
+    return ", ".join(reasons) or "repeats collapsed"
+
+
+def compress_log(text: str, policy: CompressPolicy, ref: str) -> Compressed | None:
+    """The rewritten log, or None when nothing would be omitted."""
+    body = text[:-1] if text.endswith("\n") else text
+    lines = body.split("\n")
+    n = len(lines)
+    if n < 3:
+        return None
+    flags = classify(body, lines)
+    keep, dropped_warns = select(lines, flags, policy)
+    runs_at = collapse_runs(body, lines, keep, flags, policy)
+    out, shown, collapsed, _ = render(lines, keep, runs_at, dropped_warns)
+    if shown >= n:
+        return None
     omitted = n - shown
-    parts = []
-    if collapsed:
-        parts.append(f"{marker.n(collapsed)} collapsed as repeats")
-    if elided:
-        parts.append(f"{marker.n(elided)} elided")
-    detail = f" ({', '.join(parts)})" if parts else ""
+    detail = f" ({collapsed} collapsed as repeats)" if collapsed else ""  # the rest was elided
     mark = marker.make(
-        f"kept {marker.n(shown)} of {marker.plural(n, 'line')} ({', '.join(reasons) or 'repeats collapsed'})",
-        f"{marker.n(omitted)} omitted{detail}",
+        f"kept {shown} of {marker.plural(n, 'line')} ({_reasons(flags, keep, policy)})",
+        f"{omitted} omitted{detail}",
         ref,
     )
-    return Rewrite(
-        marker.append("\n".join(out), mark),
-        f"{marker.n(omitted)} of {marker.plural(n, 'line')}{detail}",
-    )
+    facts = tuple(lines[i] for i, f in flags.items() if f & (ERR | SUM | LINT))
+    return Compressed(marker.append("\n".join(out), mark), f"{omitted} of {marker.plural(n, 'line')}{detail}",
+                      facts=facts)
 
 
-def _elision(count: int, errs: list[int], warns: list[int], i: int, j: int) -> str:
-    extra = []
-    ne = bisect_left(errs, j) - bisect_left(errs, i) if errs else 0
+def _elision(count: int, warns: list[int], i: int, j: int) -> str:
     nw = bisect_left(warns, j) - bisect_left(warns, i) if warns else 0
-    if ne:
-        extra.append(marker.plural(ne, "error"))
-    if nw:
-        extra.append(marker.plural(nw, "warning"))
-    incl = f" (incl. {', '.join(extra)})" if extra else ""
+    incl = f" (incl. {marker.plural(nw, 'warning')})" if nw else ""
     return f"… {marker.plural(count, 'line')} omitted{incl} …"

@@ -1,4 +1,4 @@
-"""The marker that ends every rewrite: what was kept, what was omitted, where the original is.
+"""The marker that ends every rewrite: what was kept, what was omitted, how to fetch the original.
 
 Its exact shape is what makes compression idempotent: text whose last line is a marker was
 already rewritten by Headroom and is never rewritten again.
@@ -11,19 +11,27 @@ from typing import NamedTuple
 
 PREFIX = "[headroom: "
 _REF_SEP = "; full output: "
+# The retrieval endpoint's slice forms, named once so the model can fetch just what it needs.
+SLICES = "(slices: ?grep=RE&context=2, ?lines=A-B, ?head=N, ?tail=N)"
 
 
-class Rewrite(NamedTuple):
-    """A compressor's result: the new text (ending with the marker) and what it omitted."""
+class Compressed(NamedTuple):
+    """A compressor's result: the new text (ending with the marker) and what it omitted.
+
+    `facts` are lines of the original that must appear as lines of `text` (the faithfulness gate
+    checks them); `needles` are short strings that must appear anywhere in `text`.
+    """
 
     text: str
     omitted: str
     tokens: int | None = None  # count_tokens(text), when the compressor already knows it
+    facts: tuple[str, ...] = ()
+    needles: tuple[str, ...] = ()
 
 
 def make(kept: str, omitted: str, ref: str) -> str:
-    """`[headroom: <kept>; <omitted>; full output: <ref>]` (ref verbatim)."""
-    return f"{PREFIX}{kept}; {omitted}{_REF_SEP}{ref}]"
+    """`[headroom: <kept>; <omitted>; full output: curl -s '<ref>' (slices: ...)]` (ref verbatim)."""
+    return f"{PREFIX}{kept}; {omitted}{_REF_SEP}curl -s '{ref}' {SLICES}]"
 
 
 def append(body: str, marker: str) -> str:
@@ -31,6 +39,11 @@ def append(body: str, marker: str) -> str:
     if body and not body.endswith("\n"):
         body += "\n"
     return body + marker
+
+
+def last_line(text: str) -> str:
+    """The marker line of a compressed text."""
+    return text.rstrip().rsplit("\n", 1)[-1]
 
 
 def is_marked(text: str) -> bool:
@@ -52,10 +65,11 @@ def is_marked(text: str) -> bool:
 
 # What each compressor's marker starts with, so an already-compressed text still reports its kind.
 _KIND_PREFIXES = (
-    (re.compile(r"kept [\d,]+ of [\d,]+ lines? "), "log"),
-    (re.compile(r"kept [\d,]+ of [\d,]+ match(?:es)? "), "search"),
-    (re.compile(r"kept the headers of all "), "diff"),
-    (re.compile(r"(?:kept [\d,]+ of )?[\d,]+ items? "), "json"),
+    (re.compile(r"kept \d+ of \d+ lines? "), "log"),
+    (re.compile(r"kept \d+ of \d+ match(?:es)? "), "search"),
+    (re.compile(r"kept every header "), "diff"),
+    (re.compile(r"\d+ (?:director(?:y|ies)|entries|entry) "), "listing"),
+    (re.compile(r"(?:kept \d+ of )?\d+ items? "), "json"),
 )
 
 
@@ -71,10 +85,10 @@ def kind_of(text: str) -> str:
 
 
 def n(count: int) -> str:
-    """1203 -> "1,203"."""
-    return f"{count:,}"
+    """Counts are plain digits a reader can grep: 3004, never "3,004"."""
+    return str(count)
 
 
 def plural(count: int, word: str, words: str | None = None) -> str:
     """plural(1, "line") -> "1 line"; plural(3, "line") -> "3 lines"."""
-    return f"{count:,} {word if count == 1 else (words or word + 's')}"
+    return f"{count} {word if count == 1 else (words or word + 's')}"

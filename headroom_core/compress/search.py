@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from . import marker
 from .detect import SEARCH_FLAT_RE, SEARCH_NUM_RE, looks_like_path
-from .marker import Rewrite
+from .marker import Compressed
 
 if TYPE_CHECKING:
     from . import CompressPolicy
@@ -97,21 +97,11 @@ def _budgets(order: list[str], counts: dict[str, int], total: int, per_file: int
     return budget
 
 
-def compress_search(text: str, policy: CompressPolicy, ref: str) -> Rewrite | None:
-    entries = parse(text)
-    counts: dict[str, int] = {}
-    for e in entries:
-        if e.kind == MATCH:
-            counts[e.path] = counts.get(e.path, 0) + 1
-    if not counts:
-        return None
-    order = list(counts)
-    budget = _budgets(order, counts, policy.search_max_total, policy.search_max_per_file)
-
-    # Decide: a file's first `budget` matches stay; a context line stays with a kept match of
-    # its block, up to the block's first dropped match.
+def choose(entries: list[_Entry], budget: dict[str, int]) -> list[bool]:
+    """A file's first `budget` matches stay; a context line stays with a kept match of its block,
+    up to the block's first dropped match."""
     keep = [False] * len(entries)
-    used = dict.fromkeys(order, 0)
+    used = dict.fromkeys(budget, 0)
     has_kept: dict[int, bool] = {}
     first_drop: dict[int, int] = {}
     for idx, e in enumerate(entries):
@@ -125,72 +115,89 @@ def compress_search(text: str, policy: CompressPolicy, ref: str) -> Rewrite | No
     for idx, e in enumerate(entries):
         if e.kind == CTX:
             keep[idx] = has_kept.get(e.block, False) and idx < first_drop.get(e.block, len(entries))
+    return keep
 
-    out: list[str] = []
-    shown = ctx_dropped = 0
-    seg_path = ""
-    seg_dropped = 0
-    pending_sep = False
-    shown_in: dict[str, int] = {}
 
-    def close_segment() -> None:
-        nonlocal seg_dropped
-        if seg_path and seg_dropped:
-            if shown_in.get(seg_path):
-                what = marker.plural(seg_dropped, "more match", "more matches")
+class _Writer:
+    """Renders the kept entries; every run of dropped matches becomes a note naming its file."""
+
+    def __init__(self) -> None:
+        self.out: list[str] = []
+        self.shown = self.ctx_dropped = self.seg_dropped = 0
+        self.seg_path = ""
+        self.pending_sep = False
+        self.shown_in: dict[str, int] = {}
+
+    def close_segment(self) -> None:
+        if self.seg_path and self.seg_dropped:
+            more = "more " if self.shown_in.get(self.seg_path) else ""
+            what = marker.plural(self.seg_dropped, f"{more}match", f"{more}matches")
+            self.out.append(f"… {what} in {self.seg_path} omitted")
+        self.seg_dropped = 0
+
+    def hit(self, e: _Entry, kept: bool) -> None:
+        if e.path != self.seg_path:
+            self.close_segment()
+            self.seg_path = e.path
+        if not kept:
+            if e.kind == MATCH:
+                self.seg_dropped += 1
             else:
-                what = marker.plural(seg_dropped, "match", "matches")
-            out.append(f"… {what} in {seg_path} omitted")
-        seg_dropped = 0
+                self.ctx_dropped += 1
+            return
+        if e.kind == MATCH:
+            self.shown += 1
+            self.shown_in[e.path] = self.shown_in.get(e.path, 0) + 1
+        if self.pending_sep and self.out and self.out[-1] != "":
+            self.out.append("--")
+        self.pending_sep = False
+        self.out.append(e.line)
 
+    def other(self, e: _Entry) -> None:
+        if e.kind == SEP:
+            self.pending_sep = True
+            return
+        self.close_segment()
+        self.pending_sep = False
+        self.seg_path = e.path if e.kind == HEADING else ""
+        if e.kind != BLANK:
+            self.out.append(e.line)
+        elif self.out and self.out[-1] != "":
+            self.out.append("")
+
+
+def render(entries: list[_Entry], keep: list[bool]) -> _Writer:
+    w = _Writer()
     for idx, e in enumerate(entries):
         if e.kind in (MATCH, CTX):
-            if e.path != seg_path:
-                close_segment()
-                seg_path = e.path
-            if not keep[idx]:
-                if e.kind == MATCH:
-                    seg_dropped += 1
-                else:
-                    ctx_dropped += 1
-                continue
-            if e.kind == MATCH:
-                shown += 1
-                shown_in[e.path] = shown_in.get(e.path, 0) + 1
-            if pending_sep and out and out[-1] != "":
-                out.append("--")
-            pending_sep = False
-            out.append(e.line)
-        elif e.kind == SEP:
-            pending_sep = True
+            w.hit(e, keep[idx])
         else:
-            close_segment()
-            pending_sep = False
-            if e.kind == HEADING:
-                seg_path = e.path
-                out.append(e.line)
-            elif e.kind == BLANK:
-                seg_path = ""
-                if out and out[-1] != "":
-                    out.append("")
-            else:
-                seg_path = ""
-                out.append(e.line)
-    close_segment()
+            w.other(e)
+    w.close_segment()
+    while w.out and w.out[-1] == "":
+        w.out.pop()
+    return w
 
+
+def compress_search(text: str, policy: CompressPolicy, ref: str) -> Compressed | None:
+    entries = parse(text)
+    counts: dict[str, int] = {}
+    for e in entries:
+        if e.kind == MATCH:
+            counts[e.path] = counts.get(e.path, 0) + 1
+    if not counts:
+        return None
+    budget = _budgets(list(counts), counts, policy.search_max_total, policy.search_max_per_file)
+    w = render(entries, choose(entries, budget))
     total = sum(counts.values())
-    dropped = total - shown
-    if dropped == 0 and ctx_dropped == 0:
+    dropped = total - w.shown
+    if dropped == 0 and w.ctx_dropped == 0:
         return None
     omitted = marker.plural(dropped, "match", "matches")
-    if ctx_dropped:
-        omitted += f" and {marker.plural(ctx_dropped, 'context line')}"
-    mark = marker.make(
-        f"kept {marker.n(shown)} of {marker.plural(total, 'match', 'matches')} "
-        f"(up to {max(budget.values())} per file), all {marker.plural(len(order), 'file')} named",
-        f"{omitted} omitted",
-        ref,
-    )
-    while out and out[-1] == "":
-        out.pop()
-    return Rewrite(marker.append("\n".join(out), mark), f"{omitted} of {marker.n(total)} matches")
+    if w.ctx_dropped:
+        omitted += f" and {marker.plural(w.ctx_dropped, 'context line')}"
+    kept = (f"kept {w.shown} of {marker.plural(total, 'match', 'matches')} "
+            f"(up to {max(budget.values())} per file), all {marker.plural(len(counts), 'file')} named")
+    mark = marker.make(kept, f"{omitted} omitted", ref)
+    return Compressed(marker.append("\n".join(w.out), mark), f"{omitted} of {total} matches",
+                      needles=(*counts, f"of {total} match", f"all {len(counts)} file"))

@@ -1,15 +1,19 @@
-"""Generators of realistic tool outputs for the compressor tests and scripts/bench_compress.py.
+"""Tool outputs for the compressor tests and scripts/bench_compress.py: seeded generators, and the
+real outputs under real/ (`real_samples()`, see real/README.md; `.gz` files are read transparently).
 
-Each generator is deterministic (seeded) and returns the text plus the facts a test checks: which
-lines must survive compression verbatim, which files matched, which items carry errors, ...
+Each generator is deterministic (seeded) and returns the text plus what a test checks: which lines
+must survive verbatim, which files matched, which items carry errors, ... (facts.py has the
+independent fact rules used for every sample.)
 """
 
 from __future__ import annotations
 
 import difflib
+import gzip
 import json
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 WORDS = (
     "alpha beta gamma delta parse render fetch cache token stream buffer client server route "
@@ -402,6 +406,8 @@ def corpus() -> dict[str, list[tuple[str, Sample]]]:
             ("500 runs", github_runs(500, 3)),
             ("100 flat", flat_records(100)),
             ("2000 runs wrapped", github_runs(2000, 5, seed=12, wrapped=True)),
+            ("pytest-json 300/25", pytest_json_report()),
+            ("bandit 240/8", bandit_report()),
         ],
         "log": [
             ("pytest 800", pytest_log()),
@@ -421,6 +427,7 @@ def corpus() -> dict[str, list[tuple[str, Sample]]]:
             ("12 files", git_diff()),
             ("40 files", git_diff(40, 10000, seed=16)),
         ],
+        "listing": generated_listings(),
     }
 
 
@@ -514,3 +521,155 @@ def tool_logs(filler: int = 120, seed: int = 9) -> dict[str, Sample]:
     ):
         out[name] = Sample("\n".join(lines) + "\n", keep)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Real outputs (see real/README.md) and generators for what real ones cannot give at size
+
+REAL_DIR = Path(__file__).parent / "real"
+REAL_KINDS = {  # file -> the kind its facts are checked as
+    "pytest_json_report_22_failed.json": "json",
+    "bandit_pytest_8_medium.json": "json",
+    "bandit_pygments.json": "json",
+    "ruff_requests_select_all.json": "json",
+    "npm_ls_all_problems.json": "json",
+    "pytest_v_22_failed.txt": "log",
+    "ruff_requests_text.txt": "log",
+    "grep_rn_def_requests_urllib3.txt": "search",
+    "git_log_p_12.txt": "diff",
+    "git_diff_range.txt": "diff",
+    "find_node_modules.txt.gz": "listing",
+    "find_type_d_node_modules.txt": "listing",
+    "find_site_packages.txt": "listing",
+    "ls_laR_eslint.txt": "listing",
+    "ls_la_site_packages.txt": "listing",
+    "tree_webpack.txt": "listing",
+    "npm_ls_all.txt": "text",  # a dependency tree: no compressor takes it, it goes upstream as is
+}
+
+
+def read_real(name: str) -> str:
+    path = REAL_DIR / name
+    data = path.read_bytes()
+    return (gzip.decompress(data) if name.endswith(".gz") else data).decode("utf-8")
+
+
+def real_samples() -> dict[str, list[tuple[str, Sample]]]:
+    out: dict[str, list[tuple[str, Sample]]] = {}
+    for name, kind in REAL_KINDS.items():
+        out.setdefault(kind, []).append((name, Sample(read_real(name))))
+    return out
+
+
+_EXTS = ("js", "js", "js", "ts", "d.ts", "json", "map", "md", "py", "cjs", "mjs", "css")
+
+
+def find_listing(entries: int = 20000, seed: int = 17, dirs_only: bool = False) -> Sample:
+    """A `find node_modules` (or `-type d`) over a generated package tree of about `entries` lines."""
+    rng = random.Random(seed)
+    out = ["node_modules"]
+    dirs = ["node_modules"]
+    while len(out) < entries:
+        pkg = f"node_modules/{_ident(rng, 1)}-{_ident(rng, 1)}{len(dirs)}"
+        stack = [pkg]
+        out.append(pkg)
+        dirs.append(pkg)
+        for _ in range(rng.randint(1, 8)):
+            d = f"{rng.choice(stack)}/{rng.choice(['lib', 'dist', 'src', 'types', 'esm', 'cjs', _ident(rng, 1)])}"
+            if d in dirs:
+                continue
+            stack.append(d)
+            out.append(d)
+            dirs.append(d)
+        if not dirs_only:
+            for d in stack:
+                for k in range(rng.choice([0, 1, 2, 3, 5, 8, 20, 60])):
+                    out.append(f"{d}/{_ident(rng, 1)}_{k}.{rng.choice(_EXTS)}")
+                if rng.random() < 0.5:
+                    out.append(f"{d}/LICENSE")
+    return Sample("\n".join(out) + "\n", extra={"dirs": dirs})
+
+
+def ls_laR_listing(entries: int = 6000, seed: int = 18) -> Sample:
+    """`ls -laR` of a generated tree (headers, totals, . and .., dirs, files, a symlink)."""
+    rng = random.Random(seed)
+    todo = ["."]
+    out: list[str] = []
+    dirs = []
+    while todo and len(out) < entries:
+        cur = todo.pop(0)
+        dirs.append(cur)
+        subs = [f"{_ident(rng, 1)}{len(dirs)}_{k}" for k in range(rng.choice([0, 1, 2, 3, 4]))]
+        files = [f"{_ident(rng, 1)}_{k}.{rng.choice(_EXTS)}" for k in range(rng.choice([1, 3, 6, 15, 40]))]
+        if out:
+            out.append("")
+        out += [f"{cur}:", f"total {rng.randint(8, 900)}",
+                "drwxr-xr-x  4 dev dev  4096 Mar  3 10:12 .", "drwxr-xr-x 12 dev dev  4096 Mar  3 10:12 .."]
+        entries_here = [(s, True) for s in subs] + [(f, False) for f in files]
+        for name, is_dir in sorted(entries_here):
+            if is_dir:
+                out.append(f"drwxr-xr-x  2 dev dev  4096 Mar  3 10:12 {name}")
+                todo.append(f"{cur}/{name}")
+            else:
+                out.append(f"-rw-r--r--  1 dev dev {rng.randint(10, 99999):5d} Feb 28  2024 {name}")
+        if rng.random() < 0.1:
+            out.append("lrwxrwxrwx  1 dev dev    12 Mar  3 10:12 current -> releases/v2")
+    return Sample("\n".join(out) + "\n", extra={"dirs": dirs})
+
+
+def pytest_json_report(tests: int = 300, failures: int = 25, seed: int = 19) -> Sample:
+    """A pytest-json-report document with `failures` failed tests and one collection error."""
+    rng = random.Random(seed)
+    fail_at = set(rng.sample(range(tests), failures))
+    mods = [f"tests/test_{_ident(rng, 1)}_{i}.py" for i in range(max(3, tests // 25))]
+    collectors = [{"nodeid": "", "outcome": "passed", "result": [{"nodeid": m, "type": "Module"} for m in mods]}]
+    collectors += [{"nodeid": m, "outcome": "failed" if i == 1 else "passed",
+                    "result": [] if i == 1 else [{"nodeid": f"{m}::test_{k}", "type": "Function", "lineno": k}
+                                                 for k in range(tests // len(mods))],
+                    **({"longrepr": f"ImportError while importing test module '{m}'"} if i == 1 else {})}
+                   for i, m in enumerate(mods)]
+    items = []
+    for i in range(tests):
+        mod = mods[i % len(mods)]
+        failed = i in fail_at
+        call = {"duration": round(rng.random() / 50, 5), "outcome": "failed" if failed else "passed"}
+        if failed:
+            msg = f"AssertionError: assert {rng.randint(0, 99)} == {rng.randint(100, 199)}"
+            call |= {"crash": {"path": f"/home/dev/proj/{mod}", "lineno": 10 + i, "message": msg},
+                     "traceback": [{"path": mod, "lineno": 10 + i, "message": "AssertionError"}],
+                     "longrepr": f"def test_{i}():\n>       assert value == expected\nE       {msg}\n\n{mod}:{10 + i}: AssertionError"}
+        items.append({"nodeid": f"{mod}::test_{_ident(rng)}_{i}", "lineno": 10 + i, "outcome": call["outcome"],
+                      "keywords": [f"test_{i}", mod.rsplit("/", 1)[1], "proj"],
+                      "setup": {"duration": 0.0001, "outcome": "passed"}, "call": call,
+                      "teardown": {"duration": 0.0001, "outcome": "passed"}})
+    doc = {"created": 1717000000.5, "duration": 3.2, "exitcode": 1, "root": "/home/dev/proj",
+           "environment": {"Python": "3.12.3", "Platform": "Linux-6.8-x86_64"},
+           "summary": {"failed": failures, "passed": tests - failures, "total": tests, "collected": tests},
+           "collectors": collectors, "tests": items, "warnings": []}
+    return Sample(json.dumps(doc, indent=2), extra={"failed": sorted(fail_at), "doc": doc})
+
+
+def bandit_report(findings: int = 240, medium_high: int = 8, seed: int = 20) -> Sample:
+    """`bandit -f json`: mostly LOW findings, `medium_high` MEDIUM/HIGH ones, a metrics map."""
+    rng = random.Random(seed)
+    hot = set(rng.sample(range(findings), medium_high))
+    files = [f"src/{_ident(rng, 1)}/{_ident(rng, 1)}_{i}.py" for i in range(40)]
+    results = []
+    for i in range(findings):
+        sev = rng.choice(["MEDIUM", "HIGH"]) if i in hot else "LOW"
+        tid = rng.choice(["B608", "B602", "B307"]) if i in hot else rng.choice(["B101", "B110", "B311"])
+        f = rng.choice(files)
+        results.append({"code": f"{i} x = compute()\n", "col_offset": 4, "end_col_offset": 20,
+                        "filename": f, "issue_confidence": "HIGH", "issue_cwe": {"id": 703, "link": "https://cwe.mitre.org/data/definitions/703.html"},
+                        "issue_severity": sev, "issue_text": f"Finding {tid} at {i}", "line_number": i,
+                        "line_range": [i], "more_info": f"https://bandit.readthedocs.io/en/1.7.9/plugins/{tid.lower()}.html",
+                        "test_id": tid, "test_name": f"check_{tid.lower()}"})
+    metrics = {f: {"CONFIDENCE.HIGH": 1, "SEVERITY.LOW": 1, "loc": rng.randint(10, 900), "nosec": 0} for f in files}
+    doc = {"errors": [], "generated_at": "2024-06-01T00:00:00Z", "metrics": {"_totals": {"loc": 9000}, **metrics},
+           "results": results}
+    return Sample(json.dumps(doc, indent=2), extra={"hot": sorted(hot)})
+
+
+def generated_listings() -> list[tuple[str, Sample]]:
+    return [("find 20k", find_listing()), ("find -type d", find_listing(3000, seed=21, dirs_only=True)),
+            ("ls -laR 6k", ls_laR_listing())]
