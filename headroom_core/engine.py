@@ -98,8 +98,9 @@ class Engine:
         self.salt = salt
         self.recorder = recorder
         self.rewriter = rewriter
-        self.betas = betas or beta.StickyBetas(config.beta_max_sessions, config.beta_deny)
-        self.local = local or LocalEndpoints(
+        self.betas = betas if betas is not None else beta.StickyBetas(
+            config.beta_max_sessions, config.beta_deny)
+        self.local = local if local is not None else LocalEndpoints(
             clients=config.local_clients, local_hosts=frozenset(), namespace=config.namespace,
             salt=salt)
         self.sink = sink or (lambda record: None)
