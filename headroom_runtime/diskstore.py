@@ -45,6 +45,29 @@ class _BytesDisk(private.PrivateDisk):
         return super().get(key, raw) if raw else None  # a pickled key: not ours, skip it
 
 
+def entry_meta(entry: Entry) -> dict:
+    """The metadata a store frame carries: `entry.meta`, completed from its request (tenant,
+    provider, model, ...) and its response (status, sizes). Shared by the disk and Redis stores."""
+    meta = dict(entry.meta)
+    req = entry.request
+    if isinstance(req, dict):
+        body = req.get("body")
+        for k in ("tenant", "provider", "endpoint", "host", "path", "stream"):
+            if k in req:
+                meta.setdefault(k, req[k])
+        if isinstance(body, dict) and isinstance(body.get("model"), str):
+            meta.setdefault("model", body["model"])
+    meta.setdefault("created", time.time())
+    meta.setdefault("usage", None)
+    meta.setdefault("session_id", None)
+    meta["status"] = entry.status
+    meta["response_stream"] = entry.stream
+    meta["body_bytes"] = len(entry.body)
+    meta["chunks"] = None if entry.chunks is None else len(entry.chunks)
+    meta["duration_s"] = entry.chunks[-1][0] if entry.chunks else None
+    return meta
+
+
 # --- the store -------------------------------------------------------------------------------
 
 
@@ -114,24 +137,7 @@ class ResponseStore:
         return True
 
     def _meta(self, entry: Entry) -> dict:
-        meta = dict(entry.meta)
-        req = entry.request
-        if isinstance(req, dict):
-            body = req.get("body")
-            for k in ("tenant", "provider", "endpoint", "host", "path", "stream"):
-                if k in req:
-                    meta.setdefault(k, req[k])
-            if isinstance(body, dict) and isinstance(body.get("model"), str):
-                meta.setdefault("model", body["model"])
-        meta.setdefault("created", time.time())
-        meta.setdefault("usage", None)
-        meta.setdefault("session_id", None)
-        meta["status"] = entry.status
-        meta["response_stream"] = entry.stream
-        meta["body_bytes"] = len(entry.body)
-        meta["chunks"] = None if entry.chunks is None else len(entry.chunks)
-        meta["duration_s"] = entry.chunks[-1][0] if entry.chunks else None
-        return meta
+        return entry_meta(entry)
 
     def get(self, key: str, *, with_request: bool = True) -> Entry | None:
         """The entry under `key`, whole and intact, or None (absent, expired, damaged, error).
