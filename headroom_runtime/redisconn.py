@@ -207,11 +207,17 @@ NETWORK_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutErro
 
 class Breaker:
     """Closed -> (network error) -> open for `cooldown` -> one trial call -> closed or open again.
-    Thread-safe; while open or while the trial runs, `before` raises CircuitOpen at once."""
+    Thread-safe; while open or while the trial runs, `before` raises CircuitOpen at once.
+
+    With `caller_trials` False no caller is ever the trial: a prober takes it (`take_trial`), so
+    a request never waits for a Redis that may still be gone.
+    """
 
     def __init__(self, cooldown: float = DEFAULT_COOLDOWN,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, caller_trials: bool = True
+                 ) -> None:
         self.cooldown = cooldown
+        self.caller_trials = caller_trials
         self._clock = clock
         self._lock = threading.Lock()
         self._open_until: float | None = None  # None: closed
@@ -227,8 +233,21 @@ class Breaker:
         with self._lock:
             if self._open_until is None:
                 return False
-            if self._trial or self._clock() < self._open_until:
+            if self._trial or not self.caller_trials or self._clock() < self._open_until:
                 raise CircuitOpen(self.cause or "error")
+            self._trial = True
+            return True
+
+    def due(self) -> float:
+        """Seconds until a trial may run (0: now, or closed)."""
+        with self._lock:
+            return 0.0 if self._open_until is None else max(0.0, self._open_until - self._clock())
+
+    def take_trial(self) -> bool:
+        """The prober's `before`: True when it now holds the trial (open, due, none running)."""
+        with self._lock:
+            if self._open_until is None or self._trial or self._clock() < self._open_until:
+                return False
             self._trial = True
             return True
 
@@ -263,6 +282,10 @@ class RedisConn:
     `call(part, effect, fn)` runs `fn(client)` through the breaker and reports failures as a
     degradation of `part` ("store", "ledger", "originals", "betas"; "redis" for the connection
     itself); the first success after failures marks them ok again. Constructing it does no I/O.
+
+    With `probe` (the default) the breaker's trial calls are PINGs from a daemon thread that runs
+    only while Redis is down: callers fail fast until it answers, so one outage costs a request
+    at most one timeout. Without it, the first caller after each cool-down is the trial.
     """
 
     def __init__(
@@ -274,15 +297,19 @@ class RedisConn:
         socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
         cooldown: float = DEFAULT_COOLDOWN,
         max_connections: int | None = None,
+        probe: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Raises ValueError for a bad URL (password redacted)."""
         self.target = parse_url(url)
         self.url = redact(url.strip())
         self.degrade = degrade if degrade is not None else Degradations()
-        self.breaker = Breaker(cooldown, clock)
+        self.breaker = Breaker(cooldown, clock, caller_trials=not probe)
+        self.probe = probe
         self._degraded: set[str] = set()
         self._lock = threading.Lock()
+        self._prober: threading.Thread | None = None
+        self._stop = threading.Event()
         self.pool = redis.ConnectionPool(max_connections=max_connections,
                                          **_pool_kwargs(self.target, connect_timeout,
                                                         socket_timeout))
@@ -294,15 +321,14 @@ class RedisConn:
             trial = self.breaker.before()
         except CircuitOpen as e:
             self._report(part, e.cause, effect)
+            self._start_probe()  # a no-op while one runs
             raise
         try:
             result = fn(self.client)
         except NETWORK_ERRORS as e:
             kind = type(e).__name__
             if self.breaker.failure(kind):
-                self.degrade.report("redis", kind, f"{self.url} unreachable: shared state off, "
-                                    f"retried every {self.breaker.cooldown:g}s")
-                self._degraded.add("redis")
+                self._opened(kind)
             self._report(part, kind, effect)
             raise
         except BaseException as e:
@@ -319,6 +345,39 @@ class RedisConn:
                 self._degraded.discard(part)
             self.degrade.ok(part)
         return result
+
+    def _opened(self, kind: str) -> None:
+        self.degrade.report("redis", kind, f"{self.url} unreachable: shared state off, "
+                            f"retried every {self.breaker.cooldown:g}s")
+        with self._lock:
+            self._degraded.add("redis")
+        self._start_probe()
+
+    def _start_probe(self) -> None:
+        if not self.probe or self._stop.is_set():
+            return
+        with self._lock:
+            if self._prober is not None and self._prober.is_alive():
+                return
+            self._prober = threading.Thread(target=self._probe, name="headroom-redis-probe",
+                                            daemon=True)
+            self._prober.start()
+
+    def _probe(self) -> None:
+        """While the breaker is open: PING once per cool-down; close it when Redis answers."""
+        while self.breaker.open and not self._stop.is_set():
+            if not self.breaker.take_trial():
+                self._stop.wait(max(self.breaker.due(), 0.01))
+                continue
+            try:
+                self.client.ping()
+            except NETWORK_ERRORS as e:
+                self.breaker.failure(type(e).__name__)
+                continue
+            except Exception:
+                pass  # Redis answered, if not with PONG
+            self._closed_again()
+            return
 
     def _closed_again(self) -> None:
         if self.breaker.success() or "redis" in self._degraded:
@@ -356,6 +415,12 @@ class RedisConn:
         return policy
 
     def close(self) -> None:
+        """Stop probing and close the pooled sockets (a later call opens new ones)."""
+        self._stop.set()
+        prober = self._prober
+        if prober is not None:
+            prober.join(timeout=2.0)
+        self._stop.clear()
         try:
             self.pool.disconnect()
         except Exception as e:

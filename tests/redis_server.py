@@ -20,6 +20,14 @@ MISSING = "redis-server not installed: apt-get install redis-server (Debian/Ubun
           "or brew install redis (macOS)"
 
 
+def eventually(predicate, timeout: float = 5.0) -> None:
+    """Wait until `predicate()` is true (Redis back: the breaker's prober closes it by itself)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "not within %ss" % timeout
+        time.sleep(0.02)
+
+
 def binary() -> str | None:
     return shutil.which(BINARY)
 

@@ -12,6 +12,7 @@ from headroom_core.beta import LocalBetaMemory, StickyBetas, merge_tokens, stick
 from headroom_runtime.degrade import Degradations
 from headroom_runtime.redisbetas import RedisBetaMemory
 from headroom_runtime.redisconn import RedisConn
+from tests.redis_server import eventually
 
 SESSION = sticky_key("0b3c1e9a-session", "messages", "claude-x")
 
@@ -110,7 +111,8 @@ def test_concurrent_extends_keep_order_and_bound(redis_url):
 
 def test_redis_down_is_an_empty_memory(redis_proc):
     degrade = Degradations()
-    m = RedisBetaMemory(RedisConn(redis_proc.url, degrade=degrade, cooldown=0.3))
+    conn = RedisConn(redis_proc.url, degrade=degrade, cooldown=0.3)
+    m = RedisBetaMemory(conn)
     sticky = StickyBetas(memory=m)
     sticky.apply(SESSION, True, ["kept-1"])
     redis_proc.stop()
@@ -126,7 +128,7 @@ def test_redis_down_is_an_empty_memory(redis_proc):
         assert time.monotonic() - t0 < 0.5
     assert degrade.status["betas"].startswith("unavailable")
     redis_proc.start()
-    time.sleep(0.35)
+    eventually(lambda: not conn.breaker.open)
     sticky.apply(SESSION, True, ["again-1"])
     assert sticky.apply(SESSION, True, []).tokens == ["again-1"]
     assert degrade.status["betas"] == "ok"

@@ -4,6 +4,7 @@ import ast
 import logging
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import redis
 from headroom_runtime.degrade import Degradations
 from headroom_runtime.redisconn import Breaker, CircuitOpen, RedisConn, parse_url, redact, \
     tenant_key, tenant_tag
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, eventually
 
 SECRET = "s3cr3t-P@ss/word?x"
 
@@ -159,6 +160,22 @@ def test_breaker_cycle():
     assert b.before() is False and b.success() is False
 
 
+def test_breaker_without_caller_trials_leaves_the_trial_to_the_prober():
+    clock = Clock()
+    b = Breaker(1.0, clock, caller_trials=False)
+    assert b.before() is False and b.due() == 0
+    b.failure("TimeoutError")
+    assert b.due() == 1.0 and not b.take_trial()
+    clock.t += 1.0
+    with pytest.raises(CircuitOpen):
+        b.before()  # a caller never waits for a Redis that may still be gone
+    assert b.take_trial() is True and b.take_trial() is False
+    b.failure("TimeoutError")
+    clock.t += 1.0
+    assert b.take_trial()
+    assert b.success() and b.before() is False
+
+
 def test_breaker_released_trial_lets_the_next_caller_try():
     clock = Clock()
     b = Breaker(1.0, clock)
@@ -210,9 +227,45 @@ def test_dead_redis_costs_one_timeout_then_fails_fast(redis_proc):
     assert degrade.status["redis"].startswith("unavailable")
     assert degrade.status["store"] == "unavailable (TimeoutError)"
     redis_proc.resume()
-    time.sleep(0.55)
+    # The prober closes the breaker by itself: no request is ever the one that waits.
+    eventually(lambda: not conn.breaker.open)
+    assert degrade.status["redis"] == "ok"
     assert conn.call("store", "-", lambda c: c.get("k")) is None
-    assert degrade.status["redis"] == "ok" and degrade.status["store"] == "ok"
+    assert degrade.status["store"] == "ok"
+
+
+def test_without_the_prober_the_first_caller_after_the_cooldown_is_the_trial(redis_proc):
+    conn = RedisConn(redis_proc.url, cooldown=0.3, probe=False)
+    assert conn.ping()
+    redis_proc.stop()
+    assert not conn.ping()
+    redis_proc.start()
+    with pytest.raises(CircuitOpen):
+        conn.call("store", "-", lambda c: c.get("k"))  # still cooling down
+    time.sleep(0.35)
+    assert conn.breaker.open  # nobody probed
+    assert conn.call("store", "-", lambda c: c.get("k")) is None
+    assert not conn.breaker.open
+
+
+def test_the_prober_runs_only_while_redis_is_down(redis_proc):
+    conn = RedisConn(redis_proc.url, cooldown=0.1)
+    assert conn.ping()
+    def probes():
+        return [t for t in threading.enumerate()
+                if t.name == "headroom-redis-probe" and t is conn._prober]
+
+    assert probes() == []
+    redis_proc.stop()
+    assert not conn.ping()
+    assert len(probes()) == 1
+    for _ in range(5):
+        assert not conn.ping()
+    assert len(probes()) == 1
+    redis_proc.start()
+    eventually(lambda: not probes())
+    assert conn.ping()
+    conn.close()
 
 
 def test_reconnects_after_a_restart_by_itself(redis_proc):
@@ -268,8 +321,7 @@ def test_password_never_logged(tmp_path, caplog):
                 assert not good.ping()
                 time.sleep(0.06)
             server.start()
-            time.sleep(0.06)
-            assert good.ping()
+            eventually(good.ping)
         assert caplog.records
         for r in caplog.records:
             assert SECRET not in r.getMessage(), r.getMessage()

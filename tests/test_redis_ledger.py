@@ -11,6 +11,7 @@ from headroom_core.ledger import Entry
 from headroom_runtime.degrade import Degradations
 from headroom_runtime.diskledger import Ledger as DiskLedger
 from headroom_runtime.redisconn import RedisConn
+from tests.redis_server import eventually
 from headroom_runtime.redisledger import FLOOR_KEY, RedisLedger
 
 T, U = "t:aaaaaaaaaaaaaaaaaaaaaaaa", "t:bbbbbbbbbbbbbbbbbbbbbbbb"
@@ -186,8 +187,8 @@ def test_one_round_trip_per_lookup(ledger, redis_url):
 
 def test_redis_down_raises_fast_and_recovers(redis_proc):
     degrade = Degradations()
-    led = RedisLedger(RedisConn(redis_proc.url, degrade=degrade, cooldown=0.3),
-                      floor_refresh=0)
+    conn = RedisConn(redis_proc.url, degrade=degrade, cooldown=0.3)
+    led = RedisLedger(conn, floor_refresh=0)
     led.record(T, ORIG, Entry(FWD))
     redis_proc.stop()
     for _ in range(10):
@@ -201,7 +202,7 @@ def test_redis_down_raises_fast_and_recovers(redis_proc):
         assert time.monotonic() - t0 < 0.5
     assert degrade.status["ledger"].startswith("unavailable")
     redis_proc.start()
-    time.sleep(0.35)
+    eventually(lambda: not conn.breaker.open)
     assert led.min_length() is None  # a fresh, empty server
     assert led.record(T, ORIG, Entry(b'"again"')).forwarded == b'"again"'
     assert degrade.status["ledger"] == "ok"

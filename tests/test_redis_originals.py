@@ -9,6 +9,7 @@ from headroom_core.originals import handle_for
 from headroom_runtime.degrade import Degradations
 from headroom_runtime.diskoriginals import Originals as DiskOriginals
 from headroom_runtime.redisconn import RedisConn
+from tests.redis_server import eventually
 from headroom_runtime.redisoriginals import RedisOriginals
 
 SALT = b"0123456789abcdef"
@@ -83,7 +84,8 @@ def test_shared_between_instances(redis_url):
 
 def test_redis_down(redis_proc):
     degrade = Degradations()
-    o = RedisOriginals(RedisConn(redis_proc.url, degrade=degrade, cooldown=0.3))
+    conn = RedisConn(redis_proc.url, degrade=degrade, cooldown=0.3)
+    o = RedisOriginals(conn)
     h = o.put(T, TEXT, salt=SALT)
     redis_proc.stop()
     for _ in range(10):
@@ -94,6 +96,6 @@ def test_redis_down(redis_proc):
         assert time.monotonic() - t0 < 0.5
     assert degrade.status["originals"].startswith("unavailable")
     redis_proc.start()
-    time.sleep(0.35)
+    eventually(lambda: not conn.breaker.open)
     h2 = o.put(T, "new", salt=SALT)
     assert o.get(h2) == "new" and degrade.status["originals"] == "ok"

@@ -12,6 +12,7 @@ from headroom_core.store import Entry, decode_entry, encode_entry
 from headroom_runtime.degrade import Degradations
 from headroom_runtime.diskstore import ResponseStore, entry_meta
 from headroom_runtime.redisconn import RedisConn
+from tests.redis_server import eventually
 from headroom_runtime.redisstore import META_PEEK, RedisStore
 
 A, B = "t:aaaaaaaaaaaaaaaaaaaaaaaa", "t:bbbbbbbbbbbbbbbbbbbbbbbb"
@@ -277,7 +278,7 @@ def test_redis_killed_reads_none_writes_false_quickly_then_recovers(redis_proc):
         assert time.monotonic() - t0 < 0.5
     assert degrade.status["store"].startswith("unavailable")
     redis_proc.start()  # empty again (no persistence), same address
-    time.sleep(0.35)
+    eventually(lambda: not conn.breaker.open)
     assert store.put(k, e, complete=True)  # the same object, no re-creation
     assert store.get(k).body == e.body
     assert degrade.status["store"] == "ok" and degrade.status["redis"] == "ok"
