@@ -63,7 +63,7 @@ class RedisOriginals:
         try:
             value = self.conn.call("originals", _EFFECT, lambda c: _fetch(c, handle, tenant))
         except Exception as e:
-            log.warning("originals: read failed: %s", type(e).__name__)
+            log.debug("originals: read failed: %s", type(e).__name__)
             return None
         if value is None:
             return None

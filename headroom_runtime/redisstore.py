@@ -81,7 +81,8 @@ class RedisStore:
         try:
             self.conn.call("store", _WRITE, write)
         except Exception as e:
-            log.warning("store write failed for %s: %s", key, type(e).__name__)
+            # Redis failures are reported (once a minute) by the connection, not per request.
+            log.debug("store write failed for %s: %s", key, type(e).__name__)
             return False
         log.debug("stored %s: %d bytes", key, len(frame))
         return True
@@ -148,7 +149,7 @@ class RedisStore:
         try:
             return self.conn.call("store", _WRITE, drop)
         except Exception as e:
-            log.warning("store delete failed for %s: %s", key, type(e).__name__)
+            log.debug("store delete failed for %s: %s", key, type(e).__name__)
             return False
 
     def __contains__(self, key: object) -> bool:
@@ -173,7 +174,7 @@ class RedisStore:
             for rkey in self._scan(tenant):
                 yield _store_key(rkey)
         except Exception as e:
-            log.warning("store listing failed: %s", type(e).__name__)
+            log.debug("store listing failed: %s", type(e).__name__)
 
     def entries(self, *, tenant: str | None = None) -> Iterator[tuple[str, dict]]:
         """(key, meta) for every live entry (of `tenant`, or of all tenants), headers only."""
@@ -193,7 +194,7 @@ class RedisStore:
             if batch:
                 yield from self._meta_batch(batch)
         except Exception as e:
-            log.warning("store listing failed: %s", type(e).__name__)
+            log.debug("store listing failed: %s", type(e).__name__)
 
     def _meta_batch(self, rkeys: list[bytes]) -> Iterator[tuple[bytes, dict | None]]:
         def read(c: redis.Redis) -> list[bytes]:
@@ -214,10 +215,8 @@ class RedisStore:
             yield rkey, meta
 
     def nearest(self, canonical: dict, *, session_id: str | None = None, limit: int = 10):
-        """`headroom_core.store.nearest`, scanning only the canonical request's tenant."""
-        t = canonical.get("tenant")
-        return nearest(_TenantView(self, t) if isinstance(t, str) else self, canonical,
-                       session_id=session_id, limit=limit)
+        """`headroom_core.store.nearest`: scans only the canonical request's tenant."""
+        return nearest(self, canonical, session_id=session_id, limit=limit)
 
     def prune(
         self,
@@ -334,21 +333,6 @@ class RedisStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _TenantView:
-    """A RedisStore narrowed to one tenant, for the generic `nearest`."""
-
-    read_only = True
-
-    def __init__(self, store: RedisStore, tenant: str) -> None:
-        self.store, self.tenant = store, tenant
-
-    def entries(self) -> Iterator[tuple[str, dict]]:
-        return self.store.entries(tenant=self.tenant)
-
-    def get(self, key: str, *, with_request: bool = True) -> Entry | None:
-        return self.store.get(key, with_request=with_request, tenant=self.tenant)
 
 
 def _px(seconds: float | None) -> int | None:

@@ -1,5 +1,6 @@
 """RedisStore against a real redis-server: byte-exact frames, TTLs, tenant isolation, faults."""
 
+import logging
 import threading
 import time
 
@@ -9,6 +10,7 @@ import redis
 
 from headroom_core import cachekey
 from headroom_core.store import Entry, decode_entry, encode_entry
+from headroom_core.store import nearest as store_nearest
 from headroom_runtime.degrade import Degradations
 from headroom_runtime.diskstore import ResponseStore, entry_meta
 from headroom_runtime.redisconn import RedisConn
@@ -284,6 +286,21 @@ def test_redis_killed_reads_none_writes_false_quickly_then_recovers(redis_proc):
     assert degrade.status["store"] == "ok" and degrade.status["redis"] == "ok"
 
 
+def test_an_outage_is_logged_once_per_part(redis_proc, caplog):
+    store = RedisStore(RedisConn(redis_proc.url, degrade=Degradations()))
+    e = sse_entry()
+    redis_proc.stop()
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(50):
+            assert store.get(key_of(e), tenant=A) is None
+            assert not store.put(key_of(e), e, complete=True)
+            assert store.nearest(e.request) is None  # replay mode's miss explanation
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage().split()[0] for r in warnings] == ["headroom_degraded"] * 2
+    assert {'"part":"store"', '"part":"redis"'} == {
+        m for r in warnings for m in ('"part":"store"', '"part":"redis"') if m in r.getMessage()}
+
+
 def test_stalled_redis_costs_one_timeout(redis_proc):
     conn = RedisConn(redis_proc.url, cooldown=5)
     store = RedisStore(conn)
@@ -312,3 +329,31 @@ def test_reads_never_raise_on_a_wrong_type(store, raw):
     assert store.meta(k, tenant=A) is None
     with pytest.raises(redis.exceptions.ResponseError):
         raw.get(f"headroom:{{{A}}}:store:{k}")
+
+
+# --- the same surface as the disk store -------------------------------------------------------
+
+
+@pytest.fixture(params=["disk", "redis"])
+def either(request, tmp_path):
+    if request.param == "disk":
+        with ResponseStore(tmp_path / "disk") as s:
+            yield s
+    else:
+        yield RedisStore(RedisConn(request.getfixturevalue("redis_url")))
+
+
+def test_both_stores_honour_the_tenant_keyword(either):
+    ea, eb = sse_entry(A), sse_entry(B, content="b")
+    ka, kb = key_of(ea), key_of(eb)
+    assert either.put(ka, ea, complete=True) and either.put(kb, eb, complete=True, tenant=B)
+    assert either.get(ka, tenant=A).body == ea.body and either.get(ka).body == ea.body
+    assert either.get(ka, tenant=B) is None and either.meta(ka, tenant=B) is None
+    assert either.meta(ka, tenant=A)["tenant"] == A
+    assert [k for k, _ in either.entries(tenant=B)] == [kb]
+    assert sorted(k for k, _ in either.entries()) == sorted([ka, kb])
+    assert not either.delete(ka, tenant=B) and either.get(ka) is not None
+    assert either.delete(ka, tenant=A) and either.get(ka) is None
+    key, _, _ = store_nearest(either, canonical(B, content="c"))
+    assert key == kb
+    assert store_nearest(either, canonical(A, content="b")) is None  # B's is not A's
