@@ -401,9 +401,14 @@ class RedisConn:
     def eviction_policy(self) -> str | None:
         """Redis's `maxmemory-policy` (None when CONFIG is not allowed or Redis is down). The salt
         and the ledger's size floor carry no TTL: an `allkeys-*` policy may evict them."""
+        def read(c: redis.Redis) -> dict:
+            try:
+                return c.config_get("maxmemory-policy")
+            except redis.exceptions.ResponseError:
+                return {}  # CONFIG renamed or refused (managed Redis): not a degradation
+
         try:
-            got = self.call("redis", "shared state off",
-                            lambda c: c.config_get("maxmemory-policy"))
+            got = self.call("redis", "shared state off", read)
         except Exception:
             return None
         policy = got.get("maxmemory-policy") or got.get(b"maxmemory-policy")

@@ -53,8 +53,11 @@ class RedisStore:
         """Store `entry` under `key` for `tenant` (default: `entry.request["tenant"]`); False when
         refused (see `refusal`, no key, no tenant) or on a Redis error."""
         why = refusal(entry, complete)
-        if tenant is None and isinstance(entry.request, dict):
-            tenant = entry.request.get("tenant")
+        recorded = entry.request.get("tenant") if isinstance(entry.request, dict) else None
+        if tenant is None:
+            tenant = recorded
+        elif recorded is not None and recorded != tenant:
+            why = "tenant differs from the recorded request's"
         if why is None and (not isinstance(key, str) or not key):
             why = "no key"
         if why is None and (not isinstance(tenant, str) or not tenant):

@@ -216,11 +216,11 @@ def test_stalled_redis_raises_after_one_timeout(redis_proc):
         t0 = time.monotonic()
         with pytest.raises(redis.exceptions.TimeoutError):
             led.lookup(T, [ORIG])
-        assert time.monotonic() - t0 < 0.6
+        assert time.monotonic() - t0 < 1.0
         t0 = time.monotonic()
         for _ in range(100):
             with pytest.raises(redis.exceptions.ConnectionError):
                 led.lookup(T, [ORIG])
-        assert time.monotonic() - t0 < 0.2
+        assert time.monotonic() - t0 < 0.5
     finally:
         redis_proc.resume()

@@ -103,6 +103,7 @@ def test_refusals(store, raw):
     assert not store.put("", e, complete=True)
     anon = Entry(200, [], b"x")  # no request, no tenant: cannot be namespaced
     assert not store.put("k", anon, complete=True)
+    assert not store.put(key_of(e), e, complete=True, tenant=B)  # e was recorded for A
     assert store.put("k", anon, complete=True, tenant=B)
     assert store.get("k", tenant=B).body == b"x"
     assert raw.dbsize() == 2  # the value and its index entry only
@@ -311,12 +312,12 @@ def test_stalled_redis_costs_one_timeout(redis_proc):
         t0 = time.monotonic()
         assert store.get(key_of(e), tenant=A) is None
         first = time.monotonic() - t0
-        assert 0.2 <= first < 0.6  # the socket timeout, once
+        assert 0.2 <= first < 1.0  # the socket timeout, once
         t0 = time.monotonic()
         for _ in range(100):
             assert store.get(key_of(e), tenant=A) is None
             assert not store.put(key_of(e), e, complete=True)
-        assert time.monotonic() - t0 < 0.2  # fail fast: no network while the breaker is open
+        assert time.monotonic() - t0 < 0.5  # fail fast: no network while the breaker is open
     finally:
         redis_proc.resume()
 
