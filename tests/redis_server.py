@@ -90,8 +90,12 @@ class RedisServer:
         try:
             if self.unix:
                 s = socket.socket(socket.AF_UNIX)
-                s.settimeout(0.5)
-                s.connect(self.socket)
+                try:
+                    s.settimeout(0.5)
+                    s.connect(self.socket)
+                except OSError:
+                    s.close()
+                    raise
             else:
                 s = socket.create_connection(("127.0.0.1", self.port), timeout=0.5)
         except OSError:
