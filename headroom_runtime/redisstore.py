@@ -47,6 +47,12 @@ class RedisStore:
         self.conn = conn
         self.ttl_seconds = ttl_seconds
 
+    @property
+    def available(self) -> bool:
+        """False while Redis is known to be down (a miss then means "cannot look", not "never
+        recorded": replay mode says so). No I/O."""
+        return not self.conn.breaker.open
+
     # -- single entries
 
     def put(self, key: str, entry: Entry, *, complete: bool, tenant: str | None = None) -> bool:

@@ -270,10 +270,12 @@ def test_redis_killed_reads_none_writes_false_quickly_then_recovers(redis_proc):
     e = sse_entry()
     k = key_of(e)
     assert store.put(k, e, complete=True)
+    assert store.available
     redis_proc.stop()
     for _ in range(20):
         t0 = time.monotonic()
         assert store.get(k) is None
+        assert not store.available
         assert store.get(k, tenant=A) is None
         assert store.meta(k) is None
         assert not store.put(k, e, complete=True)
@@ -282,6 +284,7 @@ def test_redis_killed_reads_none_writes_false_quickly_then_recovers(redis_proc):
     assert degrade.status["store"].startswith("unavailable")
     redis_proc.start()  # empty again (no persistence), same address
     eventually(lambda: not conn.breaker.open)
+    assert store.available
     assert store.put(k, e, complete=True)  # the same object, no re-creation
     assert store.get(k).body == e.body
     assert degrade.status["store"] == "ok" and degrade.status["redis"] == "ok"
