@@ -181,20 +181,25 @@ def read_meta(value: bytes | BinaryIO) -> dict:
 class Store(Protocol):
     """What Headroom needs of a response store backend (`headroom_runtime.diskstore`, Redis,
     cassettes). Reads never raise (a failure reads as "no entry"); `put` returns False when it
-    refuses or fails. `read_only` backends refuse every write."""
+    refuses or fails. `read_only` backends refuse every write.
+
+    `tenant`, when given, confines a call to that tenant's entries (Redis keeps them apart by
+    tenant and finds them fastest so); None is any tenant's (tools, scripts)."""
 
     read_only: bool
 
-    def get(self, key: str, *, with_request: bool = True) -> Entry | None: ...
+    def get(self, key: str, *, with_request: bool = True, tenant: str | None = None
+            ) -> Entry | None: ...
 
-    def put(self, key: str, entry: Entry, *, complete: bool) -> bool: ...
+    def put(self, key: str, entry: Entry, *, complete: bool, tenant: str | None = None
+            ) -> bool: ...
 
-    def meta(self, key: str) -> dict | None: ...
+    def meta(self, key: str, *, tenant: str | None = None) -> dict | None: ...
 
-    def entries(self) -> Iterator[tuple[str, dict]]:
+    def entries(self, *, tenant: str | None = None) -> Iterator[tuple[str, dict]]:
         """(key, meta) of every live entry, without reading bodies."""
 
-    def delete(self, key: str) -> bool: ...
+    def delete(self, key: str, *, tenant: str | None = None) -> bool: ...
 
     def close(self) -> None: ...
 
@@ -207,13 +212,16 @@ def nearest(store: Store, canonical: dict, *, session_id: str | None = None, lim
     body = canonical.get("body")
     model = body.get("model") if isinstance(body, dict) else None
     want = (canonical.get("tenant"), canonical.get("provider"), canonical.get("endpoint"), model)
+    # Only the tenant's own recordings are candidates: a backend that keeps tenants apart (Redis)
+    # then lists just those.
+    scope = {"tenant": want[0]} if isinstance(want[0], str) else {}
     summary = None
     best: tuple[tuple, str, dict, dict] | None = None
-    for key, meta in store.entries():
+    for key, meta in store.entries(**scope):
         if (meta.get("tenant"), meta.get("provider"), meta.get("endpoint"),
                 meta.get("model")) != want:
             continue
-        entry = store.get(key)
+        entry = store.get(key, **scope)
         if entry is None or not isinstance(entry.request, dict):
             continue
         if summary is None:

@@ -45,6 +45,34 @@ class _BytesDisk(private.PrivateDisk):
         return super().get(key, raw) if raw else None  # a pickled key: not ours, skip it
 
 
+def entry_meta(entry: Entry) -> dict:
+    """The metadata a store frame carries: `entry.meta`, completed from its request (tenant,
+    provider, model, ...) and its response (status, sizes). Shared by the disk and Redis stores."""
+    meta = dict(entry.meta)
+    req = entry.request
+    if isinstance(req, dict):
+        body = req.get("body")
+        for k in ("tenant", "provider", "endpoint", "host", "path", "stream"):
+            if k in req:
+                meta.setdefault(k, req[k])
+        if isinstance(body, dict) and isinstance(body.get("model"), str):
+            meta.setdefault("model", body["model"])
+    meta.setdefault("created", time.time())
+    meta.setdefault("usage", None)
+    meta.setdefault("session_id", None)
+    meta["status"] = entry.status
+    meta["response_stream"] = entry.stream
+    meta["body_bytes"] = len(entry.body)
+    meta["chunks"] = None if entry.chunks is None else len(entry.chunks)
+    meta["duration_s"] = entry.chunks[-1][0] if entry.chunks else None
+    return meta
+
+
+def _owned(meta: dict, tenant: str | None) -> bool:
+    """Whether an entry with `meta` may be served to `tenant` (None: any caller, e.g. scripts)."""
+    return tenant is None or meta.get("tenant") == tenant
+
+
 # --- the store -------------------------------------------------------------------------------
 
 
@@ -89,11 +117,12 @@ class ResponseStore:
 
     # -- single entries
 
-    def put(self, key: str, entry: Entry, *, complete: bool) -> bool:
+    def put(self, key: str, entry: Entry, *, complete: bool, tenant: str | None = None) -> bool:
         """Store `entry` under `key`; False when refused (see `refusal`) or on a disk error.
 
         `complete` must be True only when the whole response (every SSE event up to the final
-        one) was received. Missing meta fields are filled from `entry.request`.
+        one) was received. Missing meta fields are filled from `entry.request`. `tenant` is
+        accepted for the Redis store's sake: here the tenant is the one in `entry.request`.
         """
         why = refusal(entry, complete)
         if why is None and (not isinstance(key, str) or not key):
@@ -114,27 +143,12 @@ class ResponseStore:
         return True
 
     def _meta(self, entry: Entry) -> dict:
-        meta = dict(entry.meta)
-        req = entry.request
-        if isinstance(req, dict):
-            body = req.get("body")
-            for k in ("tenant", "provider", "endpoint", "host", "path", "stream"):
-                if k in req:
-                    meta.setdefault(k, req[k])
-            if isinstance(body, dict) and isinstance(body.get("model"), str):
-                meta.setdefault("model", body["model"])
-        meta.setdefault("created", time.time())
-        meta.setdefault("usage", None)
-        meta.setdefault("session_id", None)
-        meta["status"] = entry.status
-        meta["response_stream"] = entry.stream
-        meta["body_bytes"] = len(entry.body)
-        meta["chunks"] = None if entry.chunks is None else len(entry.chunks)
-        meta["duration_s"] = entry.chunks[-1][0] if entry.chunks else None
-        return meta
+        return entry_meta(entry)
 
-    def get(self, key: str, *, with_request: bool = True) -> Entry | None:
-        """The entry under `key`, whole and intact, or None (absent, expired, damaged, error).
+    def get(self, key: str, *, with_request: bool = True, tenant: str | None = None
+            ) -> Entry | None:
+        """The entry under `key`, whole and intact, or None (absent, expired, damaged, error,
+        or recorded for another tenant than `tenant` when given).
 
         Serving a hit needs no recorded request: `with_request=False` saves parsing it.
         """
@@ -146,24 +160,28 @@ class ResponseStore:
         if data is None:
             return None
         try:
-            return decode_entry(data, with_request=with_request)
+            entry = decode_entry(data, with_request=with_request)
         except CorruptEntry as e:
             log.warning("dropping damaged store entry %s: %s", key, e)
             self.delete(key)
             return None
+        return entry if _owned(entry.meta, tenant) else None
 
-    def meta(self, key: str) -> dict | None:
+    def meta(self, key: str, *, tenant: str | None = None) -> dict | None:
         """The metadata of the entry under `key` without reading its body, or None."""
         try:
-            return self._read_meta(key)
+            meta = self._read_meta(key)
         except Exception:
             return None
+        return meta if meta is not None and _owned(meta, tenant) else None
 
     def _read_meta(self, key: str) -> dict | None:
         value = self._cache.get(key, default=None, read=True)
         return None if value is None else read_meta(value)
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, *, tenant: str | None = None) -> bool:
+        if tenant is not None and self.meta(key, tenant=tenant) is None:
+            return False
         try:
             return bool(self._cache.delete(key))
         except Exception as e:
@@ -187,10 +205,10 @@ class ResponseStore:
         except Exception as e:
             log.warning("store listing failed: %s", type(e).__name__)
 
-    def entries(self) -> Iterator[tuple[str, dict]]:
-        """(key, meta) for every live entry, reading headers only."""
+    def entries(self, *, tenant: str | None = None) -> Iterator[tuple[str, dict]]:
+        """(key, meta) for every live entry (of `tenant` when given), reading headers only."""
         for key in list(self.keys()):
-            meta = self.meta(key)
+            meta = self.meta(key, tenant=tenant)
             if meta is not None:
                 yield key, meta
 
