@@ -31,6 +31,24 @@ def is_handle(value: str) -> bool:
     return _HANDLE.fullmatch(value) is not None
 
 
+def pack(tenant: str, text: str) -> bytes:
+    """What a backend stores for an original: the owner, a NUL, the UTF-8 text."""
+    return tenant.encode("utf-8", "surrogatepass") + b"\x00" + text.encode("utf-8")
+
+
+def unpack(value: object, tenant: str | None = None) -> str | None:
+    """The text of a stored value, or None (malformed, or not `tenant`'s when given)."""
+    if not isinstance(value, bytes):
+        return None
+    owner, sep, text = value.partition(b"\x00")
+    if not sep or (tenant is not None and owner != tenant.encode("utf-8", "surrogatepass")):
+        return None
+    try:
+        return text.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 class Originals(Protocol):
     """What the rewriter and `/ccr/` need of a kept-originals backend
     (`headroom_runtime.diskoriginals.Originals`, ...)."""

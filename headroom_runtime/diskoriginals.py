@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 
-from headroom_core.originals import handle_for, is_handle
+from headroom_core.originals import handle_for, is_handle, pack, unpack
 
 from . import private
 
@@ -47,8 +47,7 @@ class Originals:
     def put(self, tenant: str, text: str, *, salt: bytes) -> str:
         """Keep `text` for `tenant`; return its handle (idempotent)."""
         handle = handle_for(salt, tenant, text)
-        value = tenant.encode("utf-8", "surrogatepass") + b"\x00" + text.encode("utf-8")
-        self._cache.add(handle, value, expire=self.ttl)
+        self._cache.add(handle, pack(tenant, text), expire=self.ttl)
         return handle
 
     def get(self, handle: str, *, tenant: str | None = None) -> str | None:
@@ -56,16 +55,4 @@ class Originals:
         when `tenant` is given)."""
         if not isinstance(handle, str) or not is_handle(handle):
             return None
-        value = self._cache.get(handle)
-        if not isinstance(value, bytes):
-            return None
-        owner, sep, text = value.partition(b"\x00")
-        if not sep:
-            return None
-        if tenant is not None and owner != tenant.encode("utf-8", "surrogatepass"):
-            return None
-        try:
-            return text.decode("utf-8")
-        except UnicodeDecodeError:
-            log.warning("originals: undecodable entry")
-            return None
+        return unpack(self._cache.get(handle), tenant)

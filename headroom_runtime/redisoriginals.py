@@ -11,7 +11,7 @@ import logging
 
 import redis
 
-from headroom_core.originals import handle_for, is_handle
+from headroom_core.originals import handle_for, is_handle, pack, unpack
 
 from .redisconn import PREFIX, RedisConn, tenant_key
 
@@ -43,7 +43,7 @@ class RedisOriginals:
         """Keep `text` for `tenant`; return its handle (idempotent: a kept one is not rewritten)."""
         handle = handle_for(salt, tenant, text)
         owner = tenant.encode("utf-8", "surrogatepass")
-        value = owner + b"\x00" + text.encode("utf-8")
+        value = pack(tenant, text)
         px = None if self.ttl is None else max(1, int(self.ttl * 1000))
 
         def keep(c: redis.Redis) -> None:
@@ -68,15 +68,8 @@ class RedisOriginals:
         if value is None:
             return None
         owner, data = value
-        stored_owner, sep, text = data.partition(b"\x00")
         # The value names its owner too: a pointer or key that disagrees is never trusted.
-        if not sep or stored_owner != owner.encode("utf-8", "surrogatepass"):
-            return None
-        try:
-            return text.decode("utf-8")
-        except UnicodeDecodeError:
-            log.warning("originals: undecodable entry")
-            return None
+        return unpack(data, owner)
 
 
 def _pointer(handle: str) -> str:
