@@ -194,43 +194,63 @@ class Headroom:
             self.header_plans.pop(flow.id, None)
             flow.kill()
 
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow):
+        """Decide inline when that is cheap; a coroutine (which mitmproxy awaits) only when a
+        big body or a slow local answer needs a worker thread, so the common path costs no task."""
         hp = self.header_plans.pop(flow.id, None)
         if flow.response or flow.error or not flow.live:
-            return
+            return None
         engine = self.engine
         if self.failed or engine is None:  # fail closed: nothing is forwarded
             flow.response = _refusal(self.failed or "not configured", flow)
-            return
+            return None
         if hp is None:  # another addon made this request after `requestheaders`
             hp = engine.strip_headers(list(flow.request.headers.fields))
             if hp.stripped:
                 flow.request.headers = http.Headers(hp.kept)
         try:
-            await self._request(flow, engine, hp)
-        except Exception as e:  # our bug: the flow goes on as sent (internal headers are off)
-            log.warning("internal_error phase=request flow=%s error=%s", flow.id,
-                        type(e).__name__)
-            if engine.config.store_mode == "replay":  # offline by contract: never forward
-                flow.response = _refusal("internal error in replay mode", flow)
-
-    async def _request(self, flow: http.HTTPFlow, engine: Engine, hp: HeaderPlan) -> None:
-        req = _request_in(flow)
-        if self.runtime.offload_request(req):
-            plan = await asyncio.to_thread(engine.handle_request, req, hp)
-        else:
+            req = _request_in(flow, hp)
+            if self.runtime.offload_request(req):
+                return self._request_in_thread(flow, engine, req, hp)
             plan = engine.handle_request(req, hp)
-        if plan.deferred is not None:
-            try:
-                plan = plan.resolve(await asyncio.to_thread(plan.deferred))
-            except Exception as e:  # never forward: a deferred answer replaces the upstream
-                log.warning("internal_error phase=deferred flow=%s error=%s", flow.id,
-                            type(e).__name__)
-                plan = plan.resolve(LocalResponse(
-                    502, [(b"content-type", b"text/plain"), (b"x-should-retry", b"false")],
-                    b"headroom: internal error while answering locally\n"))
-        if plan.replay_chunks:
-            await self.pacer.start()
+            if plan.deferred is not None or plan.replay_chunks:
+                return self._finish_request(flow, engine, plan)
+            self._applied(flow, engine, plan)
+        except Exception as e:  # our bug: the flow goes on as sent (internal headers are off)
+            self._request_failed(flow, engine, e)
+        return None
+
+    def _request_failed(self, flow: http.HTTPFlow, engine: Engine, e: Exception) -> None:
+        log.warning("internal_error phase=request flow=%s error=%s", flow.id, type(e).__name__)
+        if engine.config.store_mode == "replay":  # offline by contract: never forward
+            flow.response = _refusal("internal error in replay mode", flow)
+
+    async def _request_in_thread(self, flow: http.HTTPFlow, engine: Engine, req: RequestIn,
+                                 hp: HeaderPlan) -> None:
+        try:
+            plan = await asyncio.to_thread(engine.handle_request, req, hp)
+            await self._finish_request(flow, engine, plan)
+        except Exception as e:
+            self._request_failed(flow, engine, e)
+
+    async def _finish_request(self, flow: http.HTTPFlow, engine: Engine, plan: RequestPlan) -> None:
+        try:
+            if plan.deferred is not None:
+                try:
+                    plan = plan.resolve(await asyncio.to_thread(plan.deferred))
+                except Exception as e:  # never forward: a deferred answer replaces the upstream
+                    log.warning("internal_error phase=deferred flow=%s error=%s", flow.id,
+                                type(e).__name__)
+                    plan = plan.resolve(LocalResponse(
+                        502, [(b"content-type", b"text/plain"), (b"x-should-retry", b"false")],
+                        b"headroom: internal error while answering locally\n"))
+            if plan.replay_chunks:
+                await self.pacer.start()
+            self._applied(flow, engine, plan)
+        except Exception as e:
+            self._request_failed(flow, engine, e)
+
+    def _applied(self, flow: http.HTTPFlow, engine: Engine, plan: RequestPlan) -> None:
         self._apply(flow, plan)
         if plan.state is not None:
             if plan.response is None:
@@ -416,13 +436,10 @@ def _is_reverse(flow: http.HTTPFlow) -> bool:
     return isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode)
 
 
-def _is_upgrade(r: http.Request) -> bool:
-    return r.headers.get("upgrade", "").lower() == "websocket"
-
-
-def _request_in(flow: http.HTTPFlow) -> RequestIn:
+def _request_in(flow: http.HTTPFlow, hp: HeaderPlan) -> RequestIn:
     r = flow.request
     peer = flow.client_conn.peername
+    upgrade = hp.index.get(b"upgrade")
     return RequestIn(
         flow_id=flow.id,
         method=r.method,
@@ -430,10 +447,10 @@ def _request_in(flow: http.HTTPFlow) -> RequestIn:
         host=r.host,
         port=r.port,
         path=r.path,
-        fields=list(r.headers.fields),
+        fields=hp.kept,
         body=None if r.stream else r.raw_content,
         reverse=_is_reverse(flow),
-        websocket_upgrade=_is_upgrade(r),
+        websocket_upgrade=bool(upgrade) and upgrade[0].strip().lower() == b"websocket",
         client=peer[0] if peer else None,
     )
 

@@ -48,13 +48,14 @@ def is_event_stream(fields: Fields) -> bool:
 
 
 class HeaderPlan:
-    """The request's header fields without internal ones, their names, and the controls they
-    carried."""
+    """The request's header fields without internal ones, their names, the controls they
+    carried, and the kept fields by lower-case name (every later step looks headers up here)."""
 
-    __slots__ = ("kept", "stripped", "controls")
+    __slots__ = ("kept", "stripped", "controls", "index")
 
-    def __init__(self, kept: Fields, stripped: list[bytes], controls: Controls) -> None:
-        self.kept, self.stripped, self.controls = kept, stripped, controls
+    def __init__(self, kept: Fields, stripped: list[bytes], controls: Controls,
+                 index: headers.Index) -> None:
+        self.kept, self.stripped, self.controls, self.index = kept, stripped, controls, index
 
 
 class _Draft:
@@ -105,6 +106,7 @@ class Engine:
             salt=salt)
         self.sink = sink or (lambda record: None)
         self.clock = clock
+        self.tenants = tenant.Tenants(salt, config.namespace)
 
     # -- request -----------------------------------------------------------------------------
 
@@ -156,7 +158,7 @@ class Engine:
     def _guarded(self, req: RequestIn, hp: HeaderPlan, draft: _Draft, state: FlowState) -> None:
         """`_process`, failing safe: on our own error the client's request goes as sent."""
         try:
-            self._process(req, hp.kept, draft, state)
+            self._process(req, hp, draft, state)
         except Exception as e:
             draft.clear()
             if hp.stripped and req.fields is not hp.kept:
@@ -221,11 +223,13 @@ class Engine:
         state.local = draft.response is not None or draft.deferred is not None
         return draft.plan(state)
 
-    def _process(self, req: RequestIn, fields: Fields, draft: _Draft, state: FlowState) -> None:
-        state.tenant, kind = tenant.identify(fields, self.salt, self.config.namespace)
+    def _process(self, req: RequestIn, hp: HeaderPlan, draft: _Draft, state: FlowState) -> None:
+        fields, index = hp.kept, hp.index
+        state.tenant, kind = self.tenants.identify(index)
         if state.route.websocket:
-            return self._handshake(fields, draft, state, kind)
-        decoded = self._decoded(req, fields, state)
+            return self._handshake(hp, draft, state, kind)
+        coding = (headers.first(index, b"content-encoding") or b"").decode("latin-1")
+        decoded = self._decoded(req, coding, state)
         if decoded is None:
             return
         if state.route.endpoint == "other":  # not a model call: the store is all that applies
@@ -234,19 +238,18 @@ class Engine:
             return
         state.compress = (self._compress_applies(kind)
                           and state.route.endpoint != "count_tokens")
-        doc = self._read_body(req, fields, decoded, state)
+        doc = self._read_body(req, index, decoded, state)
         if doc is _INVALID:
             return
-        client_fields = fields
-        fields = self._merge_betas(draft, state, fields)
-        if self.recorder is not None and self._lookup(req, client_fields, decoded, draft, state):
+        merged = self._merge_betas(draft, state, fields, index)
+        if self.recorder is not None and self._lookup(req, fields, decoded, draft, state):
             return
         if state.compress:
-            self._rewrite(draft, state, fields, decoded, encoding.coding_of(fields), doc)
+            self._rewrite(draft, state, merged, decoded, coding, doc)
 
-    def _handshake(self, fields: Fields, draft: _Draft, state: FlowState, kind: str) -> None:
+    def _handshake(self, hp: HeaderPlan, draft: _Draft, state: FlowState, kind: str) -> None:
         """A WebSocket upgrade (Codex's Responses transport): headers only."""
-        state.session = session.identify(state.route.provider, fields, None, state.tenant)
+        state.session = session.identify_index(state.route.provider, hp.index, None, state.tenant)
         refuse = self.config.websocket == "refuse" or (
             self.config.store_mode == "replay" and storemode.access("replay", state.controls).read)
         if refuse:
@@ -255,14 +258,15 @@ class Engine:
             state.decisions["websocket"] = "refused"
             return
         state.compress = self._compress_applies(kind)
-        self._merge_betas(draft, state, fields)
+        self._merge_betas(draft, state, hp.kept, hp.index)
 
-    def _decoded(self, req: RequestIn, fields: Fields, state: FlowState) -> bytes | None:
+    def _decoded(self, req: RequestIn, coding: str, state: FlowState) -> bytes | None:
         """The request body without its content coding, or None (passthrough, said why)."""
         if req.body is None:
             state.decisions["passthrough"] = "body-streamed"
             return None
-        coding = encoding.coding_of(fields)
+        if not coding:
+            return req.body if len(req.body) <= self.config.max_body else self._too_big(req, state)
         if not encoding.is_supported(coding):
             state.decisions["passthrough"] = "unsupported-encoding"
             _warn("passthrough", flow=req.flow_id, reason="unsupported-encoding",
@@ -276,7 +280,14 @@ class Engine:
                   detail=str(e)[:120])  # our own EncodingError text: names the coding, no data
             return None
 
-    def _read_body(self, req: RequestIn, fields: Fields, decoded: bytes, state: FlowState) -> Any:
+    def _too_big(self, req: RequestIn, state: FlowState) -> None:
+        state.decisions["passthrough"] = "undecodable-body"
+        _warn("passthrough", flow=req.flow_id, reason="undecodable-body",
+              detail=f"decoded body exceeds {self.config.max_body} bytes")
+        return None
+
+    def _read_body(self, req: RequestIn, index: headers.Index, decoded: bytes,
+                   state: FlowState) -> Any:
         """Model, stream flag and session; the parsed document when something needs it (None:
         not parsed; _INVALID: not a JSON object, passthrough)."""
         provider = state.route.provider
@@ -285,7 +296,7 @@ class Engine:
             # client names its session in a header, skip parsing the whole document.
             state.model = _peek_model(decoded)
             if state.model is not None:
-                state.session = session.identify(provider, fields, None, state.tenant)
+                state.session = session.identify_index(provider, index, None, state.tenant)
                 if state.session.id is not None:
                     return None
         doc = _parse_json(decoded)
@@ -300,7 +311,7 @@ class Engine:
         state.model = model if isinstance(model, str) else None
         stream = doc.get("stream")
         state.stream = stream if isinstance(stream, bool) else False
-        state.session = session.identify(provider, fields, doc, state.tenant)
+        state.session = session.identify_index(provider, index, doc, state.tenant)
         return doc
 
     def _compress_applies(self, credential_kind: str) -> bool:
@@ -334,7 +345,8 @@ class Engine:
         draft.body, draft.fields = raw, fields
         state.req_bytes_upstream = len(raw)
 
-    def _merge_betas(self, draft: _Draft, state: FlowState, fields: Fields) -> Fields:
+    def _merge_betas(self, draft: _Draft, state: FlowState, fields: Fields,
+                     index: headers.Index) -> Fields:
         """Session-sticky beta header: re-send tokens this conversation already sent upstream."""
         if not self.config.beta_sticky:
             return fields
@@ -343,7 +355,7 @@ class Engine:
             return fields
         sid = state.session
         key = beta.sticky_key(sid.id, state.route.endpoint, state.model)
-        values = beta.header_values(fields, name)
+        values = [v.decode("latin-1") for v in index.get(name.lower(), ())]
         d = self.betas.apply(key, sid.high_confidence, values)
         folded = len(values) > 1  # several lines (case variants) become one
         state.decisions["beta"] = {"changed": d.changed or folded, "added": d.added,

@@ -52,29 +52,57 @@ class Controls:
     no_store: bool = False  # standard `cache-control: no-cache / no-store` from the client
 
 
+Index = dict[bytes, list[bytes]]  # lower-case name -> values in wire order
+
+
 def strip_and_read(fields: Sequence[tuple[bytes, bytes]], rules: StripRules
-                   ) -> tuple[Fields, list[bytes], Controls]:
-    """Split fields into (kept, stripped names) and read the client's controls, in one pass
-    (this runs on every flow). Order and case of kept fields are untouched."""
+                   ) -> tuple[Fields, list[bytes], Controls, Index]:
+    """Split fields into (kept, stripped names), read the client's controls, and index the kept
+    fields by lower-case name, in one pass (this runs on every flow, and every later step looks
+    headers up in the index instead of scanning the fields again). Order and case of kept fields
+    are untouched."""
     kept: Fields = []
     stripped: list[bytes] = []
+    index: Index = {}
     bypass = no_store = False
     cache: str | None = None
     names, prefixes = rules.names, rules.prefixes
     for name, value in fields:
         n = name.lower()
+        if n.startswith(b"x-headroom-"):  # controls steer Headroom whatever is stripped
+            if n == b"x-headroom-bypass":
+                bypass = bypass or value.strip().lower() in _TRUE
+            elif n == b"x-headroom-cache":
+                cache = value.strip().lower().decode("latin-1") or cache
         if n in names or n.startswith(prefixes):
             stripped.append(name)
+            continue
+        kept.append((name, value))
+        values = index.get(n)
+        if values is None:
+            index[n] = [value]
         else:
-            kept.append((name, value))
-        if n == b"x-headroom-bypass":
-            bypass = bypass or value.strip().lower() in _TRUE
-        elif n == b"x-headroom-cache":
-            cache = value.strip().lower().decode("latin-1") or cache
-        elif n == b"cache-control":
-            directives = {d.strip().split(b"=")[0] for d in value.lower().split(b",")}
-            no_store = no_store or bool(directives & {b"no-cache", b"no-store"})
-    return kept, stripped, Controls(bypass=bypass, cache=cache, no_store=no_store)
+            values.append(value)
+    for value in index.get(b"cache-control", ()):
+        directives = {d.strip().split(b"=")[0] for d in value.lower().split(b",")}
+        no_store = no_store or bool(directives & {b"no-cache", b"no-store"})
+    if not stripped:
+        kept = fields if isinstance(fields, list) else list(fields)
+    return kept, stripped, Controls(bypass=bypass, cache=cache, no_store=no_store), index
+
+
+def index(fields: Iterable[tuple[bytes, bytes]]) -> Index:
+    """Header fields by lower-case name (values in wire order)."""
+    out: Index = {}
+    for name, value in fields:
+        out.setdefault(name.lower(), []).append(value)
+    return out
+
+
+def first(idx: Index, name: bytes) -> bytes | None:
+    """The first value of a lower-case `name` in an index."""
+    values = idx.get(name)
+    return values[0] if values else None
 
 
 def get(fields: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
@@ -94,5 +122,5 @@ def remove(fields: Sequence[tuple[bytes, bytes]], name: bytes) -> Fields:
 
 def strip(fields: Sequence[tuple[bytes, bytes]], rules: StripRules) -> tuple[Fields, list[bytes]]:
     """Split fields into (kept, stripped names). Order and case of kept fields are untouched."""
-    kept, stripped, _ = strip_and_read(fields, rules)
+    kept, stripped, _, _ = strip_and_read(fields, rules)
     return kept, stripped

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -84,6 +84,21 @@ def identify(
         headers = _first_values(fields)
     except Exception:
         headers = {}
+    return _identify(provider, headers, body, tenant)
+
+
+def identify_index(provider: str, index: Mapping[bytes, list[bytes]], body: dict | None,
+                   tenant: str) -> SessionId:
+    """`identify` from a header index (`headers.Index`)."""
+    try:
+        headers = {n: index[n][0].decode("latin-1").strip() for n in _ID_HEADERS if n in index}
+    except Exception:
+        headers = {}
+    return _identify(provider, headers, body, tenant)
+
+
+def _identify(provider: str, headers: dict[bytes, str], body: dict | None,
+              tenant: str) -> SessionId:
     if not isinstance(body, dict):
         body = None
 

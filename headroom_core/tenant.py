@@ -10,7 +10,8 @@ credentials ever share state: a gateway's placeholder `x-api-key` next to each u
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 
 # x-api-key (Anthropic), Authorization (OpenAI, OAuth), api-key (Azure OpenAI gateways)
 CREDENTIAL_HEADERS = (b"x-api-key", b"authorization", b"api-key")
@@ -36,6 +37,11 @@ def credentials(fields: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, byte
             if v:
                 found.append((n, _bearer(v) if n == b"authorization" else v))
     return sorted(set(found))
+
+
+def credentials_of(index: Mapping[bytes, list[bytes]]) -> list[tuple[bytes, bytes]]:
+    """`credentials` from a header index (`headers.Index`)."""
+    return credentials((n, v) for n in _ALL for v in index.get(n, ()))
 
 
 def credential(fields: Iterable[tuple[bytes, bytes]]) -> bytes | None:
@@ -91,9 +97,35 @@ def tenant_of(secret: bytes | None, salt: bytes, namespace: str | None = None) -
 
 def identify(fields: Iterable[tuple[bytes, bytes]], salt: bytes,
              namespace: str | None = None) -> tuple[str, str]:
-    """(tenant id, credential kind) in one pass over the headers."""
-    creds = credentials(fields)
+    """(tenant id, credential kind) of a request's header fields."""
+    return _identify(credentials(fields), salt, namespace)
+
+
+def _identify(creds: list[tuple[bytes, bytes]], salt: bytes,
+              namespace: str | None) -> tuple[str, str]:
     found = dict(creds)
     main = next((found[n] for n in (b"x-api-key", b"api-key", b"authorization") if found.get(n)),
                 None)
     return tenant_of(secret_of(creds), salt, namespace), kind_of(main)
+
+
+class Tenants:
+    """`identify` for a header index, remembering the last few thousand answers: every request
+    of a session carries the same credentials, and the salted hash need not be taken again."""
+
+    def __init__(self, salt: bytes, namespace: str | None, size: int = 4096) -> None:
+        self.salt, self.namespace, self.size = salt, namespace, size
+        self._known: OrderedDict[tuple, tuple[str, str]] = OrderedDict()
+
+    def identify(self, index: Mapping[bytes, list[bytes]]) -> tuple[str, str]:
+        key = tuple(tuple(index.get(n, ())) for n in _ALL_ORDERED)
+        known = self._known.get(key)
+        if known is None:
+            known = _identify(credentials_of(index), self.salt, self.namespace)
+            self._known[key] = known
+            if len(self._known) > self.size:
+                self._known.popitem(last=False)
+        return known
+
+
+_ALL_ORDERED = CREDENTIAL_HEADERS + ACCOUNT_HEADERS

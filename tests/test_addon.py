@@ -22,7 +22,8 @@ def ctx(tmp_path):
 
 
 def run(tctx, coro):
-    return tctx.master.event_loop.run_until_complete(coro)
+    """Run a hook's result: None when the hook finished inline, else the coroutine it returned."""
+    return tctx.master.event_loop.run_until_complete(coro) if coro is not None else None
 
 
 def llm_flow(body=b'{"model":"claude-x","messages":[{"role":"user","content":"hi"}]}',
