@@ -141,6 +141,7 @@ class Headroom:
             "compress": cfg.compress if cfg else None,
             "uptime_s": round(time.time() - self.started, 1),
             "state": dict(rt.degrade.status) if rt else {},
+            "memory": rt.holds() if rt else {},
         }
 
     def done(self) -> None:

@@ -238,14 +238,52 @@ class Engine:
             return
         state.compress = (self._compress_applies(kind)
                           and state.route.endpoint != "count_tokens")
-        doc = self._read_body(req, index, decoded, state)
-        if doc is _INVALID:
-            return
+        turn = self._turn(index, decoded, state) if self._turn_applies(state) else None
+        doc = None
+        if turn is None:
+            doc = self._read_body(req, index, decoded, state)
+            if doc is _INVALID:
+                return
         merged = self._merge_betas(draft, state, fields, index)
         if self.recorder is not None and self._lookup(req, fields, decoded, draft, state):
             return
         if state.compress:
-            self._rewrite(draft, state, merged, decoded, coding, doc)
+            if turn is None:
+                turn = self.rewriter.rewrite(state.route.shape, decoded, tenant=state.tenant,
+                                             doc=doc, memo_key=self._memo_key(state))
+            self._apply_rewrite(draft, state, merged, decoded, coding, turn)
+
+    def _turn_applies(self, state: FlowState) -> bool:
+        """Whether this request may be worked out from its conversation's previous turn: a
+        rewrite with nothing else needing the parsed body (no store key), for a conversation
+        the client names in a header."""
+        return state.compress and self.recorder is None and state.route.shape == "anthropic"
+
+    def _turn(self, index: headers.Index, decoded: bytes, state: FlowState):
+        """The rewrite from the conversation's previous turn (no parse of the whole body), or
+        None. Model, stream flag and session come from cheap reads that give what the parsed
+        body would."""
+        model = _peek_model(decoded)
+        stream = _tail_stream(decoded)
+        if model is None or stream is None:
+            return None
+        sid = session.identify_index(state.route.provider, index, None, state.tenant)
+        if not sid.source.startswith("header:"):
+            return None
+        state.model, state.stream, state.session = model, stream, sid
+        res = self.rewriter.rewrite_turn(decoded, tenant=state.tenant,
+                                         memo_key=self._memo_key(state))
+        if res is None:
+            state.model = state.stream = None
+            state.session = session.NONE
+        return res
+
+    @staticmethod
+    def _memo_key(state: FlowState) -> tuple | None:
+        sid = state.session
+        if sid.id is None or not sid.source.startswith("header:"):
+            return None
+        return (state.tenant, sid.id, state.route.endpoint, state.model)
 
     def _handshake(self, hp: HeaderPlan, draft: _Draft, state: FlowState, kind: str) -> None:
         """A WebSocket upgrade (Codex's Responses transport): headers only."""
@@ -330,10 +368,9 @@ class Engine:
         draft.response, draft.chunks, draft.deferred = hit.response, hit.chunks, hit.deferred
         return True
 
-    def _rewrite(self, draft: _Draft, state: FlowState, fields: Fields, decoded: bytes,
-                 coding: str, doc: Any) -> None:
+    def _apply_rewrite(self, draft: _Draft, state: FlowState, fields: Fields, decoded: bytes,
+                       coding: str, res: RewriteResult) -> None:
         """Live-zone rewriting with ledger replay; the body keeps its content coding."""
-        res = self.rewriter.rewrite(state.route.shape, decoded, tenant=state.tenant, doc=doc)
         state.decisions["rewrite"] = rewrite_summary(res)
         if res.body is None:
             return
@@ -510,6 +547,17 @@ class Engine:
 
 def _passthrough_chunks(chunk: bytes) -> bytes:
     return chunk
+
+
+_TAIL_STREAM = re.compile(rb'[,{][ \t\n\r]*"stream"[ \t\n\r]*:[ \t\n\r]*(true|false)'
+                          rb'[ \t\n\r]*}[ \t\n\r]*\Z')
+
+
+def _tail_stream(data: bytes) -> bool | None:
+    """The top-level `stream` flag when it is the body's last key (Claude Code puts it there):
+    a key right before the closing brace of the outermost object. None when unsure."""
+    m = _TAIL_STREAM.search(data, max(0, len(data) - 64))
+    return None if m is None else m.group(1) == b"true"
 
 
 def _peek_model(data: bytes) -> str | None:

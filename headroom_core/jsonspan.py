@@ -293,3 +293,134 @@ def splice(raw: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
         pos = end
     parts.append(raw[pos:])
     return b"".join(parts)
+
+
+# --- arrays element by element (the turn memo) --------------------------------------------------
+
+
+def elements_after(raw: bytes, pos: int) -> tuple[list[Span], int] | None:
+    """The spans of the array elements that follow position `pos` (just after an element, or just
+    after the opening bracket of an empty array), and the position just after the closing
+    bracket; None when the bytes there are not such an array tail."""
+    spans: list[Span] = []
+    try:
+        pos = _WS.match(raw, pos).end()
+        while True:
+            c = raw[pos]
+            if c == _RBRACK:
+                return spans, pos + 1
+            if spans or c == 0x2C:  # ","
+                if c != 0x2C:
+                    return None
+                pos = _WS.match(raw, pos + 1).end()
+            start = pos
+            pos = _skip_value(raw, pos)
+            spans.append((start, pos))
+            pos = _WS.match(raw, pos).end()
+    except (_Refuse, IndexError):
+        return None
+
+
+def array_elements(raw: bytes, key: str) -> tuple[int, list[Span], int] | None:
+    """For the top-level object's array under `key`: the position just after its opening bracket,
+    its elements' spans and the position just after its closing bracket. None when the document
+    is not an object with such an array, or when a later duplicate of `key` might exist (the one
+    parsers keep would then be another)."""
+    token = orjson.dumps(key)
+    try:
+        pos = _WS.match(raw, 0).end()
+        if raw[pos] != _LBRACE:
+            return None
+        pos = _WS.match(raw, pos + 1).end()
+        while raw[pos] != _RBRACE:
+            m = _KEY.match(raw, pos)
+            if m is None:
+                return None
+            pos = m.end()
+            if m.group(1) == token and raw[pos] == _LBRACK:
+                first = pos + 1
+                tail = elements_after(raw, first)
+                if tail is None or not no_later_key(raw, tail[1], key):
+                    return None
+                spans, end = tail
+                return first, spans, end
+            pos = _skip_value(raw, pos)
+            m = _SEP.match(raw, pos)
+            if m is None or m.group(1) == b"]":
+                return None
+            pos = _WS.match(raw, m.end()).end() if m.group(1) == b"," else m.start(1)
+    except (_Refuse, IndexError):
+        return None
+    return None
+
+
+def no_later_key(raw: bytes, pos: int, key: str) -> bool:
+    """True when no object key `key` can start at or after `pos` (the bytes hold neither its
+    plain spelling nor any \\u escape that could spell it)."""
+    return raw.find(orjson.dumps(key), pos) < 0 and raw.find(b"\\u", pos) < 0
+
+
+def locate_fast(raw: bytes, expected: Mapping[Path, str]) -> dict[Path, Span] | None:
+    """`locate_checked` by searching each text's compact encoding, for bodies written by compact
+    serialisers (JSON.stringify, orjson): each occurrence must be an unescaped string literal right
+    after its own key (`"key":`) or in an array, and each text must occur exactly as often as it
+    is expected, in document order. None when unsure: use `locate_checked`."""
+    by_text: dict[str, list[Path]] = {}
+    for path, text in expected.items():
+        by_text.setdefault(text, []).append(path)
+    found: dict[Path, Span] = {}
+    for text, paths in by_text.items():
+        lit = encode_literal(text)
+        if lit is None:
+            return None
+        hits = []
+        start = raw.find(lit)
+        while start >= 0:
+            hits.append(start)
+            if len(hits) > len(paths):
+                return None
+            start = raw.find(lit, start + len(lit))
+        if len(hits) != len(paths):
+            return None
+        for path, start in zip(paths, hits):
+            if not _literal_at(raw, start, path[-1]):
+                return None
+            found[path] = (start, start + len(lit))
+    return found
+
+
+def _literal_at(raw: bytes, start: int, last: Key) -> bool:
+    """Whether an unescaped string literal starting at `start` is the value of key `last` (or an
+    array element, when `last` is an index)."""
+    k = start
+    while k > 0 and raw[k - 1] == _BACKSLASH:
+        k -= 1
+    if (start - k) & 1:
+        return False  # the quote is escaped: inside another string
+    i = start - 1
+    while i >= 0 and raw[i] in b" \t\n\r":
+        i -= 1
+    if i < 0:
+        return False
+    if type(last) is int:
+        return raw[i] in b"[,"
+    if raw[i] != 0x3A:  # ":"
+        return False
+    i -= 1
+    while i >= 0 and raw[i] in b" \t\n\r":
+        i -= 1
+    key = orjson.dumps(last)
+    return raw[i - len(key) + 1:i + 1] == key and _literal_starts(raw, i - len(key) + 1)
+
+
+def _literal_starts(raw: bytes, q: int) -> bool:
+    """Whether the quote at `q` is unescaped and opens a key (after `{` or `,`)."""
+    k = q
+    while k > 0 and raw[k - 1] == _BACKSLASH:
+        k -= 1
+    if (q - k) & 1:
+        return False
+    i = q - 1
+    while i >= 0 and raw[i] in b" \t\n\r":
+        i -= 1
+    return i >= 0 and raw[i] in b"{,"

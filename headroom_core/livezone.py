@@ -91,19 +91,41 @@ def _anthropic(doc: dict) -> list[Candidate]:
     messages = doc.get("messages")
     if not isinstance(messages, list):
         return []
-    names: dict[str, str] = {}
-    out: list[Candidate] = []
     # Everything after the model's last turn is new to the provider. Normally that is just the
     # newest user message; consecutive user messages (an interrupted turn) are covered the same way.
-    last_assistant = _last_index(messages, _is_assistant)
-    for i, msg in enumerate(messages):
+    return anthropic_candidates(messages, last_assistant=_last_index(messages, _is_assistant))
+
+
+def last_assistant(messages: Sequence, start: int = 0) -> int:
+    """Index (counted from `start`) of the last assistant message, or -1."""
+    i = _last_index(messages, _is_assistant)
+    return i + start if i >= 0 else -1
+
+
+def tool_uses(msg: Any) -> list[tuple[str, str]]:
+    """(id, name) of every tool_use block of an Anthropic message, in order."""
+    content = msg.get("content") if isinstance(msg, dict) else None
+    if not isinstance(content, list):
+        return []
+    return [(b["id"], b["name"]) for b in content
+            if isinstance(b, dict) and b.get("type") == "tool_use"
+            and isinstance(b.get("id"), str) and isinstance(b.get("name"), str)]
+
+
+def anthropic_candidates(messages: Sequence, *, last_assistant: int, start: int = 0,
+                         names: dict[str, str] | None = None) -> list[Candidate]:
+    """The candidates of Anthropic `messages`, numbered from `start` (a tail of a conversation
+    whose earlier tool_use names are in `names`, which this updates)."""
+    names = {} if names is None else names
+    out: list[Candidate] = []
+    for k, msg in enumerate(messages):
+        i = start + k
         if not isinstance(msg, dict):
             continue
         content = msg.get("content")
         if not isinstance(content, list):
             continue
-        role = msg.get("role")
-        live = i > last_assistant and role == "user"
+        live = i > last_assistant and msg.get("role") == "user"
         for j, block in enumerate(content):
             if not isinstance(block, dict):
                 continue
@@ -125,11 +147,11 @@ def _anthropic(doc: dict) -> list[Candidate]:
             if isinstance(body, str):
                 out.append(Candidate(base, body, tool, call_id, live, i, j, None, is_error))
             elif isinstance(body, list):
-                for k, part in enumerate(body):
+                for k2, part in enumerate(body):
                     if isinstance(part, dict) and part.get("type") == "text" \
                             and isinstance(part.get("text"), str):
-                        out.append(Candidate((*base, k, "text"), part["text"], tool, call_id, live,
-                                             i, j, k, is_error))
+                        out.append(Candidate((*base, k2, "text"), part["text"], tool, call_id,
+                                             live, i, j, k2, is_error))
     return out
 
 

@@ -12,11 +12,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import dataclasses
+
 from headroom_core import jsonspan, livezone
 from headroom_core.compress import DEFAULT_MIN_BYTES, CompressPolicy, compress
 from headroom_core.jsonutil import loads
 from headroom_core.ledger import Entry, Ledger, Original
 from headroom_core.livezone import DEFAULT_ERROR_LIMIT, DEFAULT_EXCLUDE, Candidate
+from headroom_core.turnmemo import Known, Turn, TurnMemo
 from headroom_core.originals import DEFAULT_RETRIEVAL_BASE, Originals, handle_for
 
 log = logging.getLogger("headroom.rewrite")
@@ -106,7 +109,7 @@ class _Pass:
     """One request's rewrite while it is worked out: candidates, their literals, decisions."""
 
     __slots__ = ("body", "cands", "settled", "spans", "literal", "hits", "decided", "manifest",
-                 "edits", "tokens_saved", "counts")
+                 "edits", "tokens_saved", "counts", "outcome", "known")
 
     def __init__(self, body: bytes, cands: list[Candidate]) -> None:
         self.body, self.cands = body, cands
@@ -115,12 +118,15 @@ class _Pass:
         self.literal: dict = {}
         self.hits: dict[Original, Entry] = {}
         self.decided: dict[Original, _Decision] = {}
+        self.outcome: dict[int, _Decision] = {}  # id(candidate) -> the decision applied to it
+        self.known: dict[int, Known] = {}  # id(candidate) -> what the turn memo said of it
         self.manifest: list[dict] = []
         self.edits: list[tuple[int, int, bytes]] = []
         self.tokens_saved = 0
         self.counts: dict[str, int] = {}
 
     def report(self, c: Candidate, d: _Decision, before: bytes, after: bytes | None) -> None:
+        self.outcome[id(c)] = d
         self.counts[d.action] = self.counts.get(d.action, 0) + 1
         self.manifest.append(_entry(c, d.action, before, after, d.kind, d.tokens_before,
                                     d.tokens_after, d.reason))
@@ -152,6 +158,7 @@ class Rewriter:
         self.originals = originals
         self.salt = salt
         self._compressor = compressor
+        self.memo = TurnMemo()
 
     def rewrite(
         self,
@@ -161,19 +168,25 @@ class Rewriter:
         tenant: str,
         tool_names: Mapping[str, str] | None = None,
         doc: Any = None,
+        memo_key: tuple | None = None,
     ) -> RewriteResult:
         """Rewrite a decoded request body of `shape` ("anthropic", "chat", "responses",
         "responses_ws") for `tenant`. `doc` may pass the already-parsed body to save a parse.
+        With `memo_key` (the conversation), what was decided is kept for `rewrite_turn`.
 
         Never raises on bad input or store failures: those return `body=None` (forward unchanged).
         """
         body = bytes(body)
+        if memo_key is not None:
+            self.memo.drop(memo_key)  # whatever happens next, the old turn is no longer valid
         if doc is None:
             doc = _parse(body)
         if doc is None:
             return RewriteResult(None, [{"action": "error", "reason": "unparsable-body"}])
         cands = livezone.candidates(shape, doc, tool_names=tool_names)
         if not cands:
+            if memo_key is not None and shape == "anthropic":
+                self._remember(memo_key, _Pass(body, []), doc)
             return RewriteResult(None)
         try:
             floor = self.ledger.min_length()
@@ -183,15 +196,168 @@ class Rewriter:
         p = _Pass(body, cands)
         wanted = self._settle(p, floor)
         if not wanted:
-            return RewriteResult(None, [_entry(c, d.action, _utf8(c.text), None, d.kind,
-                                               reason=d.reason)
-                                        for c in cands if (d := p.settled.get(id(c)))])
-        failed = self._locate(p, wanted) or self._lookup(p, wanted, floor, tenant)
-        if failed is not None:
-            return failed
-        for c in cands:
+            result = RewriteResult(None, [_entry(c, d.action, _utf8(c.text), None, d.kind,
+                                                 reason=d.reason)
+                                          for c in cands if (d := p.settled.get(id(c)))])
+        else:
+            failed = self._locate(p, wanted) or self._lookup(p, wanted, floor, tenant)
+            if failed is not None:
+                return failed
+            for c in cands:
+                self._apply(p, c, tenant)
+            result = p.result()
+        if memo_key is not None and shape == "anthropic":
+            self._remember(memo_key, p, doc)
+        return result
+
+    def rewrite_turn(self, body: bytes, *, tenant: str, memo_key: tuple) -> RewriteResult | None:
+        """`rewrite` of an Anthropic request from the conversation's previous turn: the messages
+        it shares with that turn keep their decisions; only the messages after them are parsed
+        and decided. Same result as `rewrite`, byte for byte and entry for entry; None when the
+        turn cannot be used (then call `rewrite`). Never raises."""
+        turn = self.memo.get(memo_key)
+        if turn is None:
+            return None
+        try:
+            return self._from_turn(turn, bytes(body), tenant, memo_key)
+        except _STORE_ERRORS as e:  # the ledger, or a bug: the full pass decides
+            log.debug("rewrite: turn memo not used (%s)", type(e).__name__)
+            self.memo.drop(memo_key)
+            return None
+
+    def _from_turn(self, turn: Turn, body: bytes, tenant: str,
+                   memo_key: tuple) -> RewriteResult | None:
+        j = turn.shared(body)
+        tail = jsonspan.elements_after(body, turn.spans[j - 1][1]) if j else None
+        if tail is None or not jsonspan.no_later_key(body, tail[1], "messages"):
+            return None
+        spans = tail[0]
+        msgs = [loads(body[a:b]) for a, b in spans]
+        tail_last = livezone.last_assistant(msgs, j)
+        last_assistant = tail_last if tail_last >= 0 else turn.last_assistant_before(j)
+        names = turn.names_before(j)
+        tail_cands = livezone.anthropic_candidates(msgs, last_assistant=last_assistant, start=j,
+                                                   names=names)
+        floor = self.ledger.min_length()
+        p = _Pass(body, [])
+        order: list[Known | Candidate] = []  # the memo's next list: carried Knowns, candidates
+        for k in turn.known:
+            if k.cand.index >= j:
+                break
+            live = k.cand.index > last_assistant and k.user
+            if not live and k.entry is None:
+                order.append(k)  # history never rewritten: nothing to report, nothing to replace
+                continue
+            c = k.cand if k.cand.live == live else dataclasses.replace(k.cand, live=live)
+            if not self._reuse(p, c, k, floor):
+                return None
+            order.append(c)
+        p.cands.extend(tail_cands)
+        order.extend(tail_cands)
+        wanted = [c for c in tail_cands if self._wanted(p, c, floor)]
+        if not self._locate_in(p, tail_cands, spans, j) or self._lookup(p, wanted, floor,
+                                                                         tenant):
+            return None
+        for c in wanted:  # what a full pass would have located (and reports as such)
+            start, end = p.spans[c.path]
+            p.literal[c.path] = body[start:end]
+        for c in p.cands:
             self._apply(p, c, tenant)
+        self._remember_turn(memo_key, p, order, turn, j, spans, msgs)
+        if not p.manifest and not p.edits:
+            return RewriteResult(None)
         return p.result()
+
+    def _reuse(self, p: _Pass, c: Candidate, k: Known, floor: int | None) -> bool:
+        """Put an output the turn memo knows into the pass exactly as a full pass would have
+        found it (located or not, in the ledger or not, settled or decided). False when the
+        memo cannot say (then the request is worked out in full)."""
+        settled = self._precheck(c) if c.live else None
+        located = (floor is not None and _may_reach(c.text, floor)) or (c.live and settled is None)
+        if k.entry is not None and not located:
+            return False  # the ledger's floor is unknown: only a full pass behaves the same
+        if c.live and k.entry is None and settled is None and k.decision is None:
+            return False  # an earlier output is live again (history truncated), or undecided
+        p.cands.append(c)
+        p.known[id(c)] = k
+        p.spans[c.path] = k.span
+        if located:
+            p.literal[c.path] = k.literal
+            if k.entry is not None:
+                p.hits[(c.call_id, k.literal)] = k.entry
+        if c.live and settled is not None:
+            p.settled[id(c)] = settled
+        elif c.live and k.entry is None:
+            p.decided[(c.call_id, k.literal)] = k.decision
+        return True
+
+    def _wanted(self, p: _Pass, c: Candidate, floor: int | None) -> bool:
+        if c.live:
+            d = self._precheck(c)
+            if d is not None:
+                p.settled[id(c)] = d
+        return (floor is not None and _may_reach(c.text, floor)) or (c.live and id(c) not in
+                                                                      p.settled)
+
+    def _locate_in(self, p: _Pass, cands: list[Candidate], spans: list, j: int) -> bool:
+        """Locate the tail's outputs, each inside its own message's bytes."""
+        by_message: dict[int, dict] = {}
+        for c in cands:
+            by_message.setdefault(c.index, {})[(0, *c.path[2:])] = c.text
+        for index, expected in by_message.items():
+            a, b = spans[index - j]
+            sub = b"[" + p.body[a:b] + b"]"  # the message as a one-element array
+            found = jsonspan.locate_fast(sub, expected) or jsonspan.locate_checked(sub, expected)
+            if found is None:
+                return False
+            for rel, (start, end) in found.items():
+                p.spans[("messages", index, *rel[1:])] = (a + start - 1, a + end - 1)
+        return True
+
+    def _remember(self, key: tuple, p: _Pass, doc: Any) -> None:
+        """Keep the turn a full pass decided (needs every message's and output's bytes)."""
+        where = jsonspan.array_elements(p.body, "messages")
+        messages = doc.get("messages") if isinstance(doc, dict) else None
+        if where is None or not isinstance(messages, list) or len(where[1]) != len(messages):
+            return
+        missing = {c.path: c.text for c in p.cands if c.path not in p.spans}
+        if missing:
+            found = jsonspan.locate_fast(p.body, missing) or jsonspan.locate_checked(p.body,
+                                                                                      missing)
+            if found is None:
+                return
+            p.spans.update(found)
+        self._remember_turn(key, p, p.cands, None, 0, where[1], messages)
+
+    def _remember_turn(self, key: tuple, p: _Pass, order: list, turn: Turn | None, j: int,
+                       spans: list, msgs: list) -> None:
+        known = []
+        for item in order:
+            if isinstance(item, Known):
+                known.append(item)
+                continue
+            c = item
+            start, end = p.spans[c.path]
+            lit = p.body[start:end]
+            d = p.outcome.get(id(c)) or p.settled.get(id(c))
+            if d is not None and d.action in _TRANSIENT:
+                d = None  # not to be repeated: the next turn decides again
+            entry = p.hits.get((c.call_id, lit))
+            if entry is None and d is not None and d.forwarded is not None:
+                entry = Entry(d.forwarded, d.kind, d.tokens_before, d.tokens_after)
+            old = p.known.get(id(c))
+            user = old.user if old is not None else _role(msgs[c.index - j]) == "user"
+            known.append(Known(c, (start, end), lit, entry, d if entry is None else None, user))
+        body = p.body
+        head = turn.spans[:j] if turn is not None else []
+        heads_names = turn.names[:j] if turn is not None else []
+        self.memo.put(key, Turn(
+            body=body, spans=head + list(spans),
+            assistants=[i for i in (turn.assistants if turn else []) if i < j]
+            + [j + k for k, m in enumerate(msgs) if _role(m) == "assistant"],
+            names=heads_names + [livezone.tool_uses(m) for m in msgs],
+            known=known,
+            refreshed=turn.refreshed if turn is not None else self.memo.clock()))
 
     def _settle(self, p: _Pass, floor: int | None) -> list[Candidate]:
         """Decide what needs neither the body's bytes nor the compressor; the candidates left
@@ -207,7 +373,8 @@ class Rewriter:
 
     def _locate(self, p: _Pass, wanted: list[Candidate]) -> RewriteResult | None:
         """Find each wanted output's JSON string literal in the raw body (None: all found)."""
-        spans = jsonspan.locate_checked(p.body, {c.path: c.text for c in wanted})
+        expected = {c.path: c.text for c in wanted}
+        spans = jsonspan.locate_fast(p.body, expected) or jsonspan.locate_checked(p.body, expected)
         if spans is None:
             log.warning("rewrite: cannot map %d tool outputs to body bytes; forwarding unchanged",
                         len(wanted))
@@ -224,7 +391,7 @@ class Rewriter:
             keys = {(c.call_id, p.literal[c.path]) for c in wanted
                     if len(p.literal[c.path]) >= floor}
         try:
-            p.hits = self.ledger.lookup(tenant, keys)
+            p.hits.update(self.ledger.lookup(tenant, keys))
         except _STORE_ERRORS as e:
             log.warning("rewrite: ledger lookup failed (%s); forwarding unchanged",
                         type(e).__name__)
@@ -312,3 +479,10 @@ class Rewriter:
         action = "compressed" if entry_in_force.forwarded == entry.forwarded else "replayed"
         return _Decision(action, entry_in_force.kind, entry_in_force.forwarded,
                          entry_in_force.tokens_before, entry_in_force.tokens_after)
+
+
+_TRANSIENT = ("store-error", "compressor-error")  # decisions a later turn must not repeat
+
+
+def _role(msg: Any) -> Any:
+    return msg.get("role") if isinstance(msg, dict) else None

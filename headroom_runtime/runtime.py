@@ -169,7 +169,20 @@ class Runtime:
 
     def health(self) -> dict:
         return {"status": "ok", "store_mode": self.config.store_mode,
-                "uptime_s": round(time.time() - self.started, 1), "state": dict(self.degrade.status)}
+                "uptime_s": round(time.time() - self.started, 1), "state": dict(self.degrade.status),
+                "memory": self.holds()}
+
+    def holds(self) -> dict[str, float]:
+        """What Headroom keeps in memory, all bounded: conversations' previous turns, sticky
+        beta sessions, responses waiting for their store write, sessions in the stats."""
+        memo = self.rewriter.memo if self.rewriter is not None else None
+        return {
+            "turn_memo_sessions": len(memo) if memo is not None else 0,
+            "turn_memo_mb": round(memo.bytes / 1e6, 1) if memo is not None else 0.0,
+            "sticky_beta_sessions": len(self.betas),
+            "pending_store_entries": self.recorder.pending_count() if self.recorder else 0,
+            "stats_sessions": len(self.stats.sessions),
+        }
 
     def _record(self, record: dict[str, Any]) -> None:
         self.events.record(record)

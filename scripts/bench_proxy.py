@@ -14,15 +14,25 @@ Every figure is measured in the run; nothing is hard-coded. The setup:
 - a load generator in this process: raw sockets, HTTP/1.1 keep-alive, one thread per connection,
   request bytes prebuilt, so a request costs the client one `sendall` and a few `recv`s.
 
-Part 1, passthrough: a ~50 KB Claude-Code-shaped `POST /v1/messages?beta=true` (`stream: false`)
-with Claude Code's headers. (a) `--concurrency` keep-alive connections for `--requests` requests:
-req/s and per-request latency (first byte sent -> last response byte received); (b) one request at
-a time (`--serial-requests`): latency without queueing. Direct-to-upstream is measured the same way,
-so the "+ms" columns are what each proxy adds on top of the fake upstream.
+Part 1, passthrough: Claude-Code-shaped `POST /v1/messages?beta=true` (`stream: false`, ~50 KB)
+with Claude Code's headers, each connection playing one conversation turn by turn (`--stages`
+turns, then a new session id; the history grows by one tool round trip per turn and the newest
+tool outputs are small, as in a session's steady state; `--outputs mixed` makes them 1-3 KB).
+(a) `--concurrency` keep-alive connections for `--requests` requests: req/s and per-request
+latency (first byte sent -> last response byte received); (b) one request at a time
+(`--serial-requests`): latency without queueing; (c) one at a time, a turn whose newest tool
+output is a large test log that Headroom compresses (`--rewrite-requests`, each log new): the
+rewrite's own cost. Direct-to-upstream is measured the same way, so the "+ms" columns are what
+each proxy adds on top of the fake upstream.
 
 Part 2, streaming: the fake upstream's `events:N` SSE scenario (`--stream-events`), one stream at a
-time on a primed keep-alive connection: first-event latency (request start -> first SSE event's
-bytes at the client) and end-to-end throughput (decoded body bytes / total time).
+time on a primed keep-alive connection, once per `--stream-batch` (events per upstream write:
+1 = a small chunk per event, 110 = ~16 KiB chunks): first-event latency (request start -> first
+SSE event's bytes at the client), end-to-end throughput (decoded body bytes / total time) and
+proxy CPU per chunk.
+
+Part 3, memory (`--memory-requests` across `--memory-sessions` conversations): the resident size
+of each proxy before and after, and what Headroom holds (from /headroom/health).
 
 Targets run in alternating order in every one of `--runs` rounds (ABC, CBA, ...), after a warm-up
 of each, so background noise lands on all of them. CPU time of each process (from /proc) and the
@@ -55,6 +65,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "tests" / "data" / "tool_outputs"))
+
 from tests.e2e.fake_upstream import FakeUpstream  # noqa: E402
 from tests.e2e.proxy import Mitmdump, mitmdump_bin  # noqa: E402
 
@@ -66,9 +78,9 @@ RECV = 1 << 18
 TIMEOUT = 120.0
 
 QUICK = dict(requests=300, serial_requests=40, runs=2, stream_events=5000, stream_reps=1,
-             warmup=40)
+             warmup=40, rewrite_requests=10, memory_requests=0)
 FULL = dict(requests=2000, serial_requests=200, runs=5, stream_events=60000, stream_reps=2,
-            warmup=200)
+            warmup=200, rewrite_requests=40, memory_requests=10000)
 
 
 # -- a Claude-Code-shaped request ---------------------------------------------------------------
@@ -222,7 +234,11 @@ def _tool_output(t: Text, tool: str) -> tuple[dict, str]:
     return {"pattern": "**/*.py"}, "\n".join(lines)
 
 
-def claude_code_body(session: str, turns: int, stream: bool) -> dict:
+OUTPUT_CHARS = {"small": 300, "mixed": None}  # newest tool outputs: steady state, or 1-3 KB
+_output_limit: int | None = 300
+
+
+def claude_code_body(session: str, turns: int, stream: bool, *, big: str | None = None) -> dict:
     """Claude Code's request for one session after `turns` tool round trips. The same session and
     turn count always give the same body; the billing line carries `SEQ_MARK`."""
     t = Text(1234)
@@ -247,6 +263,10 @@ def claude_code_body(session: str, turns: int, stream: bool) -> dict:
     for i in range(turns):
         tool = ("Grep", "Read", "Bash", "Glob", "Read")[i % 5]
         args, output = _tool_output(t, tool)
+        if _output_limit is not None:
+            output = output[:_output_limit]
+        if big is not None and i == turns - 1:
+            tool, args, output = "Bash", {"command": "python -m pytest -v"}, big
         tid = "toolu_01" + t.ident()
         messages.append({"role": "assistant", "content": [
             {"type": "text", "text": t.prose(160)},
@@ -325,8 +345,11 @@ class Workload:
     tools: int
     system_blocks: int
 
+    rewrite_templates: list[Template] = field(default_factory=list)  # new big log each
+
     @classmethod
-    def build(cls, target_kb: float, sessions: int, stages: int = 8) -> "Workload":
+    def build(cls, target_kb: float, sessions: int, stages: int = 16,
+              rewrites: int = 0) -> "Workload":
         ids = [str(uuid.UUID(int=random.Random(s).getrandbits(128), version=4))
                for s in range(max(1, sessions))]
         target = target_kb * 1000
@@ -344,8 +367,15 @@ class Workload:
         templates = [[_template(claude_code_body(sid, n, False)) for n in turns] for sid in ids]
         stream_templates = [_template(claude_code_body(ids[0], n, True)) for n in turns]
         doc = claude_code_body(ids[0], turns[0], False)
+        rewrite = []
+        if rewrites:
+            from tool_output_corpus import pytest_log  # tests/data/tool_outputs
+            for i in range(rewrites):
+                log = pytest_log(passes=500, failures=2, seed=1000 + i).text
+                rewrite.append(_template(claude_code_body(f"rewrite-{i}", turns[0] + 1, False,
+                                                          big=log)))
         return cls(ids, templates, stream_templates, turns, len(doc["tools"]),
-                   len(doc["system"]))
+                   len(doc["system"]), rewrite)
 
     def sizes(self) -> list[int]:
         return [tp.size for tp in self.templates[0]]
@@ -465,6 +495,18 @@ def proc_cpu(pid: int | None) -> float:
         return float("nan")
 
 
+def rss_mb(pid: int | None) -> float:
+    """Resident set size of a process in MB (VmRSS from /proc)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def machine_busy() -> float:
     """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
     try:
@@ -528,6 +570,7 @@ class Target:
     rounds_rps: list[float] = field(default_factory=list)
     lat_load: list[float] = field(default_factory=list)
     lat_serial: list[float] = field(default_factory=list)
+    lat_rewrite: list[float] = field(default_factory=list)
     n_load: int = 0
     n_serial: int = 0
     cpu_load: Cpu = field(default_factory=Cpu)
@@ -535,6 +578,7 @@ class Target:
     first_event: list[float] = field(default_factory=list)
     stream_mbps: list[float] = field(default_factory=list)
     stream_bytes: int = 0
+    stream_chunks: int = 0  # upstream writes measured (events / batch per stream)
     cpu_stream: Cpu = field(default_factory=Cpu)
     errors: list[str] = field(default_factory=list)
 
@@ -594,17 +638,28 @@ class Bench:
         self.work = work
         self.up = upstream
         self.seq = itertools.count()
+        self.cycles = itertools.count()  # every conversation played gets a new session id
         self.heads: dict[tuple, bytes] = {}
 
     def request(self, target: Target, session: int, stage: int, *, stream: bool = False,
-                scenario: str | None = None) -> bytes:
+                scenario: str | None = None, cycle: int = 0) -> bytes:
+        """Turn `stage` of conversation `session`; each `cycle` is a new conversation (a new
+        session id header) replaying the same turns."""
         tp = (self.work.stream_templates[stage] if stream
               else self.work.templates[session][stage])
         key = (target.key, session, stage, stream, scenario)
         if key not in self.heads:
-            self.heads[key] = _head(target.host, self.work.sessions[session], tp.size,
-                                    stream=stream, scenario=scenario)
-        return self.heads[key] + tp.body(next(self.seq))
+            self.heads[key] = _head(target.host, "@SID@", tp.size, stream=stream,
+                                    scenario=scenario)
+        sid = f"{self.work.sessions[session]}-{cycle}".encode()
+        return self.heads[key].replace(b"@SID@", sid) + tp.body(next(self.seq))
+
+    def rewrite_request(self, target: Target, i: int) -> bytes:
+        """A turn whose newest tool output is a test log never seen before (compressed)."""
+        tp = self.work.rewrite_templates[i % len(self.work.rewrite_templates)]
+        sid = f"rewrite-{next(self.cycles)}"
+        return _head(target.host, sid, tp.size, stream=False, scenario=None) + tp.body(
+            next(self.seq))
 
     def small_request(self, target: Target) -> bytes:
         body = _dumps({"model": MODEL, "max_tokens": 1, "stream": False,
@@ -612,7 +667,8 @@ class Bench:
         return _head(target.host, self.work.sessions[0], len(body), stream=False,
                      scenario=None) + body
 
-    def load(self, target: Target, n: int, concurrency: int, *, record: str | None) -> None:
+    def load(self, target: Target, n: int, concurrency: int, *, record: str | None,
+             rewrite: bool = False) -> None:
         """`n` requests over `concurrency` keep-alive connections, one thread each."""
         stages = len(self.work.turns)
         sessions = len(self.work.sessions)
@@ -621,7 +677,7 @@ class Bench:
             for c in range(concurrency):  # open and prime, unmeasured (lazy upstream connect)
                 s = connect(target.port)
                 socks.append(s)
-                err = check_json(exchange(s, self.request(target, c % sessions, 0))[1])
+                err = check_json(exchange(s, self.small_request(target))[1])
                 if err:
                     raise RuntimeError(f"{target.label}: priming request failed: {err}")
             counter = itertools.count()
@@ -632,9 +688,17 @@ class Bench:
             def worker(c: int) -> None:
                 s = socks[c]
                 sess = c % sessions
+                turn = 0  # this connection plays its conversation turn by turn
+                cycle = next(self.cycles)
                 start.wait()
-                while (i := next(counter)) < n:
-                    data = self.request(target, sess, i % stages)
+                while next(counter) < n:
+                    if rewrite:
+                        data = self.rewrite_request(target, turn)
+                    else:
+                        data = self.request(target, sess, turn, cycle=cycle)
+                    turn += 1
+                    if turn == stages:
+                        turn, cycle = 0, next(self.cycles)
                     try:
                         t0, resp = exchange(s, data)
                         lat[c].append(resp.t_end - t0)
@@ -669,7 +733,9 @@ class Bench:
             return
         all_lat = [x for part in lat for x in part]
         target.errors += errors
-        if record == "serial":
+        if record == "rewrite":
+            target.lat_rewrite += all_lat
+        elif record == "serial":
             target.lat_serial += all_lat
             target.n_serial += n
             target.cpu_serial += m.cpu
@@ -679,7 +745,45 @@ class Bench:
             target.rounds_rps.append(n / m.cpu.wall)
             target.cpu_load += m.cpu
 
-    def stream(self, target: Target, i: int, *, record: bool) -> None:
+    def memory(self, targets: list[Target], n: int, sessions: int) -> list[list[str]]:
+        """`n` requests across `sessions` conversations (turn by turn, concurrency 4) per
+        target; resident set size before and after, and what Headroom says it holds."""
+        rows = []
+        for t in targets:
+            before = rss_mb(t.pid)
+            per = max(1, n // sessions)
+            jobs = itertools.count()
+
+            def worker() -> None:
+                sock = connect(t.port)
+                try:
+                    while (k := next(jobs)) < sessions:
+                        cycle = 10_000_000 + k
+                        for turn in range(min(per, len(self.work.turns))):
+                            exchange(sock, self.request(t, 0, turn, cycle=cycle))
+                finally:
+                    sock.close()
+
+            threads = [threading.Thread(target=worker, daemon=True) for _ in range(4)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            holds = "-"
+            if t.key == "headroom":
+                try:
+                    sock = connect(t.port)
+                    sock.sendall(b"GET /headroom/health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+                    health = json.loads(read_response(sock).body)
+                    sock.close()
+                    holds = ", ".join(f"{k} {v}" for k, v in health.get("memory", {}).items())
+                except (OSError, ValueError) as e:
+                    holds = f"(health unavailable: {type(e).__name__})"
+            rows.append([t.label, f(before, 1), f(rss_mb(t.pid), 1),
+                         f(rss_mb(t.pid) - before, 1, sign=True), holds])
+        return rows
+
+    def stream(self, target: Target, i: int, *, record: bool, batch: int = 1) -> None:
         """One long SSE stream on a primed keep-alive connection."""
         n = self.args.stream_events
         s = connect(target.port)
@@ -688,7 +792,7 @@ class Bench:
             if err:
                 raise RuntimeError(f"{target.label}: priming request failed: {err}")
             data = self.request(target, 0, i % len(self.work.turns), stream=True,
-                                scenario=f"events:{n},batch:{self.args.stream_batch}")
+                                scenario=f"events:{n},batch:{batch}")
             with CpuMeter(self.up.pid, target.pid) as m:
                 t0, resp = exchange(s, data)
         finally:
@@ -701,6 +805,7 @@ class Bench:
             target.first_event.append(resp.t_first - t0)
             target.stream_mbps.append(len(resp.body) / (resp.t_end - t0) / 1e6)
             target.stream_bytes = len(resp.body)
+            target.stream_chunks += -(-n // batch)
             target.cpu_stream += m.cpu
 
 
@@ -813,9 +918,22 @@ def stream_table(targets: list[Target], direct: Target, md: bool) -> str:
                      f(ms(p95 - d95), 1, sign=True) if proxy else "-",
                      f(statistics.median(t.stream_mbps), 1) if t.stream_mbps else "-",
                      f(min(t.stream_mbps), 1) if t.stream_mbps else "-",
-                     f(ms(t.cpu_stream.proxy) / mb, 1) if proxy and mb else "-"])
+                     f(ms(t.cpu_stream.proxy) / mb, 1) if proxy and mb else "-",
+                     f(ms(t.cpu_stream.proxy) * 1000 / t.stream_chunks, 1)
+                     if proxy and t.stream_chunks else "-"])
     return table(["target", "first event p50 ms", "p95 ms", "+p50 ms", "+p95 ms",
-                  "MB/s median", "MB/s min", "proxy CPU ms/MB"], rows, md)
+                  "MB/s median", "MB/s min", "proxy CPU ms/MB", "proxy CPU us/chunk"], rows, md)
+
+
+def rewrite_table(targets: list[Target], md: bool) -> str:
+    base = targets[0]
+    rows = []
+    for t in targets:
+        if not t.lat_rewrite:
+            continue
+        rows.append([t.label, f(ms(pct(t.lat_rewrite, 50))), f(ms(pct(t.lat_rewrite, 95))),
+                     f(ms(pct(t.lat_rewrite, 50) - pct(base.lat_rewrite, 50)), sign=True)])
+    return table(["target", "p50 ms", "p95 ms", "+p50 ms vs plain"], rows, md)
 
 
 def cpu_table(phases: list[tuple[str, list[Target], str]], md: bool) -> str:
@@ -860,7 +978,7 @@ def ratio_lines(plain: Target, head: Target, plain_stream: Target | None,
                 f"{ratio(pct(head.first_event, 50), pct(other.first_event, 50))}, "
                 f"p95 {ratio(pct(head.first_event, 95), pct(other.first_event, 95))}, "
                 f"MB/s {ratio(statistics.median(head.stream_mbps), statistics.median(other.stream_mbps))}, "
-                f"proxy CPU/MB {ratio(head.cpu_stream.proxy, other.cpu_stream.proxy)}")
+                f"proxy CPU per chunk {ratio(head.cpu_stream.proxy, other.cpu_stream.proxy)}")
     return out
 
 
@@ -916,9 +1034,19 @@ def parse_args(argv: list[str] | None = None):
     ap.add_argument("--skip-passthrough", action="store_true", help="only run the streaming part")
     ap.add_argument("--quick", action="store_true", help="fast smoke run (small counts)")
     ap.add_argument("--markdown", action="store_true", help="also print Markdown tables")
-    ap.add_argument("--stream-batch", type=int, default=1,
-                    help="SSE events per upstream write (default 1: one small chunk per event, "
-                         "like a live model stream)")
+    ap.add_argument("--stream-batch", default="1,110",
+                    help="SSE events per upstream write, comma-separated runs (default 1,110: one "
+                         "small chunk per event, like a live model stream, and ~16 KiB chunks)")
+    ap.add_argument("--stages", type=int, default=16,
+                    help="turns each conversation plays before a new session id (default 16)")
+    ap.add_argument("--outputs", choices=sorted(OUTPUT_CHARS), default="small",
+                    help="newest tool outputs: small (steady state, default) or mixed (1-3 KB)")
+    ap.add_argument("--rewrite-requests", type=int, help="one-at-a-time requests whose newest "
+                    "tool output is a new large log (default 40; --quick 10; 0 skips)")
+    ap.add_argument("--memory-requests", type=int, help="requests of the memory phase (default "
+                    "10000; --quick 0 skips)")
+    ap.add_argument("--memory-sessions", type=int, default=1000,
+                    help="conversations of the memory phase (default 1000)")
     ap.add_argument("--serve-upstream", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     preset = QUICK if args.quick else FULL
@@ -927,6 +1055,12 @@ def parse_args(argv: list[str] | None = None):
             setattr(args, k, v)
     if args.concurrency < 1 or args.runs < 1 or args.requests < 1:
         ap.error("--concurrency, --runs and --requests must be at least 1")
+    try:
+        args.stream_batches = [int(b) for b in str(args.stream_batch).split(",") if b.strip()]
+    except ValueError:
+        ap.error("--stream-batch takes whole numbers, e.g. 1,110")
+    if not args.stream_batches or min(args.stream_batches) < 1 or args.stages < 2:
+        ap.error("--stream-batch needs numbers >= 1 and --stages at least 2")
     return args
 
 
@@ -940,7 +1074,9 @@ def main(argv: list[str] | None = None) -> int:
 
     mitm_version = mver.VERSION
     command = " ".join(shlex.quote(a) for a in getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
-    work = Workload.build(args.body_kb, args.concurrency)
+    global _output_limit
+    _output_limit = OUTPUT_CHARS[args.outputs]
+    work = Workload.build(args.body_kb, args.concurrency, args.stages, args.rewrite_requests)
     do_load = not args.skip_passthrough
     do_stream = args.stream_events > 0 and args.stream_reps > 0
 
@@ -980,6 +1116,9 @@ def main(argv: list[str] | None = None) -> int:
             plain_stream = targets.get("plainstream")
             load_targets = [direct, plain, head_pt, head]
             stream_targets = [t for t in (direct, plain, plain_stream, head) if t is not None]
+            # one set of result holders per chunking of the stream
+            stream_sets = {b: [Target(t.key, t.label, t.port, t.pid, t.proxy)
+                               for t in stream_targets] for b in args.stream_batches}
             bench = Bench(args, work, up)
 
             sizes = work.sizes()
@@ -1003,7 +1142,8 @@ def main(argv: list[str] | None = None) -> int:
                 if do_stream:
                     old = args.stream_events
                     args.stream_events = min(old, 2000)
-                    bench.stream(t, 0, record=False)
+                    for b in args.stream_batches:
+                        bench.stream(t, 0, record=False, batch=b)
                     args.stream_events = old
 
             for r in range(args.runs):
@@ -1014,13 +1154,20 @@ def main(argv: list[str] | None = None) -> int:
                     if args.serial_requests:
                         for t in alternate(load_targets, r + 1):
                             bench.load(t, args.serial_requests, 1, record="serial")
+                    if args.rewrite_requests:
+                        for t in alternate([plain, head_pt, head], r):
+                            bench.load(t, args.rewrite_requests, 1, record="rewrite",
+                                       rewrite=True)
                 if do_stream:
-                    for rep in range(args.stream_reps):
-                        for t in alternate(stream_targets, r + rep):
-                            bench.stream(t, r * args.stream_reps + rep, record=True)
+                    for b, ts in stream_sets.items():
+                        for rep in range(args.stream_reps):
+                            for t in alternate(ts, r + rep):
+                                bench.stream(t, r * args.stream_reps + rep, record=True, batch=b)
                 print(f"  run {r + 1}/{args.runs} done in {time.perf_counter() - t_round:.1f} s",
                       file=sys.stderr, flush=True)
 
+            memory = bench.memory([plain, head], args.memory_requests,
+                                  args.memory_sessions) if args.memory_requests else []
             events_lines = 0
             if head_p.events_path.exists():
                 with open(head_p.events_path, "rb") as fh:
@@ -1038,7 +1185,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.serial_requests:
             phases.append(("1b", load_targets, "cpu_serial"))
     if do_stream:
-        phases.append(("2", stream_targets, "cpu_stream"))
+        for b, ts in stream_sets.items():
+            phases.append((f"2 (batch {b})", ts, "cpu_stream"))
     measured = [getattr(t, a) for _, ts, a in phases for t in ts]
     wall = sum(c.wall for c in measured)
     background = sum(c.other for c in measured) / wall if wall else float("nan")
@@ -1063,19 +1211,38 @@ def main(argv: list[str] | None = None) -> int:
                 print(title(f"1b. Passthrough, one request at a time, {args.serial_requests} "
                             f"requests per target per run x {args.runs} runs"))
                 print(b)
+            if args.rewrite_requests:
+                print(title(f"1c. A turn whose newest tool output is a new ~40 KB test log, one "
+                            f"at a time, {args.rewrite_requests} per target per run x "
+                            f"{args.runs} runs (Headroom compresses it; compress=off forwards "
+                            "it): the rewrite's own cost"))
+                print(rewrite_table([plain, head_pt, head], md))
         if do_stream:
-            mb = next((t.stream_bytes for t in stream_targets if t.stream_bytes), 0) / 1e6
-            print(title(f"2. Streaming, events:{args.stream_events} SSE ({mb:.2f} MB body), one "
-                        f"stream at a time, {args.stream_reps} per target per run x {args.runs} "
-                        "runs. First event: request start to first SSE event's bytes at the "
-                        "client; MB/s: body bytes / total time"))
-            print(stream_table(stream_targets, direct, md))
+            for bsize, ts in stream_sets.items():
+                mb = next((t.stream_bytes for t in ts if t.stream_bytes), 0) / 1e6
+                print(title(f"2. Streaming, events:{args.stream_events} SSE ({mb:.2f} MB body), "
+                            f"{bsize} event(s) per upstream write, one stream at a time, "
+                            f"{args.stream_reps} per target per run x {args.runs} runs. First "
+                            "event: request start to first SSE event's bytes at the client; "
+                            "MB/s: body bytes / total time"))
+                print(stream_table(ts, ts[0], md))
+        if memory:
+            print(title(f"3. Memory after {args.memory_requests} requests across "
+                        f"{args.memory_sessions} conversations (resident set size)"))
+            print(table(["target", "RSS before MB", "RSS after MB", "growth MB",
+                         "Headroom holds"], memory, md))
         print(title("CPU use during the measured phases, % of one core (client: load "
                     "generator; other: everything else on the machine)"))
         print(cpu_table(phases, md))
         print()
-        for line in ratio_lines(plain, head, plain_stream, do_load, do_stream, head_pt):
+        for line in ratio_lines(plain, head, None, do_load, False, head_pt):
             print(f"- {line}" if md else line)
+        for bsize, ts in stream_sets.items() if do_stream else ():
+            by = {t.key: t for t in ts}
+            for line in ratio_lines(by["plain"], by["headroom"], by.get("plainstream"), False,
+                                    True):
+                print(f"- {line} ({bsize} event(s) per chunk)" if md
+                      else f"{line} ({bsize} event(s) per chunk)")
 
     print("\nNotes:")
     print(f"- Other processes on the machine used {background:.2f} of its {os.cpu_count()} "
@@ -1091,11 +1258,12 @@ def main(argv: list[str] | None = None) -> int:
         print("- Plain mitmdump buffers a response until it is complete (its first event arrives "
               "with the last); Headroom streams text/event-stream (headroom_stream_sse), as does "
               "plain mitmdump with stream_large_bodies=1.")
-        per_event = (next((t.stream_bytes for t in stream_targets if t.stream_bytes), 0)
+        first = stream_sets[args.stream_batches[0]]
+        per_event = (next((t.stream_bytes for t in first if t.stream_bytes), 0)
                      / args.stream_events)
         print(f"- The fake upstream writes {args.stream_batch} event(s) (~{per_event:.0f} bytes "
-              "each) per chunk, so with small batches per-chunk cost, not bytes, dominates proxy "
-              "throughput (--stream-batch changes it).")
+              "each) per chunk; with small batches per-chunk cost, not bytes, dominates proxy "
+              "throughput.")
     print(f"- Headroom's event log has {events_lines} lines (one per LLM flow through it).")
     tracebacks = head_log.count("Traceback")
     if tracebacks:

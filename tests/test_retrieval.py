@@ -79,17 +79,17 @@ def test_a_catastrophic_regex_is_stopped_in_bounded_time():
     started = time.monotonic()
     with pytest.raises(SliceError) as e:
         apply(text, parse("grep=(a|a)%2B$"))
-    assert "took longer" in str(e.value) and time.monotonic() - started < 1.0
+    assert "took longer" in str(e.value) and time.monotonic() - started < 5.0
 
 
 def test_many_lines_stop_at_the_total_time_bound_too():
-    text = "".join(f"{'b' * 30}\n" for _ in range(200_000))
+    # Each line is cheap; together they are not: the bound is on the whole grep.
+    text = "".join(f"{'b' * 24}\n" for _ in range(400_000))
     started = time.monotonic()
-    try:
+    with pytest.raises(SliceError) as e:
         apply(text, parse("grep=(b|b)%2Bc"))
-    except SliceError:
-        pass
-    assert time.monotonic() - started < 1.0
+    assert "took longer" in str(e.value)
+    assert time.monotonic() - started < 5.0  # generous: a loaded machine is slow, not unbounded
 
 
 @given(st.text(alphabet="ab\n", max_size=200), st.integers(1, 40), st.integers(0, 40))
