@@ -255,12 +255,13 @@ class Rewriter:
         p.cands.extend(tail_cands)
         order.extend(tail_cands)
         wanted = [c for c in tail_cands if self._wanted(p, c, floor)]
-        if not self._locate_in(p, tail_cands, spans, j) or self._lookup(p, wanted, floor,
-                                                                         tenant):
+        if not self._locate_in(p, tail_cands, spans, j):
             return None
         for c in wanted:  # what a full pass would have located (and reports as such)
             start, end = p.spans[c.path]
             p.literal[c.path] = body[start:end]
+        if self._lookup(p, wanted, floor, tenant):
+            return None
         for c in p.cands:
             self._apply(p, c, tenant)
         self._remember_turn(memo_key, p, order, turn, j, spans, msgs)
@@ -276,8 +277,6 @@ class Rewriter:
         located = (floor is not None and _may_reach(c.text, floor)) or (c.live and settled is None)
         if k.entry is not None and not located:
             return False  # the ledger's floor is unknown: only a full pass behaves the same
-        if c.live and k.entry is None and settled is None and k.decision is None:
-            return False  # an earlier output is live again (history truncated), or undecided
         p.cands.append(c)
         p.known[id(c)] = k
         p.spans[c.path] = k.span
@@ -287,8 +286,8 @@ class Rewriter:
                 p.hits[(c.call_id, k.literal)] = k.entry
         if c.live and settled is not None:
             p.settled[id(c)] = settled
-        elif c.live and k.entry is None:
-            p.decided[(c.call_id, k.literal)] = k.decision
+        elif c.live and k.entry is None and k.decision is not None:
+            p.decided[(c.call_id, k.literal)] = k.decision  # (undecided ones are decided anew)
         return True
 
     def _wanted(self, p: _Pass, c: Candidate, floor: int | None) -> bool:
