@@ -6,6 +6,7 @@ UTF-8 decoding and a per-event size cap. It never raises on hostile input and ne
 
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 from dataclasses import dataclass
@@ -53,6 +54,10 @@ class SSEParser:
         # in `skipped`, but not dispatched: a reader that only needs usage and completeness
         # leaves the bulk of a stream (text deltas) unparsed.
         self.skip_events = skip_events
+        # What a skippable event looks like at its start, after the previous event's blank line
+        # (the common LF-only form): lets whole batches of them be recognised by counting.
+        self._skip_marks = tuple(b"\n\nevent: " + name.encode() + b"\n"
+                                 for name in sorted(skip_events, key=_commonest))
         self.skipped = 0
         self.errors = 0  # complete events skipped because they were not valid UTF-8
         self.overflowed = False
@@ -148,24 +153,58 @@ class SSEParser:
                     events.append(ev)
                 start = pos = end
         elif buf.find(b"\n\n", pos) >= 0:
-            # One C-level split instead of a find per event; left-to-right like the spec. Only
-            # runs when new bytes completed an event, so each byte is scanned a bounded number
-            # of times however small the chunks.
-            pieces = buf.split(b"\n\n")
-            self._buf = buf = pieces.pop()
-            for piece in pieces:
-                size = len(piece) + 2
-                if size > limit:
-                    return self._overflow(events)
-                ev = self._event(piece, size)
-                if ev is not None:
-                    events.append(ev)
+            if self._skip_marks and self._skip_all(buf):
+                pass  # every complete event was one to skip: counted, checked, dropped
+            else:
+                # One C-level split instead of a find per event; left-to-right like the spec.
+                # Only runs when new bytes completed an event, so each byte is scanned a bounded
+                # number of times however small the chunks.
+                self._split_events(buf, events, limit)
+                buf = self._buf
         if start:
             del buf[:start]
         if len(buf) > limit:
             return self._overflow(events)
         self._scan = max(0, len(buf) - _BACKOFF)
         return events
+
+    def _skip_all(self, buf: bytearray) -> bool:
+        """When every complete event in `buf` starts with a skippable `event:` line and all of
+        it is valid UTF-8 (C-level counts and one decode, no split): count them as skipped,
+        drop them and return True. Anything else, or a count that does not add up: False,
+        and the events are split one by one as usual."""
+        end = buf.rfind(b"\n\n") + 2
+        if end > self.max_event_bytes:
+            return False  # one of them could be too large: the per-event path checks
+        n = buf.count(b"\n\n", 0, end)
+        k = 0
+        for m in self._skip_marks:  # the commonest first: usually one count settles it
+            k += buf.count(m, 0, end) + buf.startswith(m[2:])
+            if k >= n:
+                break
+        if k != n:
+            return False
+        if not buf.isascii():
+            try:
+                with memoryview(buf) as view:
+                    codecs.decode(view[:end], "utf-8")
+            except UnicodeDecodeError:
+                return False  # the per-event path counts which ones
+        self.skipped += n
+        del buf[:end]
+        return True
+
+    def _split_events(self, buf: bytearray, events: list[SSEEvent], limit: int) -> None:
+        pieces = buf.split(b"\n\n")
+        self._buf = pieces.pop()
+        for piece in pieces:
+            size = len(piece) + 2
+            if size > limit:
+                self._overflow(events)
+                return
+            ev = self._event(piece, size)
+            if ev is not None:
+                events.append(ev)
 
     def _overflow(self, events: list[SSEEvent]) -> list[SSEEvent]:
         self.overflowed = True
@@ -228,6 +267,12 @@ class SSEParser:
             # Spec: a block without data (comments, pings, a lone `event:`) dispatches nothing.
             return None
         return SSEEvent(event, data[0] if len(data) == 1 else "\n".join(data), ev_id, retry, size)
+
+
+def _commonest(name: str) -> tuple[bool, str]:
+    """Sort key: text deltas (the bulk of every stream) first."""
+    return (not name.endswith("text_delta") and not name.endswith(".delta")
+            and name != "content_block_delta", name)
 
 
 def _has_field(block: bytearray) -> bool:

@@ -120,30 +120,39 @@ class StreamTee:
         if not chunk:
             return
         try:
-            now = self._clock()
+            size = len(chunk)
+            now = None
             if self.first_chunk_at is None:
-                self.first_chunk_at = now
-            self.bytes_seen += len(chunk)
+                self.first_chunk_at = now = self._clock()
+            self.bytes_seen += size
             self.chunks_seen += 1
-            if self.kept_complete:
-                if self.kept_bytes + len(chunk) > self.keep_bytes_limit:
-                    self.kept_complete = False
-                    # Release the memory now: a partial copy is of no use to the response store.
-                    self.raw_chunks = []
-                    self.kept_bytes = 0
-                else:
-                    self.raw_chunks.append((now - self.first_chunk_at, chunk))
-                    self.kept_bytes += len(chunk)
+            if self.kept_complete:  # the clock is read per chunk only while chunks are kept
+                self._keep(chunk, size, self._clock() if now is None else now)
             if self._parsing:
                 if self.batch_bytes:
                     self._pending.append(chunk)
-                    self._pending_bytes += len(chunk)
+                    self._pending_bytes += size
                     if self._pending_bytes >= self.batch_bytes:
                         self._inspect_pending()
                 else:
                     self._inspect(chunk)
         except Exception as e:
             self._fail(e)
+
+    def _keep(self, chunk: bytes, size: int, now: float) -> None:
+        if self.kept_bytes + size > self.keep_bytes_limit:
+            self.kept_complete = False
+            # Release the memory now: a partial copy is of no use to the response store.
+            self.raw_chunks = []
+            self.kept_bytes = 0
+        else:
+            self.raw_chunks.append((now - self.first_chunk_at, chunk))
+            self.kept_bytes += size
+
+    def _dispatch(self, events) -> None:
+        recon = self._recon
+        for event in events:
+            recon.feed(event)  # type: ignore[union-attr]
 
     def _inspect_pending(self) -> None:
         data = b"".join(self._pending)
@@ -166,9 +175,7 @@ class StreamTee:
                 return
             if not chunk:
                 return
-        recon = self._recon
-        for event in self._parser.feed(chunk):
-            recon.feed(event)  # type: ignore[union-attr]
+        self._dispatch(self._parser.feed(chunk))
 
     def _fail(self, e: Exception) -> None:
         if not self.failed:
