@@ -211,7 +211,8 @@ class Headroom:
                 flow.request.headers = http.Headers(hp.kept)
         try:
             req = _request_in(flow, hp)
-            if self.runtime.offload_request(req):
+            if req.body is not None and hruntime.offload(
+                    len(req.body), b"content-encoding" in hp.index):
                 return self._request_in_thread(flow, engine, req, hp)
             plan = engine.handle_request(req, hp)
             if plan.deferred is not None or plan.replay_chunks:

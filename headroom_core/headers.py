@@ -61,10 +61,16 @@ def strip_and_read(fields: Sequence[tuple[bytes, bytes]], rules: StripRules
     fields by lower-case name, in one pass (this runs on every flow, and every later step looks
     headers up in the index instead of scanning the fields again). Order and case of kept fields
     are untouched."""
+    low = b"\n".join([n for n, _ in fields]).lower()
+    if not (b"x-headroom-" in low or any(p in low for p in rules.prefixes)
+            or any(n in low for n in rules.names)):
+        lows = low.split(b"\n")
+        if len(lows) == len(fields):  # nothing to strip or read: index only (the common case)
+            return _index_only(fields, lows)
     kept: Fields = []
     stripped: list[bytes] = []
     index: Index = {}
-    bypass = no_store = False
+    bypass = False
     cache: str | None = None
     names, prefixes = rules.names, rules.prefixes
     for name, value in fields:
@@ -83,12 +89,34 @@ def strip_and_read(fields: Sequence[tuple[bytes, bytes]], rules: StripRules
             index[n] = [value]
         else:
             values.append(value)
-    for value in index.get(b"cache-control", ()):
-        directives = {d.strip().split(b"=")[0] for d in value.lower().split(b",")}
-        no_store = no_store or bool(directives & {b"no-cache", b"no-store"})
     if not stripped:
         kept = fields if isinstance(fields, list) else list(fields)
-    return kept, stripped, Controls(bypass=bypass, cache=cache, no_store=no_store), index
+    return kept, stripped, Controls(bypass=bypass, cache=cache, no_store=_no_store(index)), index
+
+
+_NO_CONTROLS = Controls()
+
+
+def _index_only(fields: Sequence[tuple[bytes, bytes]], lows: list[bytes]
+                ) -> tuple[Fields, list[bytes], Controls, Index]:
+    index: Index = {}
+    for n, (_, value) in zip(lows, fields):
+        values = index.get(n)
+        if values is None:
+            index[n] = [value]
+        else:
+            values.append(value)
+    controls = Controls(no_store=True) if _no_store(index) else _NO_CONTROLS
+    return (fields if isinstance(fields, list) else list(fields)), [], controls, index
+
+
+def _no_store(index: Index) -> bool:
+    """A standard `cache-control: no-cache / no-store` from the client."""
+    for value in index.get(b"cache-control", ()):
+        directives = {d.strip().split(b"=")[0] for d in value.lower().split(b",")}
+        if directives & {b"no-cache", b"no-store"}:
+            return True
+    return False
 
 
 def index(fields: Iterable[tuple[bytes, bytes]]) -> Index:

@@ -9,6 +9,7 @@ Messages API. Anything unclassified passes through untouched (in replay mode, no
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -58,6 +59,7 @@ def split_path(path: str) -> tuple[str, str]:
     return p, q
 
 
+@functools.lru_cache(maxsize=4096)  # every request of a client asks for the same few paths
 def normalize_path(path: str) -> str:
     """The path part of a request target as a server would read it, for classification only:
     percent escapes decoded (twice over, so `%2561` cannot hide an `a`), backslashes, duplicate
@@ -87,6 +89,7 @@ def guess_provider(host: str, path: str) -> str:
     return "openai"
 
 
+@functools.lru_cache(maxsize=4096)
 def classify(
     method: str,
     host: str,

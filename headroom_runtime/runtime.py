@@ -16,9 +16,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from headroom_core import beta, encoding
+from headroom_core import beta
 from headroom_core.engine import Engine
-from headroom_core.flow import FlowState, RequestIn
+from headroom_core.flow import FlowState
 from headroom_core.local import LocalEndpoints
 from headroom_core.options import BETAS, ENGINE, EVENTS, OPTIONS, REWRITE, STATE, STORE, Config
 from headroom_core.originals import DEFAULT_RETRIEVAL_BASE
@@ -187,11 +187,6 @@ class Runtime:
     def _record(self, record: dict[str, Any]) -> None:
         self.events.record(record)
         self.stats.add(record)
-
-    def offload_request(self, req: RequestIn) -> bool:
-        if req.body is None:
-            return False
-        return offload(len(req.body), bool(encoding.coding_of(req.fields)))
 
     def finish_later(self, state: FlowState, **kwargs: Any) -> None:
         """The flow's accounting (usage, store write, event line) in the background thread; the
