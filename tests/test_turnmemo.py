@@ -88,8 +88,9 @@ def same(full, memo, body, **kw):
 # -- conversations -------------------------------------------------------------------------------
 
 
-def tool_turn(i: int, output: str, tool: str = "Bash", is_error: bool = False) -> list[dict]:
-    tid = f"toolu_{i:04d}"
+def tool_turn(i: int, output: str, tool: str = "Bash", is_error: bool = False,
+              ids: str = "toolu") -> list[dict]:
+    tid = f"{ids}_{i:04d}"  # tool call ids are unique to a conversation, as the APIs make them
     result = {"type": "tool_result", "tool_use_id": tid, "content": output}
     if is_error:
         result["is_error"] = True
@@ -118,11 +119,11 @@ def output_for(i: int) -> tuple[str, str, bool]:
     return BIG[(i + 2) % len(BIG)] + f"\nagain {i}", "Bash", False
 
 
-def conversation(turns: int, first: str = "Fix the tests.") -> list[dict]:
+def conversation(turns: int, first: str = "Fix the tests.", ids: str = "toolu") -> list[dict]:
     msgs = [{"role": "user", "content": [{"type": "text", "text": first}]}]
     for i in range(turns):
         out, tool, err = output_for(i)
-        msgs += tool_turn(i, out, tool, err)
+        msgs += tool_turn(i, out, tool, err, ids)
     return msgs
 
 
@@ -292,7 +293,8 @@ def test_any_history_the_client_may_send(tmp_path_factory, ops, seed):
                 memo.restart()
                 full.restart()
             elif op == "other-session":
-                same(full, memo, body(conversation(2 + n % 3), seq=step), session="other")
+                same(full, memo, body(conversation(2 + n % 3, ids="other"), seq=step),
+                     session="other")
                 continue
             same(full, memo, body(msgs, seq=step))
     finally:
