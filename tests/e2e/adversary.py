@@ -44,9 +44,26 @@ def raw_request(port: int, data: bytes, *, timeout: float = 3.0, host: str = "12
             if not chunk:
                 break
             out += chunk
+            if _complete(out, head_only=data.startswith(b"HEAD ")):
+                break
         return out
     finally:
         s.close()
+
+
+def _complete(resp: bytes, *, head_only: bool) -> bool:
+    """Whether `resp` holds one whole HTTP/1.1 response (not waiting for the close)."""
+    head, sep, body = resp.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    if head_only or re.match(rb"HTTP/1\.[01] (1\d\d|204|304)", head):
+        return True
+    m = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
+    if m:
+        return len(body) >= int(m.group(1))
+    if re.search(rb"(?im)^transfer-encoding:.*chunked", head):
+        return body.endswith(b"0\r\n\r\n")
+    return False
 
 
 def http_bytes(method: str, target: str, *, headers: dict | list | None = None,

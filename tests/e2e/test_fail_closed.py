@@ -8,7 +8,7 @@ request was parsed". A broken promise stays here as a strict xfail naming the bu
 from __future__ import annotations
 
 import concurrent.futures
-import gzip
+import functools
 import json
 import os
 import re
@@ -16,6 +16,7 @@ import socket
 import stat
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import anthropic
@@ -257,9 +258,8 @@ BAD_INPUT = {
     "invalid-json": ({"content-type": "application/json"}, b"{not json"),
     "gzip-garbage": ({"content-encoding": "gzip"}, b"\x1f\x8b\x08\x00garbage"),
     "unknown-coding": ({"content-encoding": "x-weird"}, BODY),
-    "huge": ({}, b'{"model":"m","pad":"' + b"a" * (65 << 20) + b'"}'),
-    "gzip-bomb": ({"content-encoding": "gzip"},
-                  gzip.compress(b'{"model":"m","pad":"' + b"a" * (80 << 20) + b'"}')),
+    "huge": ({}, "huge"),
+    "gzip-bomb": ({"content-encoding": "gzip"}, "bomb"),
     "headroom-bypass": ({"x-headroom-bypass": "1"}, BODY),
     "no-credential": ({"x-api-key": ""}, BODY),
     "placeholder": ({"x-api-key": "gateway", "authorization": "Bearer placeholder"}, BODY),
@@ -270,11 +270,27 @@ BAD_INPUT = {
 }
 
 
+@functools.cache
+def _big_body(kind: str) -> bytes:
+    """Past the default headroom_max_body (64m): raw, or gzip that decodes past it."""
+    if kind == "huge":
+        return b'{"model":"m","pad":"' + b"a" * (65 << 20) + b'"}'
+    z = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    out = [z.compress(b'{"model":"m","pad":"')]
+    block = b"a" * (1 << 20)
+    out += [z.compress(block) for _ in range(80)]
+    return b"".join(out) + z.compress(b'"}') + z.flush()
+
+
 @pytest.mark.parametrize("case", list(BAD_INPUT))
 @pytest.mark.parametrize("path", ["/v1/messages", "/v1/chat/completions",
                                   "/backend-api/codex/responses", "/anything"])
 def test_replay_reverse_bad_input_answered_locally(replay_reverse, counting, case, path):
     headers, body = BAD_INPUT[case]
+    if isinstance(body, str):
+        if path != "/v1/messages":
+            pytest.skip("one big body is enough")
+        body = _big_body(body)
     before = counting.snapshot()
     h = {"x-api-key": "sk-ant-api03-replay", **headers}
     if not h["x-api-key"]:
@@ -388,16 +404,26 @@ def _config_yaml(workdir: Path, text: str) -> Path:
     return workdir
 
 
-def test_replay_allow_pattern_reaches_upstream_once(tmp_path):
-    """headroom_replay_allow set through mitmproxy's config.yaml (see the --set bug above)."""
+@pytest.fixture(scope="module")
+def allow_proxy(tmp_path_factory):
+    """Replay mode with headroom_replay_allow set through mitmproxy's config.yaml (the --set
+    form is broken, see above)."""
     with CountingUpstream() as up:
-        work = _config_yaml(tmp_path, 'headroom_replay_allow:\n  - "127.0.0.1/public/*"\n')
+        work = _config_yaml(tmp_path_factory.mktemp("allow"),
+                            'headroom_replay_allow:\n  - "127.0.0.1/public/*"\n')
         with Mitmdump(mode=f"reverse:{up.url}", workdir=work, options=REPLAY) as p:
-            assert httpx.get(p.url + "/v1/models").status_code == 400
-            assert up.snapshot()[0] == 0
-            r = httpx.get(p.url + "/public/file.txt")
-            assert r.status_code == 200 and "upstream answer #1" in r.text
-            assert up.snapshot()[0] == 1 and [q["path"] for q in up.requests] == ["/public/file.txt"]
+            yield p, up
+
+
+def test_replay_allow_pattern_reaches_upstream_once(allow_proxy):
+    p, up = allow_proxy
+    before = up.snapshot()
+    assert httpx.get(p.url + "/v1/models").status_code == 400
+    assert httpx.get(p.url + "/private/file.txt").status_code == 400
+    _no_connection(up, before)
+    r = httpx.get(p.url + "/public/file.txt")
+    assert r.status_code == 200 and "upstream answer" in r.text
+    assert up.snapshot()[0] - before[0] == 1 and up.requests[-1]["path"] == "/public/file.txt"
 
 
 @pytest.mark.xfail(strict=True, reason="BUG: headroom_replay_allow is matched against the raw "
@@ -405,13 +431,11 @@ def test_replay_allow_pattern_reaches_upstream_once(tmp_path):
                    "the upstream, although routing normalises paths everywhere else")
 @pytest.mark.parametrize("path", ["/public/../v1/models", "/public/%2e%2e/v1/models",
                                   "/public/..%2fv1/models"])
-def test_replay_allow_cannot_be_escaped_by_dot_segments(tmp_path, path):
-    with CountingUpstream() as up:
-        work = _config_yaml(tmp_path, 'headroom_replay_allow:\n  - "127.0.0.1/public/*"\n')
-        with Mitmdump(mode=f"reverse:{up.url}", workdir=work, options=REPLAY) as p:
-            raw_request(p.port, http_bytes("GET", path))
-            time.sleep(0.05)
-            assert up.snapshot()[0] == 0, [q["path"] for q in up.requests]
+def test_replay_allow_cannot_be_escaped_by_dot_segments(allow_proxy, path):
+    p, up = allow_proxy
+    before = up.snapshot()
+    raw_request(p.port, http_bytes("GET", path))
+    _no_connection(up, before)
 
 
 @pytest.mark.xfail(strict=True, reason="BUG: --set headroom_replay_allow=<pattern> makes "
@@ -424,29 +448,63 @@ def test_replay_allow_from_command_line(tmp_path):
             assert up.snapshot()[0] == 1
 
 
-@pytest.mark.parametrize("mode", ["reverse", "regular"])
-def test_replay_with_streamed_request_bodies_forwards_nothing(tmp_path, mode):
-    big = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 8000}]})
-    with CountingUpstream(tls=mode == "regular") as up:
-        kw = ({"mode": f"reverse:{up.url}"} if mode == "reverse"
-              else {"mode": "regular", "redirect_to": up.port})
-        with Mitmdump(workdir=tmp_path, options=REPLAY,
-                      extra_args=["--set", "stream_large_bodies=1k"], **kw) as p:
-            base = p.url if mode == "reverse" else "https://api.anthropic.com"
-            client = (httpx.Client(timeout=5) if mode == "reverse" else
-                      httpx.Client(proxy=p.url, verify=p.verify, timeout=5))
-            with client:
-                for method, path, body in [("POST", "/v1/messages", big.encode()),
-                                           ("PUT", "/anything", big.encode()),
-                                           ("POST", "/v1/messages", iter([big.encode()])),
-                                           ("POST", "/v1/messages", BODY),
-                                           ("GET", "/v1/models", None)]:
-                    try:
-                        client.request(method, base + path, content=body,
-                                       headers={"x-api-key": "k"})
-                    except httpx.HTTPError:
-                        pass  # a killed flow: fine, as long as nothing went upstream
-        assert up.snapshot()[0] == 0
+BIG = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 8000}]}).encode()
+CHUNKED_BUG = pytest.mark.xfail(strict=True, reason=(
+    "BUG: replay mode with stream_large_bodies: a chunked request body (no content-length) that "
+    "grows past the limit is streamed to the upstream (mitmproxy switches to streaming mid-body, "
+    "after `requestheaders`), then refused with 'body-streamed' when it is too late"))
+
+
+@pytest.fixture(scope="module", params=["reverse", "regular"])
+def streaming_replay(request, tmp_path_factory):
+    """Replay mode with mitmproxy's stream_large_bodies=1k, and its counting upstream."""
+    up = CountingUpstream(tls=request.param == "regular")
+    kw = ({"mode": f"reverse:{up.url}"} if request.param == "reverse"
+          else {"mode": "regular", "redirect_to": up.port})
+    with Mitmdump(workdir=tmp_path_factory.mktemp("stream"), options=REPLAY,
+                  extra_args=["--set", "stream_large_bodies=1k"], **kw) as p:
+        base = p.url if request.param == "reverse" else "https://api.anthropic.com"
+        client = (httpx.Client(timeout=5) if request.param == "reverse" else
+                  httpx.Client(proxy=p.url, verify=p.verify, timeout=5))
+        with client:
+            yield client, base, up
+    up.close()
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("POST", "/v1/messages", BIG),
+    ("PUT", "/anything", BIG),
+    ("POST", "/v1/messages", BODY),
+    ("GET", "/v1/models", None),
+    pytest.param("POST", "/v1/messages", "chunked", marks=CHUNKED_BUG),
+    pytest.param("PUT", "/anything", "chunked", marks=CHUNKED_BUG),
+], ids=["big", "big-other", "small", "get", "chunked-big", "chunked-big-other"])
+def test_replay_with_streamed_request_bodies_forwards_nothing(streaming_replay, method, path,
+                                                              body):
+    client, base, up = streaming_replay
+    before = up.snapshot()
+    content = iter([BIG[:500], BIG[500:]]) if body == "chunked" else body
+    try:
+        client.request(method, base + path, content=content, headers={"x-api-key": "k"})
+    except httpx.HTTPError:
+        pass  # a killed flow: fine, as long as nothing went upstream
+    _no_connection(up, before)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: with stream_large_bodies, a chunked request body that grows past the limit goes "
+    "upstream WITH its internal headers (x-headroom-*, proxy-connection): they are stripped in "
+    "`requestheaders` only when mitmproxy decided to stream before the body arrived"))
+def test_internal_headers_never_go_upstream_with_streamed_chunked_bodies(tmp_path):
+    with CountingUpstream() as up:
+        with Mitmdump(mode=f"reverse:{up.url}", workdir=tmp_path,
+                      extra_args=["--set", "stream_large_bodies=1k"]) as p:
+            for content in (BIG, iter([BIG[:500], BIG[500:]])):
+                httpx.post(p.url + "/v1/messages", content=content, headers={
+                    "x-api-key": "k", "x-headroom-note": "private", "proxy-connection": "x"})
+                leaked = [n for n, _ in up.requests[-1]["headers"]
+                          if n.lower().startswith("x-headroom-") or n.lower() == "proxy-connection"]
+                assert leaked == []
 
 
 # =============================================================================================
