@@ -145,13 +145,13 @@ def tiny_tmpfs(dst: Path, size: str = "1m"):
 def fill(directory: Path) -> Path:
     """Fill the filesystem under `directory` to the last byte; returns the filler file."""
     filler = directory / "filler"
-    with open(filler, "wb") as f:
-        try:
+    try:
+        with open(filler, "wb") as f:
             while True:
                 f.write(b"\0" * 4096)
                 f.flush()
-        except OSError:
-            pass
+    except OSError:
+        pass
     # what a small write still finds room for
     for size in (512, 64, 1):
         try:

@@ -60,6 +60,12 @@ class CountingUpstream:
     def close(self) -> None:
         self._closing = True
         try:
+            # shutdown wakes the thread blocked in accept(); a bare close() would leave the
+            # listening socket alive in the kernel, still taking connections on this port
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
             self._sock.close()
         except OSError:
             pass

@@ -678,3 +678,210 @@ def test_health_in_regular_mode_and_not_forwarded(replay_regular, counting_tls):
         r = c.get(f"http://127.0.0.1:{replay_regular.port}/headroom/health")
     assert r.status_code == 200 and r.json()["version"] == headroom_core.__version__
     _no_connection(counting_tls, before)
+
+
+# =============================================================================================
+# 5. Degrade, don't die: read-only state, read-only recordings, a full disk mid-run
+# =============================================================================================
+
+needs_mount = pytest.mark.skipif(mount_problem() is not None, reason=mount_problem() or "")
+H = {"x-api-key": "sk-ant-api03-degrade", "content-type": "application/json"}
+
+
+def _degraded_lines(log: str) -> list[dict]:
+    return [json.loads(line.split("headroom_degraded ", 1)[1])
+            for line in log.splitlines() if "headroom_degraded " in line]
+
+
+@needs_mount
+@pytest.mark.parametrize("store_mode", ["off", "cache", "record"])
+def test_readonly_state_dir_passthrough_byte_identical(tmp_path, store_mode):
+    src = tmp_path / "state"
+    src.mkdir(mode=0o755)
+    with CountingUpstream() as up, readonly_view(src, tmp_path / "ro") as ro:
+        with Mitmdump(mode=f"reverse:{up.url}", workdir=tmp_path / "w", options={
+                "headroom_dir": str(ro), "headroom_store_mode": store_mode,
+                "headroom_compress": "on"}) as p:
+            bodies = [BODY, json.dumps({"model": "m", "max_tokens": 5,
+                                        "messages": tool_turn(LOG)}).encode()]
+            for i in range(3):
+                for b in bodies:
+                    r = httpx.post(p.url + "/v1/messages", content=b, headers=H)
+                    assert r.status_code == 200 and "answer #" in r.text
+                    assert up.requests[-1]["body"] == b  # byte-identical
+            assert up.snapshot()[2] == 6  # nothing answered from a store that cannot be written
+            health = httpx.get(p.url + "/headroom/health").json()
+            assert p.proc.poll() is None
+            time.sleep(0.1)
+            log = p.log()
+    assert "Traceback" not in log
+    parts = [d["part"] for d in _degraded_lines(log)]
+    assert parts and len(parts) == len(set(parts)), log  # each part said once
+    assert {"events", "ledger"} <= set(parts)
+    if store_mode != "off":
+        assert "store" in parts
+    for d in _degraded_lines(log):
+        assert d["effect"] and d["path"].startswith(str(ro))
+    assert health["state"]["events"] != "ok" and health["state"]["ledger"] != "ok"
+
+
+@needs_mount
+def test_replay_from_readonly_recordings(tmp_path):
+    src = tmp_path / "fixtures"
+    stream_body = json.dumps({"model": "m", "max_tokens": 5, "messages": MSGS,
+                              "stream": True}).encode()
+    with CountingUpstream() as up:
+        with Mitmdump(mode=f"reverse:{up.url}", workdir=tmp_path / "rec", options={
+                "headroom_dir": str(src), "headroom_store_mode": "record",
+                "headroom_namespace": "ci"}) as p:
+            recorded = [httpx.post(p.url + "/v1/messages", content=b, headers=H).content
+                        for b in (BODY, stream_body)]
+            time.sleep(0.3)  # store writes are batched
+        assert up.snapshot()[0] >= 1
+        up.reset_counts()
+        with readonly_view(src, tmp_path / "ro") as ro:
+            with Mitmdump(mode=f"reverse:{up.url}", workdir=tmp_path / "rep",
+                          options={"headroom_dir": str(ro), **REPLAY}) as p:
+                for b, want in zip((BODY, stream_body), recorded):
+                    r = httpx.post(p.url + "/v1/messages", content=b, headers=H)
+                    assert r.headers.get("x-headroom-cache") == "hit" and r.content == want
+                miss = httpx.post(p.url + "/v1/messages", content=BODY.replace(b"2+2", b"3+3"),
+                                  headers=H)
+                assert miss.status_code == 400
+                assert httpx.get(p.url + "/headroom/health").json()["state"]["store"] == "read-only"
+        assert up.snapshot() == (0, 0, 0)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    if mount_problem():
+        pytest.skip(mount_problem())
+    with tiny_tmpfs(tmp_path / "tiny", "4m") as d:
+        yield d
+
+
+def test_full_disk_mid_run_traffic_continues(full_disk, tmp_path):
+    hdir = full_disk / "h"
+    with CountingUpstream() as up:
+        with Mitmdump(mode=f"reverse:{up.url}", workdir=tmp_path / "w", options={
+                "headroom_dir": str(hdir), "headroom_store_mode": "cache",
+                "headroom_compress": "on"}) as p:
+            r = httpx.post(p.url + "/v1/messages", content=BODY, headers=H)
+            assert r.headers["x-headroom-cache"] == "miss"
+            time.sleep(0.2)
+            assert httpx.post(p.url + "/v1/messages", content=BODY,
+                              headers=H).headers["x-headroom-cache"] == "hit"
+            fill(full_disk)
+            n = up.snapshot()[2]
+            for i in range(4):
+                b = json.dumps({"model": "m", "max_tokens": 5, "messages": [
+                    {"role": "user", "content": f"q{i} " + "z" * 40000}]}).encode()
+                s = json.dumps({"model": "m", "stream": True, "messages": [
+                    {"role": "user", "content": f"s{i}"}]}).encode()
+                for body in (b, b, s):  # the same request twice: nothing could be stored
+                    r = httpx.post(p.url + "/v1/messages", content=body, headers=H, timeout=10)
+                    assert r.status_code == 200 and "answer #" in r.text
+                time.sleep(0.1)
+            assert up.snapshot()[2] - n == 12  # every one forwarded: store writes stopped
+            r = httpx.post(p.url + "/v1/messages", headers=H, timeout=10, content=json.dumps(
+                {"model": "m", "max_tokens": 5, "messages": tool_turn(LOG + "\nfull")}).encode())
+            assert r.status_code == 200
+            assert p.proc.poll() is None
+            assert httpx.get(p.url + "/headroom/health").status_code == 200
+        assert "Traceback" not in p.log()
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: on a full disk every failed store write logs its "
+                   "own warning ('store write failed' + 'store_write_failed') and "
+                   "/headroom/health keeps saying store 'ok'; degrade.py promises one loud "
+                   "warning, then at most one a minute, and a status for health")
+def test_full_disk_store_degradation_said_once_and_shown_in_health(full_disk, tmp_path):
+    with CountingUpstream() as up:
+        with Mitmdump(mode=f"reverse:{up.url}", workdir=tmp_path / "w", options={
+                "headroom_dir": str(full_disk / "h"), "headroom_store_mode": "cache"}) as p:
+            httpx.post(p.url + "/v1/messages", content=BODY, headers=H)
+            fill(full_disk)
+            for i in range(5):
+                httpx.post(p.url + "/v1/messages", headers=H, content=json.dumps(
+                    {"model": "m", "messages": [{"role": "user", "content": f"{i}" * 5000}]}))
+            time.sleep(0.5)
+            health = httpx.get(p.url + "/headroom/health").json()
+            log = p.log()
+    store_warnings = [line for line in log.splitlines()
+                      if "store write failed" in line or "store_write_failed" in line
+                      or ('"part":"store"' in line and "headroom_degraded" in line)]
+    assert len(store_warnings) <= 1, store_warnings
+    assert health["state"]["store"] != "ok"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: on a full disk GET /ccr/<handle> of a kept original "
+                   "raises OperationalError (the LRU read updates the access time) and the adapter "
+                   "then FORWARDS the /ccr/ request to the upstream (handle, headers and all)")
+def test_full_disk_retrieval_never_forwarded(full_disk, tmp_path):
+    with CountingUpstream() as up:
+        with Mitmdump(mode=f"reverse:{up.url}", workdir=tmp_path / "w", options={
+                "headroom_dir": str(full_disk / "h"), "headroom_compress": "on"}) as p:
+            httpx.post(p.url + "/v1/messages", headers=H, content=json.dumps(
+                {"model": "m", "max_tokens": 5, "messages": tool_turn(LOG)}).encode())
+            url = MARKER.search(up.requests[-1]["body"].decode()).group(0)
+            assert httpx.get(url).text == LOG
+            fill(full_disk)
+            before = up.snapshot()
+            r = httpx.get(url)
+            time.sleep(0.05)
+            assert up.snapshot() == before, "the /ccr/ request reached the upstream"
+            assert r.status_code == 200 and r.text == LOG
+
+
+# =============================================================================================
+# 6. Private state: pre-existing 0755 / 0644 state is made 0700 / 0600, everything new too
+# =============================================================================================
+
+
+def _modes(root: Path) -> list[tuple[str, str]]:
+    bad = []
+    for d, dirs, files in os.walk(root):
+        if stat.S_IMODE(os.stat(d).st_mode) != 0o700:
+            bad.append((d, oct(stat.S_IMODE(os.stat(d).st_mode))))
+        for f in files:
+            m = stat.S_IMODE(os.lstat(os.path.join(d, f)).st_mode)
+            if m != 0o600:
+                bad.append((os.path.join(d, f), oct(m)))
+    return bad
+
+
+def test_private_modes_fixed_and_kept(tmp_path):
+    hdir = tmp_path / "h"
+    big_log = pytest_log(passes=1500, failures=3).text  # > 32 KiB: a diskcache value file
+    opts = {"headroom_dir": str(hdir), "headroom_store_mode": "cache", "headroom_compress": "on"}
+
+    def traffic(p, tag):
+        for out in (LOG + tag, big_log + tag):
+            httpx.post(p.url + "/v1/messages", headers=H, content=json.dumps(
+                {"model": "m", "max_tokens": 5, "messages": tool_turn(out)}).encode())
+        for i in range(3):
+            httpx.post(p.url + "/v1/messages", headers=H, content=json.dumps(
+                {"model": "m", "stream": True, "messages": [
+                    {"role": "user", "content": f"{tag} {i} " + "y" * 40000}]}).encode())
+        time.sleep(0.4)
+
+    with CountingUpstream() as up:
+        with Mitmdump(mode=f"reverse:{up.url}", workdir=tmp_path / "a", options=opts) as p:
+            traffic(p, "first")
+        # an older version / another umask left it world-readable
+        assert (hdir / "originals" / "cache.db").exists() and (hdir / "events.jsonl").exists()
+        for d, _, files in os.walk(hdir):
+            os.chmod(d, 0o755)
+            for f in files:
+                os.chmod(os.path.join(d, f), 0o644)
+        (hdir / "stray-notes.txt").write_text("left by someone")
+        os.chmod(hdir / "stray-notes.txt", 0o644)
+        old = os.umask(0)  # the least helpful umask
+        try:
+            with Mitmdump(mode=f"reverse:{up.url}", workdir=tmp_path / "b", options=opts) as p:
+                traffic(p, "second")
+                running = _modes(hdir)  # -wal / -shm files exist while it runs
+        finally:
+            os.umask(old)
+    assert running == [] and _modes(hdir) == []
+    assert list(hdir.rglob("*.val")), "the test meant to cover diskcache value files"
