@@ -191,17 +191,22 @@ class StartupRun:
                                     "content-type": "application/json"}),
                 http_bytes("GET", "/anything")]
 
+        idle: list[socket.socket] = []
+
+        def knock() -> None:
+            """One client that gets in as early as possible and waits (an agent mid-request)."""
+            while not stop.is_set() and not idle:
+                try:
+                    s = socket.create_connection(("127.0.0.1", self.port), timeout=1)
+                    s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n")
+                    idle.append(s)
+                    self.idle_connected = True
+                except OSError:
+                    time.sleep(0.0005)
+
         def hammer() -> None:
-            idle = None
             i = 0
             while not stop.is_set():
-                if idle is None:  # one client that connects and waits (an agent mid-request)
-                    try:
-                        idle = socket.create_connection(("127.0.0.1", self.port), timeout=1)
-                        idle.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n")
-                        self.idle_connected = True
-                    except OSError:
-                        idle = None
                 self.attempts += 1
                 try:
                     resp = raw_request(self.port, reqs[i % 2], timeout=1.0)
@@ -210,12 +215,11 @@ class StartupRun:
                     pass
                 time.sleep(0.005)
                 i += 1
-            if idle is not None:
-                idle.close()
 
-        t = threading.Thread(target=hammer, daemon=True)
+        threads = [threading.Thread(target=f, daemon=True) for f in (knock, hammer)]
         if self.traffic:
-            t.start()
+            for t in threads:
+                t.start()
         try:
             out, _ = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
@@ -223,7 +227,10 @@ class StartupRun:
             out, _ = proc.communicate()
         stop.set()
         if self.traffic:
-            t.join(timeout=5)
+            for t in threads:
+                t.join(timeout=5)
+        for s in idle:
+            s.close()
         self.rc = proc.returncode
         self.output = out.decode(errors="replace")
         return self

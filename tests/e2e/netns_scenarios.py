@@ -108,10 +108,12 @@ def main() -> None:
     env = {"HEADROOM_TEST_UPSTREAM": f"127.0.0.1:{up.port}"}
     redirect = str(ROOT / "tests" / "e2e" / "redirect.py")
     out: dict = {}
+    reverse_port = free_port()
     procs = {
         # the launcher's own defaults: loopback only
-        "regular": Launched("regular", ["--mode", "regular@{port}"], work),
-        "reverse": Launched("reverse", ["--mode", "reverse:http://127.0.0.1:9@{port}"], work),
+        # (one process, two listeners: the launcher adds --listen-host 127.0.0.1 for both)
+        "regular": Launched("regular", ["--mode", "regular@{port}", "--mode",
+                                        f"reverse:http://127.0.0.1:9@{reverse_port}"], work),
         # opened on purpose
         "open": Launched("open", ["--mode", "regular@{port}", "--listen-host", "0.0.0.0",
                                   "-s", redirect, "--set", "headroom_compress=on"], work, env),
@@ -133,10 +135,10 @@ def main() -> None:
     try:
         started = {k: p.wait() for k, p in procs.items()}
         out["started"] = started
-        for k in ("regular", "reverse", "open"):
-            p = procs[k]
-            out[k] = {"loopback": can_connect("127.0.0.1", p.port),
-                      "nonloopback": can_connect(NONLOOP, p.port)}
+        for k, port in (("regular", procs["regular"].port), ("reverse", reverse_port),
+                        ("open", procs["open"].port)):
+            out[k] = {"loopback": can_connect("127.0.0.1", port),
+                      "nonloopback": can_connect(NONLOOP, port)}
 
         # an original made by tenant A through the open regular proxy
         msgs = [{"role": "user", "content": "go"},

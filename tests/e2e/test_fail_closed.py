@@ -72,7 +72,7 @@ BAD_LIST_OPTIONS = {
 
 
 def _startup_case(name: str, sets: list[str], tmp: Path, *, via: str = "mitmdump",
-                  lazy: bool = True, traffic: bool = True) -> StartupRun:
+                  lazy: bool = True, traffic: bool = True, broken: bool = False) -> StartupRun:
     up = CountingUpstream()
     port = free_port()
     opts = [f"headroom_dir={tmp / name / 'h'}", *sets]
@@ -83,7 +83,13 @@ def _startup_case(name: str, sets: list[str], tmp: Path, *, via: str = "mitmdump
             args += ["--set", o]
     else:
         args = mitmdump_args(f"reverse:{up.url}", port, tmp / name / "conf", *opts, lazy=lazy)
-    run = StartupRun(args, port, traffic=traffic).run()
+    env = None
+    if broken:  # a broken install: one of Headroom's dependencies fails to import
+        shadow = tmp / name / "shadow"
+        shadow.mkdir(parents=True)
+        (shadow / "regex.py").write_text('raise ImportError("simulated broken install")\n')
+        env = {**os.environ, "PYTHONPATH": str(shadow)}
+    run = StartupRun(args, port, traffic=traffic, env=env).run()
     run.upstream = up  # type: ignore[attr-defined]
     run.connections = up.snapshot()[0]  # type: ignore[attr-defined]
     up.close()
@@ -92,7 +98,7 @@ def _startup_case(name: str, sets: list[str], tmp: Path, *, via: str = "mitmdump
 
 COMBINED = [v[0][-1] for k, v in {**BAD_OPTIONS, **BAD_LIST_OPTIONS}.items()
             if k != "replay-plus-bad"]
-TRAFFIC = ("choice-bogus", "replay-plus-bad", "misspelled", "eager-bad", "launcher-bad")
+TRAFFIC = ("choice-bogus", "replay-plus-bad", "eager-bad", "launcher-bad", "broken-install")
 
 
 @pytest.fixture(scope="module")
@@ -107,15 +113,17 @@ def startup_runs(tmp_path_factory):
         "launcher-bad/quiet": (["headroom_store_mode=bogus"], "launcher", True, False),
         "choice-bogus": (BAD_OPTIONS["choice-bogus"][0], "mitmdump", True, True),
         "replay-plus-bad": (BAD_OPTIONS["replay-plus-bad"][0], "mitmdump", True, True),
-        "misspelled": (BAD_OPTIONS["misspelled"][0], "mitmdump", True, True),
         # plain mitmdump, no connection_strategy=lazy from the launcher (mitmproxy: eager)
         "eager-bad": (["headroom_store_mode=replay", "headroom_stream_sse=maybe"], "mitmdump",
                       False, True),
         "launcher-bad": (["headroom_store_mode=bogus"], "launcher", True, True),
+        # Headroom cannot even be imported
+        "broken-install": ([], "mitmdump", True, True),
+        "broken-install-eager": ([], "mitmdump", False, True),
     }
     with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
         futs = {k: pool.submit(_startup_case, k.replace("/", "-"), sets, tmp, via=via,
-                               lazy=lazy, traffic=traffic)
+                               lazy=lazy, traffic=traffic, broken=k.startswith("broken"))
                 for k, (sets, via, lazy, traffic) in cases.items()}
         return {k: f.result() for k, f in futs.items()}
 
@@ -162,14 +170,34 @@ def test_bad_option_in_replay_mode_and_via_launcher_named(startup_runs):
         assert len(lines) == 1 and want in lines[0], startup_runs[case].output
 
 
+def test_broken_install_is_one_line(startup_runs):
+    run = startup_runs["broken-install"]
+    lines = [x for x in run.output.splitlines() if "headroom failed to load" in x]
+    assert len(lines) == 1 and "ImportError" in lines[0], run.output
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a broken install (Headroom fails to import) under "
+                   "plain `mitmdump -s addons/headroom.py` leaves connection_strategy at "
+                   "mitmproxy's default 'eager' (configure returns before forcing lazy): every "
+                   "client that connects before the exit opens a connection to the upstream")
+def test_broken_install_plain_mitmdump_opens_no_upstream_connection(startup_runs):
+    run = startup_runs["broken-install-eager"]
+    if not run.idle_connected:
+        pytest.skip("no client got in before the exit: nothing to judge")
+    assert run.rc not in (0, None)
+    assert run.connections == 0, f"{run.connections} connection(s) reached the upstream"
+
+
 @pytest.mark.xfail(strict=True, reason="BUG: with a bad option mitmdump still opens its "
                    "listener before exiting; a client connected in that window makes the exit "
                    "print an asyncio CancelledError traceback (errorcheck's sys.exit with a live "
                    "connection)")
 def test_bad_option_exit_has_no_traceback_while_a_client_is_connected(startup_runs):
     run = startup_runs["choice-bogus"]
+    if not run.idle_connected:
+        pytest.skip("no client got in before the exit: nothing to judge")
     # Fixed either way: no listener while refusing to start, or a clean exit with a client in.
-    assert not run.idle_connected or "Traceback" not in run.output
+    assert "Traceback" not in run.output
 
 
 @pytest.mark.xfail(strict=True, reason="BUG: a bad item of a list option is reported as "
@@ -913,7 +941,7 @@ def netns():
 
 
 def test_launcher_listens_on_loopback_only(netns):
-    assert netns["started"]["regular"] and netns["started"]["reverse"], netns.get("logs")
+    assert netns["started"]["regular"], netns.get("logs")
     assert netns["regular"] == {"loopback": True, "nonloopback": False}
     assert netns["reverse"] == {"loopback": True, "nonloopback": False}
 
