@@ -193,3 +193,27 @@ def test_original_never_served_to_another_tenant(tenancy, original, who):
     assert status == 404 and LOG[:200] not in text
     time.sleep(0.02)
     assert up.snapshot() == before  # answered by Headroom, never forwarded
+
+
+def test_event_log_and_proxy_log_hold_no_credential_or_content(tenancy, original):
+    """Tenancy is a salted hash: the credentials themselves, prompts and tool outputs never land
+    in the event log or in Headroom's log lines."""
+    proxy, up = tenancy
+    secret_key, secret_prompt = "sk-ant-api03-SECRETKEY-zz9", "PROMPT-SECRET-7c1f"
+    heads = {"x-api-key": secret_key, "authorization": "Bearer BEARER-SECRET-42",
+             "chatgpt-account-id": "ACCOUNT-SECRET-9", "x-headroom-note": "NOTE-SECRET-3"}
+    for endpoint in ENDPOINTS:
+        for stream in (False, True):
+            _ask(proxy, endpoint, _body(endpoint, f"{secret_prompt} {endpoint} {stream}", stream),
+                 heads)
+    httpx.post(proxy.url + "/v1/messages", content=b"{broken " + secret_prompt.encode(),
+               headers=heads)
+    httpx.get(original, headers=heads)
+    time.sleep(0.3)
+    events = proxy.events_path.read_text()
+    log = proxy.log()
+    assert events.count("\n") >= 8
+    for secret in (secret_key, "SECRETKEY", "BEARER-SECRET-42", "ACCOUNT-SECRET-9",
+                   "NOTE-SECRET-3", secret_prompt, "user-a-key", LOG.splitlines()[40]):
+        assert secret not in events, secret
+        assert secret not in log, secret
