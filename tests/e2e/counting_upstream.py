@@ -7,6 +7,8 @@ failures at the socket level. `behavior` picks what it does with a connection:
             when the body says "stream": true) whose text carries a per-request counter
             ("answer #N"), so two clients can never be confused; any other path gets 200 text
   cut       like http, but a streamed answer stops after a few events and the socket closes
+            (a JSON answer: after half its body)
+  badstatus answer with a status line that is not HTTP
   reset     read the request head (and body), then close without a byte (RST)
   close     close at once, before reading anything (a TLS client sees EOF on its ClientHello)
   garbage   write non-TLS, non-HTTP bytes, then close
@@ -217,6 +219,14 @@ class CountingUpstream:
     def _send(self, conn, status: int, ctype: str, body: bytes) -> bool:
         head = (f"HTTP/1.1 {status} OK\r\ncontent-type: {ctype}\r\n"
                 f"content-length: {len(body)}\r\n\r\n").encode()
+        if self.behavior == "cut":  # a buffered answer cut midway too
+            conn.sendall(head + body[: len(body) // 2])
+            time.sleep(0.05)
+            conn.shutdown(socket.SHUT_RDWR)
+            return False
+        if self.behavior == "badstatus":  # not an HTTP response at all
+            conn.sendall(b"HTTP/1.1 two hundred\r\n\r\n")
+            return False
         conn.sendall(head + body)
         return True
 
