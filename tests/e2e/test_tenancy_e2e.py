@@ -217,3 +217,36 @@ def test_event_log_and_proxy_log_hold_no_credential_or_content(tenancy, original
                    "NOTE-SECRET-3", secret_prompt, "user-a-key", LOG.splitlines()[40]):
         assert secret not in events, secret
         assert secret not in log, secret
+
+
+def test_same_tool_output_from_two_tenants_gets_two_originals(tenancy):
+    """The ledger and the originals are per tenant: B sending A's exact tool output gets its own
+    marker (never A's bytes or A's handle), and each fetches only its own."""
+    proxy, up = tenancy
+    out = pytest_log(passes=650, failures=1, seed=7).text
+    msgs = [{"role": "user", "content": "go"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_s",
+                                               "name": "Bash", "input": {"command": "make"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_s",
+                                          "content": out}]}]
+    body = json.dumps({"model": "claude-x", "max_tokens": 8, "messages": msgs}).encode()
+    urls = []
+    for who in (TENANT_A, TENANT_B):
+        httpx.post(proxy.url + "/v1/messages", content=body,
+                   headers={"content-type": "application/json", **who})
+        urls.append(MARKER.search(up.requests[-1]["body"].decode()).group(0))
+    assert urls[0] != urls[1]
+    assert httpx.get(urls[0], headers=TENANT_A).text == out
+    assert httpx.get(urls[1], headers=TENANT_B).text == out
+    assert httpx.get(urls[0], headers=TENANT_B).status_code == 404
+    assert httpx.get(urls[1], headers=TENANT_A).status_code == 404
+
+
+@pytest.mark.parametrize("endpoint", ["messages", "chat"])
+def test_no_credential_and_no_namespace_means_no_store(tenancy, endpoint):
+    """Requests Headroom cannot tell apart are never answered from the store."""
+    proxy, up = tenancy
+    body = _body(endpoint, f"anonymous {uuid.uuid4().hex}", False)
+    n0 = up.snapshot()[2]
+    answers = [_answer(_ask(proxy, endpoint, body, {})[1]) for _ in range(2)]
+    assert up.snapshot()[2] - n0 == 2 and answers[0] != answers[1]
