@@ -11,7 +11,6 @@ import concurrent.futures
 import functools
 import json
 import os
-import re
 import socket
 import stat
 import sys
