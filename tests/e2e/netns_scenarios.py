@@ -98,6 +98,53 @@ def probe(port: int, data: bytes, source: str, host: str | None = None,
             "seconds": round(time.monotonic() - t, 2)}
 
 
+def connect_timeout_case(work: Path) -> dict:
+    """An upstream whose accept queue is full: SYNs are dropped and the proxy's connect times out
+    (tcp_syn_retries=1 in this namespace: about 3 s)."""
+    import anthropic
+    import httpx2
+
+    from tests.e2e.proxy import Mitmdump
+
+    subprocess.run(["sysctl", "-q", "-w", "net.ipv4.tcp_syn_retries=1"], check=True)
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(0)
+    port = ls.getsockname()[1]
+    held = []
+    for _ in range(4):  # fill the accept queue; nobody ever accepts
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        held.append(s)
+    time.sleep(0.2)
+    out: dict = {}
+    with Mitmdump(mode=f"reverse:http://127.0.0.1:{port}", workdir=work / "timeout") as p:
+        c = anthropic.Anthropic(api_key="sk-ant-api03-x", base_url=p.url, max_retries=0,
+                                http_client=httpx2.Client(timeout=30))
+        t = time.monotonic()
+        try:
+            c.messages.create(model="m-timeout", max_tokens=5,
+                              messages=[{"role": "user", "content": "x"}])
+            out["status"] = 200
+        except anthropic.APIStatusError as e:
+            out["status"] = e.status_code
+            out["message"] = e.message
+        except Exception as e:  # noqa: BLE001
+            out["status"] = None
+            out["message"] = repr(e)
+        out["seconds"] = round(time.monotonic() - t, 2)
+        ev = p.events(wait_for=1, timeout=5)
+        out["kind"] = ev[-1]["decisions"].get("upstream_error") if ev else None
+    for s in held:
+        s.close()
+    ls.close()
+    return out
+
+
 def main() -> None:
     setup_namespace()
     work = Path(tempfile.mkdtemp(prefix="headroom-netns-"))
@@ -208,6 +255,9 @@ def main() -> None:
         out["open_probes"]["remote_health_own_address"] = probe(
             op, http_bytes("GET", health, host=f"{NONLOOP}:{op}"), NONLOOP, timeout=2.0)
         out["logs"] = {k: p.log()[-3000:] for k, p in procs.items() if not started[k]}
+        for p in procs.values():
+            p.stop()
+        out["connect_timeout"] = connect_timeout_case(work)
     finally:
         for p in procs.values():
             p.stop()

@@ -1026,6 +1026,20 @@ def test_local_clients_allowed_through_config_file(netns):
     assert p["remote_ccr_other"]["status"] == 404 and not p["remote_ccr_other"]["body_is_original"]
 
 
+def test_connect_timeout_is_a_retryable_provider_error(netns):
+    r = netns["connect_timeout"]
+    assert r["status"] in (502, 504) and "headroom: the upstream" in r["message"], r
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: an upstream connect that times out (ETIMEDOUT, "
+                   "'[Errno 110] Connect call failed') is reported as upstream_error 'connect' "
+                   "with 502: the 'timeout' kind and its 504 are never produced (and a silent "
+                   "upstream that accepted is never timed out at all)")
+def test_connect_timeout_is_kind_timeout(netns):
+    r = netns["connect_timeout"]
+    assert r["kind"] == "timeout" and r["status"] == 504, r
+
+
 @pytest.mark.xfail(strict=True, reason="BUG: `--set headroom_local_clients=10.254.0.0/16` makes "
                    "the launcher exit ('expected a list of values'): more local clients can only "
                    "be allowed through config.yaml")
