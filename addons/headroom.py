@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import logging
 import sys
 import time
@@ -34,7 +35,7 @@ try:
     import headroom_error_hook
     from headroom_core import error_responses as herrors
     from headroom_core import options as hoptions
-    from headroom_core import routing
+    from headroom_core import routing, storemode
     from headroom_core.engine import Engine, HeaderPlan
     from headroom_core.flow import FlowState, LocalResponse, RequestIn, RequestPlan
     from headroom_core.stats import format_table
@@ -56,6 +57,12 @@ class Headroom:
         # What `requestheaders` stripped and read, until `request` (or `error`) takes it.
         self.header_plans: dict[str, HeaderPlan] = {}
         self.pacer = Pacer() if IMPORT_ERROR is None else None
+        # Local addresses of this proxy's own upstream connections: a request arriving from one
+        # of them is the proxy talking to itself (a loop), never a client.
+        self.own_outbound: set[tuple] = set()
+        # Replay mode: upstream connections a flow was deliberately let through for
+        # (x-headroom-cache: bypass, headroom_replay_allow), by client connection and address.
+        self.permitted: set[tuple] = set()
         self.is_running = False
         self.started = time.time()
         # Why Headroom refuses to work (a bad option at startup, a failed import): every request
@@ -69,8 +76,10 @@ class Headroom:
     # -- options --------------------------------------------------------------------------------
 
     def load(self, loader) -> None:
+        _quiet_cancelled_clients()
         if IMPORT_ERROR is not None:
             log.error("%s", IMPORT_ERROR)
+            _no_listener()
             return
         for o in hoptions.OPTIONS:
             loader.add_option(o.name, o.type, o.default, o.help,
@@ -97,6 +106,7 @@ class Headroom:
             log.error("%s", msg)
         if problems:
             self.failed = problems[0]
+            _no_listener()
 
     def running(self) -> None:
         self.is_running = True
@@ -114,6 +124,7 @@ class Headroom:
                 raise exceptions.OptionsError(str(e)) from None
             log.error("%s", e)  # at startup: one line, mitmdump exits; nothing is forwarded
             self.failed = str(e)
+            _no_listener()
             return
         if "connection_strategy" in ctx.options and ctx.options.connection_strategy != "lazy":
             # Answering locally (recordings, refusals, /ccr/, health, upstream errors) must not
@@ -185,6 +196,9 @@ class Headroom:
         if self.failed or engine is None:
             flow.response = _refusal(self.failed or "not configured", flow)
             return
+        if flow.client_conn.peername in self.own_outbound:
+            flow.response = _loop_refusal()
+            return
         hp = engine.strip_headers(list(flow.request.headers.fields))
         if hp.stripped:
             flow.request.headers = http.Headers(hp.kept)
@@ -254,6 +268,10 @@ class Headroom:
 
     def _applied(self, flow: http.HTTPFlow, engine: Engine, plan: RequestPlan) -> None:
         self._apply(flow, plan)
+        if engine.config.store_mode == "replay" and flow.response is None:
+            # Only what Headroom decided to let through may connect (see server_connect).
+            r = flow.request
+            self.permitted.add((flow.client_conn.id, r.host.lower(), r.port))
         if plan.state is not None:
             if plan.response is None:
                 engine.mark_forwarded(plan.state)
@@ -319,6 +337,33 @@ class Headroom:
             response_ended=resp.timestamp_end,
         )
 
+    def server_connect(self, data) -> None:
+        """Replay mode is offline by contract: an upstream connection nobody decided to make
+        (a raw TCP tunnel, a request body mitmproxy began streaming, an eager connection) is
+        refused before it opens."""
+        rt = self.runtime
+        if self.failed or rt is None:
+            data.server.error = "headroom is not working: no upstream connections"
+            return
+        if rt.config.store_mode != "replay":
+            return
+        host, port = data.server.address or ("", 0)
+        key = (data.client.id, str(host).lower(), port)
+        if key in self.permitted or rt.engine.replay_allows_host(str(host)):
+            return
+        data.server.error = REPLAY_BLOCK
+
+    def server_connected(self, data) -> None:
+        if data.server.sockname:
+            self.own_outbound.add(data.server.sockname)
+
+    def server_disconnected(self, data) -> None:
+        self.own_outbound.discard(data.server.sockname)
+
+    def client_disconnected(self, client) -> None:
+        if self.permitted:
+            self.permitted = {k for k in self.permitted if k[0] != client.id}
+
     async def websocket_message(self, flow: http.HTTPFlow) -> None:
         entry = self.ws.get(flow.id)
         if entry is None or self.runtime is None:
@@ -354,21 +399,31 @@ class Headroom:
             return
         resp = flow.response
         message = flow.error.msg if flow.error else "error"
-        if resp is None and flow.error is not None and self._answers_errors(flow, state):
-            # The upstream failed before answering: an error the client's SDK can parse (and
-            # retries), instead of mitmproxy's HTML page. A stream cut midway stays cut.
+        if REPLAY_BLOCK in message and resp is None:
             provider = state.route.provider if state else routing.guess_provider(
                 flow.request.host, flow.request.path)
-            kind, answer = herrors.upstream_error(provider, message)
-            flow.response = _local_response(LocalResponse(*answer))
+            flow.response = _local_response(LocalResponse(*storemode.refused_response(
+                provider, "replay mode never contacts the upstream")))
+        elif (flow.error is not None and (resp is None or not resp.stream)
+              and self._answers_errors(flow, state)):
+            # The upstream failed before any answer reached the client (nothing, or a buffered
+            # answer cut short): an error the client's SDK can parse, and retries, instead of
+            # mitmproxy's HTML page. A stream cut midway stays cut.
+            provider = state.route.provider if state else routing.guess_provider(
+                flow.request.host, flow.request.path)
+            kind = _failure_kind(flow, message)
+            flow.response = _local_response(LocalResponse(*herrors.upstream_error(
+                provider, message, kind)))
             if state is not None:
                 state.decisions["upstream_error"] = kind
             log.warning("upstream_error flow=%s kind=%s", flow.id, kind)
+            resp = None  # what the upstream sent (if anything) is not what the client got
         if state is None:
             return
         self.runtime.finish_later(
             state,
-            status=resp.status_code if resp else None,
+            status=resp.status_code if resp else (
+                flow.response.status_code if flow.response else None),
             fields=list(resp.headers.fields) if resp else None,
             body=None,
             error=message,
@@ -378,11 +433,59 @@ class Headroom:
 
     def _answers_errors(self, flow: http.HTTPFlow, state) -> bool:
         """Model-API traffic (and anything else to an API host) gets provider-shaped errors;
-        other sites keep mitmproxy's page. Killed flows stay killed."""
-        if flow.error.msg == flow.error.KILLED_MESSAGE or not headroom_error_hook.installed():
+        other sites keep mitmproxy's page. Killed flows stay killed; a client that went away
+        gets nothing."""
+        msg = flow.error.msg
+        if (msg == flow.error.KILLED_MESSAGE or "client disconnected" in msg.lower()
+                or not headroom_error_hook.installed()):
             return False
         return state is not None or routing.is_api_host(
             flow.request.host, reverse=_is_reverse(flow), hosts=self.runtime.config.hosts)
+
+
+REPLAY_BLOCK = "headroom replay mode: no upstream connections"
+
+
+def _failure_kind(flow: http.HTTPFlow, message: str) -> str:
+    # mitmproxy hands the flow its connection only once opened: a connect or handshake that failed
+    # leaves the flow's unopened one (no timestamps), and the message tells which it was.
+    conn = flow.server_conn
+    connected = conn.timestamp_tcp_setup is not None
+    tls = flow.request.scheme == "https" and conn.timestamp_tls_setup is None
+    return herrors.upstream_failure(message, connected=connected, tls=tls)
+
+
+def _loop_refusal() -> http.Response:
+    return http.Response.make(508, b"headroom: this proxy would forward the request to itself\n",
+                              {"content-type": "text/plain; charset=utf-8",
+                               "x-should-retry": "false"})
+
+
+class _CancelledClientFilter(logging.Filter):
+    """Python 3.12.1's asyncio logs a CancelledError traceback for every client still connected
+    when mitmproxy exits (its stream callback asks a cancelled task for its exception; later
+    Pythons check first). Leave out exactly that record; every other one goes on as before."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, asyncio.CancelledError)
+                    and "StreamReaderProtocol.connection_made" in str(record.msg))
+
+
+def _quiet_cancelled_clients() -> None:
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _CancelledClientFilter) for f in logger.filters):
+        logger.addFilter(_CancelledClientFilter())
+
+
+def _no_listener() -> None:
+    """Headroom cannot work: mitmproxy must not even listen (it exits over the logged error;
+    a client that got in meanwhile would only meet a half-started proxy)."""
+    try:
+        if "server" in ctx.options:
+            ctx.options.server = False
+    except Exception:  # the options may not be there yet (early load)
+        pass
 
 
 def _unconverted(opt, value):
@@ -391,7 +494,7 @@ def _unconverted(opt, value):
     raw = getattr(value, "val", None)  # mitmproxy's _UnconvertedStrings
     if raw is None:
         return value
-    if opt.type is Sequence[str]:
+    if opt.type == Sequence[str]:
         return list(raw)
     if not raw:  # `--set name` alone: true for a flag
         return ""
@@ -442,6 +545,7 @@ def _request_in(flow: http.HTTPFlow, hp: HeaderPlan) -> RequestIn:
     r = flow.request
     peer = flow.client_conn.peername
     upgrade = hp.index.get(b"upgrade")
+    reverse = _is_reverse(flow)
     return RequestIn(
         flow_id=flow.id,
         method=r.method,
@@ -451,10 +555,23 @@ def _request_in(flow: http.HTTPFlow, hp: HeaderPlan) -> RequestIn:
         path=r.path,
         fields=hp.kept,
         body=None if r.stream else r.raw_content,
-        reverse=_is_reverse(flow),
+        reverse=reverse,
         websocket_upgrade=bool(upgrade) and upgrade[0].strip().lower() == b"websocket",
         client=peer[0] if peer else None,
+        to_self=not reverse and _addressed_to_self(r.host, r.port, flow.client_conn.sockname),
     )
+
+
+def _addressed_to_self(host: str, port: int, sockname) -> bool:
+    """Whether a regular-mode request targets the very address and port its client reached this
+    proxy at (its listener on a non-loopback address, say): Headroom's own, never forwarded."""
+    if not sockname or port != sockname[1]:
+        return False
+    try:
+        a, b = ipaddress.ip_address(host.strip("[]")), ipaddress.ip_address(sockname[0])
+    except ValueError:
+        return False
+    return (getattr(a, "ipv4_mapped", None) or a) == (getattr(b, "ipv4_mapped", None) or b)
 
 
 def _refusal(reason: str, flow: http.HTTPFlow) -> http.Response:

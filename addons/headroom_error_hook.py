@@ -3,8 +3,8 @@
 mitmproxy 12 always sends its own HTML 502 page when the upstream cannot be reached (connect or
 TLS failure, reset, timeout before any response); SDK clients cannot parse that. This gives the
 `error` hook the semantics mitmproxy's PR #7999 proposes: a response an addon sets there is sent
-instead of the error page (only before any response byte reached the client; streams cut midway
-stay cut). It patches one method, and only the exact version it was written against: on any
+instead of the error page (only before any response byte reached the client: no response yet, or
+a buffered one cut short; streams cut midway stay cut). It patches one method, and only the exact version it was written against: on any
 other mitmproxy it does nothing and says so, and mitmproxy's own page is sent as before.
 """
 
@@ -44,16 +44,19 @@ def install() -> bool:
     def handle_protocol_error(self, event):
         answerable = (
             isinstance(event, ResponseProtocolError)
-            and self.flow.response is None  # nothing of a response exists, nothing was sent
             and self.client_state == self.state_done
-            and self.server_state not in (self.state_done, self.state_errored)
+            # nothing reached the client yet: no response, or one still being read whole
+            and (self.server_state == self.state_wait_for_response_headers
+                 or (self.server_state == self.state_consume_response_body
+                     and not (self.flow.response and self.flow.response.stream)))
         )
         if not answerable:
             yield from original(self, event)
             return
+        before = self.flow.response
         self.flow.error = flow.Error(event.message)
         yield HttpErrorHook(self.flow)
-        if self.flow.response is None:
+        if self.flow.response is None or self.flow.response is before:
             # Nobody answered: mitmproxy's own path, without a second error hook.
             self.server_state = self.state_errored
             yield from original(self, event)

@@ -132,10 +132,16 @@ class Engine:
             log.info("stripped_headers %s",
                      orjson.dumps({"flow": req.flow_id, "count": len(hp.stripped)}).decode())
         path, query = routing.normalize_path(req.path), routing.split_path(req.path)[1]
-        kind = self.local.kind(req.method, req.host, req.port, path, reverse=req.reverse)
-        if kind is not None:
-            draft.response = LocalResponse(*self.local.answer(kind, req.method, path, query,
-                                                              hp.kept, req.client))
+        kind = self.local.kind(req.method, req.host, req.port, path,
+                               to_listener=req.reverse or req.to_self)
+        if kind is not None:  # Headroom's own endpoint: answered here, whatever happens
+            try:
+                answer = self.local.answer(kind, req.method, path, query, hp.kept, req.client)
+            except Exception as e:
+                _warn("internal_error", flow=req.flow_id, phase="local", error=type(e).__name__)
+                answer = 500, [(b"content-type", b"text/plain; charset=utf-8")], \
+                    b"headroom: internal error\n"
+            draft.response = LocalResponse(*answer)
             return draft.plan(None)
         route = self.route_of(req.method, req.host, req.path, reverse=req.reverse,
                               websocket_upgrade=req.websocket_upgrade)
@@ -193,13 +199,21 @@ class Engine:
         return self._replay_guard(draft, state)
 
     def _replay_allowed(self, req: RequestIn) -> bool:
+        """`headroom_replay_allow`: host or host/path patterns, matched on the normalised path
+        (so `/public/../v1/models` is `/v1/models`), case-insensitively."""
         patterns = self.config.replay_allow
         if not patterns:
             return False
         host = req.host.lower().rstrip(".")
-        target = host + routing.split_path(req.path)[0]
+        target = host + routing.normalize_path(req.path)
         return any(fnmatch.fnmatchcase(host, p) or fnmatch.fnmatchcase(target, p)
-                   for p in patterns)
+                   for p in (p.lower() for p in patterns))
+
+    def replay_allows_host(self, host: str) -> bool:
+        """Whether a whole host is on `headroom_replay_allow` (a pattern without a path)."""
+        h = host.lower().rstrip(".")
+        return any("/" not in p and fnmatch.fnmatchcase(h, p.lower())
+                   for p in self.config.replay_allow)
 
     def _replay_guard(self, draft: _Draft, state: FlowState) -> RequestPlan:
         """Last word on a request Headroom took up. Replay mode is offline by contract: whatever

@@ -76,30 +76,37 @@ def provider_error(
     return status, fields, body
 
 
-# What mitmproxy says when the upstream fails before answering -> (kind, status). Checked in order.
-_UPSTREAM_FAILURES = (
-    (("timed out", "timeout"), "timeout", 504),
-    (("tls", "ssl", "certificate", "handshake"), "tls", 502),
-    (("connect", "refused", "unreachable", "no route", "name or service", "getaddrinfo",
-      "resolve", "nodename", "dns"), "connect", 502),
-)
+_KINDS = {"connect": ("could not be reached", 502), "tls": ("failed the TLS handshake", 502),
+          "timeout": ("timed out", 504), "reset": ("closed the connection before answering", 502)}
 
 
-def upstream_failure(message: str) -> tuple[str, int]:
-    """(kind, status) of an upstream failure from its error message: "connect", "tls",
-    "timeout" (504) or "reset" (anything else before a response)."""
+_SOCKET_ERRORS = ("errno", "connect call failed", "refused", "unreachable", "no route",
+                  "name or service", "getaddrinfo", "nodename", "name resolution")
+
+
+def upstream_failure(message: str, *, connected: bool, tls: bool | None = None) -> str:
+    """The kind of an upstream failure before any answer: "timeout" (a connect that timed out),
+    "connect" (never connected), "tls" (connected, the TLS handshake failed) or "reset"
+    (connected, then no usable answer). `tls` is whether a TLS handshake was needed and never
+    completed (None: unknown)."""
     m = (message or "").lower()
-    for needles, kind, status in _UPSTREAM_FAILURES:
-        if any(n in m for n in needles):
-            return kind, status
-    return "reset", 502
+    if not connected:
+        timed_out = "timed out" in m or "timeout" in m or "errno 110" in m or "etimedout" in m
+        if timed_out:
+            return "timeout"
+        # Not (known to be) connected, yet the failure is no socket error: the TLS handshake of
+        # the connection being opened failed ("OpenSSL Error(...)", "connection closed").
+        if tls and not any(w in m for w in _SOCKET_ERRORS):
+            return "tls"
+        return "connect"
+    if tls:
+        return "tls"
+    return "reset"
 
 
-def upstream_error(provider: str, message: str) -> tuple[str, tuple[int, Fields, bytes]]:
-    """The provider-shaped answer for an upstream that failed before responding, and its kind.
-    A status the SDKs retry (502/504) with `x-should-retry: true`."""
-    kind, status = upstream_failure(message)
-    what = {"connect": "could not be reached", "tls": "failed the TLS handshake",
-            "timeout": "timed out", "reset": "closed the connection before answering"}[kind]
+def upstream_error(provider: str, message: str, kind: str) -> tuple[int, Fields, bytes]:
+    """The provider-shaped answer for an upstream that failed before responding: a status the
+    SDKs retry (502, 504 for a timeout) with `x-should-retry: true`."""
+    what, status = _KINDS[kind]
     text = f"headroom: the upstream {what} ({message[:200]})"
-    return kind, provider_error(provider, status, text, code=f"upstream_{kind}", retry=True)
+    return provider_error(provider, status, text, code=f"upstream_{kind}", retry=True)

@@ -35,6 +35,9 @@ class RequestIn:
     reverse: bool
     websocket_upgrade: bool = False
     client: str | None = None  # the client's IP address (local endpoints answer some only)
+    # Addressed to this proxy itself (regular mode: the target is the address and port the client
+    # reached the proxy at), whatever name its listener was given.
+    to_self: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,8 @@
 """Headroom's own endpoints on the proxy listener: kept originals and health.
 
 `GET /ccr/<handle>[?slice]` returns (a slice of) the original behind a compression marker;
-`GET /headroom/health` says how Headroom is doing. They answer only clients in
-`headroom_local_clients` (loopback by default), and an original only to the tenant that made it,
+`GET /headroom/health` says how Headroom is doing. They answer only clients
+on loopback or in `headroom_local_clients`, and an original only to the tenant that made it,
 or to a loopback client that sends no credential at all (an agent's `curl`).
 """
 
@@ -21,6 +21,7 @@ from .originals import is_handle
 TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 JSON = [(b"content-type", b"application/json")]
 LEGACY_HOST = "headroom.local"  # markers written before the host defaulted to the listener
+LOOPBACK = ("127.0.0.0/8", "::1/128")
 
 
 def _ip(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -43,24 +44,28 @@ class LocalEndpoints:
     def __init__(self, *, clients: tuple[str, ...], local_hosts: frozenset[str],
                  namespace: str | None, salt: bytes, originals: Any = None,
                  health: Callable[[], dict] | None = None) -> None:
-        self.networks = tuple(ipaddress.ip_network(n) for n in clients)
+        # Loopback always may: whoever is on the proxy's own machine (originals still answer
+        # only their owner).
+        self.networks = tuple(ipaddress.ip_network(n) for n in (*LOOPBACK, *clients))
         self.local_hosts = local_hosts | {LEGACY_HOST}
         self.namespace = namespace
         self.salt = salt
         self.originals = originals
         self.health = health or (lambda: {"status": "ok"})
 
-    def kind(self, method: str, host: str, port: int, path: str, *, reverse: bool) -> str | None:
-        """"ccr", "health" or None. `path` is normalised (routing.normalize_path). In regular
-        mode only requests addressed to the listener itself count: `/ccr/...` on an API host
-        belongs to that host."""
+    def kind(self, method: str, host: str, port: int, path: str, *,
+             to_listener: bool) -> str | None:
+        """"ccr", "health" or None. `path` is normalised (routing.normalize_path). Unless the
+        request is known to be addressed to the listener (reverse mode, or the address the client
+        reached it at), only the listener's names count: `/ccr/...` on an API host belongs to
+        that host."""
         if path.startswith("/ccr/"):
             kind = "ccr"
         elif path in ("/headroom/health", "/headroom/health/"):
             kind = "health"
         else:
             return None
-        if not reverse:
+        if not to_listener:
             h = host.lower().rstrip(".")
             if h not in self.local_hosts and f"{h}:{port}" not in self.local_hosts:
                 return None
@@ -73,8 +78,8 @@ class LocalEndpoints:
     def answer(self, kind: str, method: str, path: str, query: str, fields: Fields,
                client: str | None) -> tuple[int, Fields, bytes]:
         if not self.allowed(client):
-            return _text(403, "headroom: local endpoints answer loopback clients only "
-                              "(headroom_local_clients)\n")
+            return _text(403, "headroom: local endpoints answer loopback and "
+                              "headroom_local_clients only\n")
         if method.upper() not in ("GET", "HEAD"):
             return _text(405, "headroom: use GET\n", [(b"allow", b"GET, HEAD")])
         if kind == "health":
@@ -99,7 +104,10 @@ class LocalEndpoints:
             owner = None  # the agent's own shell on this machine: any tenant's original
         else:
             return _text(401, "headroom: send the credential the original was made with\n")
-        text = self.originals.get(handle, tenant=owner)
+        try:
+            text = self.originals.get(handle, tenant=owner)
+        except Exception as e:  # a full or locked disk, Redis gone: say so, here
+            return _text(503, f"headroom: kept originals unavailable ({type(e).__name__})\n")
         if text is None:
             return _text(404, "headroom: no original kept under this handle\n")
         try:

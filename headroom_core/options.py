@@ -28,7 +28,6 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.I)
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 COMPRESS_KINDS = ("json", "log", "search", "diff", "listing")
-LOOPBACK = ("127.0.0.0/8", "::1/128")
 
 
 class ConfigError(ValueError):
@@ -188,6 +187,10 @@ def _thresholds(option: str, value: Any) -> tuple[tuple[str, int], ...]:
         if not sep or kind not in COMPRESS_KINDS:
             raise ConfigError(option, v, "expected kind=size with kind one of "
                               + ", ".join(COMPRESS_KINDS))
+        m = _SIZE.match(size.strip())
+        if not m:
+            raise ConfigError(option, v, "expected kind=size with a size such as 65536, 512k "
+                              "or 64m")
         out.append((kind, parse_size(option, size.strip())))
     return tuple(out)
 
@@ -349,9 +352,9 @@ OPTIONS: tuple[Option, ...] = (
            "host[:port] named in compression markers (http://<host>/ccr/<handle>). Empty: the "
            "proxy's own listener on loopback (e.g. 127.0.0.1:8080), which answers in every mode.",
            _ccr_host, (REWRITE,)),
-    Option("headroom_local_clients", Sequence[str], list(LOOPBACK),
-           "Client addresses or networks that may use Headroom's local endpoints (/ccr/ "
-           "originals, /headroom/health). Default: loopback only.", _networks),
+    Option("headroom_local_clients", Sequence[str], [],
+           "More client addresses or networks (besides loopback, which always may) that may use "
+           "Headroom's local endpoints (/ccr/ originals, /headroom/health).", _networks),
     Option("headroom_ledger_size", str, "1g",
            "Size bound of the rewrite ledger (what each rewritten output was forwarded as).",
            parse_size, (REWRITE,)),

@@ -36,7 +36,7 @@ class Slice:
 
 def _count(name: str, value: str, low: int = 0, high: int = 1 << 31) -> int:
     v = value.strip()
-    if not v.isdigit() or not low <= int(v) <= high:
+    if not (v.isascii() and v.isdigit()) or not low <= int(v) <= high:
         raise SliceError(f"{name}={value!r}: expected a whole number from {low} to {high}")
     return int(v)
 
@@ -79,6 +79,8 @@ def parse(query: str) -> Slice:
             regex.compile(value)
         except regex.error as e:
             raise SliceError(f"grep={value[:80]!r}: invalid regular expression ({e})") from None
+        except (RecursionError, MemoryError, OverflowError, ValueError):
+            raise SliceError(f"grep={value[:80]!r}: pattern too complex") from None
         ctx = _count("context", seen["context"], 0, MAX_CONTEXT) if "context" in seen else 0
         return Slice("grep", pattern=value, context=ctx)
     return Slice(kind, _count(kind, value, 0))
@@ -106,7 +108,10 @@ def _join(lines: list[str]) -> str:
 
 def _grep(lines: list[str], pattern: str, context: int) -> str:
     """grep -n with -C context: `12:match`, `11-context`, `--` between groups."""
-    rx = regex.compile(pattern)
+    try:
+        rx = regex.compile(pattern)
+    except Exception:
+        raise SliceError(f"grep={pattern[:80]!r}: pattern too complex") from None
     slow = SliceError(f"grep={pattern[:80]!r} took longer than {GREP_TIMEOUT} s; use a simpler "
                       "pattern")
     deadline = time.monotonic() + GREP_TIMEOUT
@@ -120,6 +125,8 @@ def _grep(lines: list[str], pattern: str, context: int) -> str:
                 hits.append(i)
         except TimeoutError:
             raise slow from None
+        except (RecursionError, MemoryError):
+            raise SliceError(f"grep={pattern[:80]!r}: pattern too complex") from None
     shown: list[int] = []
     for i in hits:
         lo, hi = max(0, i - context), min(len(lines), i + context + 1)

@@ -9,7 +9,9 @@ credentials ever share state: a gateway's placeholder `x-api-key` next to each u
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
@@ -18,6 +20,16 @@ CREDENTIAL_HEADERS = (b"x-api-key", b"authorization", b"api-key")
 # Headers that pick the account or project a credential acts for.
 ACCOUNT_HEADERS = (b"chatgpt-account-id", b"openai-organization", b"openai-project")
 _ALL = frozenset(CREDENTIAL_HEADERS + ACCOUNT_HEADERS)
+# Anything else that authenticates a client to a gateway in front of the provider (a cookie,
+# `cf-aig-authorization`, `x-portkey-api-key`, `x-amz-security-token`, ...): a credential too.
+_OTHER = re.compile(rb"(?:^|-)(?:authorization|api-?key|apikey|token|secret|cookie|"
+                    rb"account-id|session-token)$")
+
+
+@functools.lru_cache(maxsize=1024)  # asked for every header of every request
+def is_credential(name: bytes) -> bool:
+    """Whether a (lower-case) header name carries a credential or picks an account."""
+    return name in _ALL or _OTHER.search(name) is not None
 ANONYMOUS = "anon"
 
 
@@ -32,7 +44,7 @@ def credentials(fields: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, byte
     found = []
     for name, value in fields:
         n = name.lower()
-        if n in _ALL:
+        if is_credential(n):
             v = value.strip()
             if v:
                 found.append((n, _bearer(v) if n == b"authorization" else v))
@@ -41,7 +53,8 @@ def credentials(fields: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, byte
 
 def credentials_of(index: Mapping[bytes, list[bytes]]) -> list[tuple[bytes, bytes]]:
     """`credentials` from a header index (`headers.Index`)."""
-    return credentials((n, v) for n in _ALL for v in index.get(n, ()))
+    return credentials((n, v) for n, values in index.items() if is_credential(n)
+                       for v in values)
 
 
 def credential(fields: Iterable[tuple[bytes, bytes]]) -> bytes | None:
@@ -118,7 +131,7 @@ class Tenants:
         self._known: OrderedDict[tuple, tuple[str, str]] = OrderedDict()
 
     def identify(self, index: Mapping[bytes, list[bytes]]) -> tuple[str, str]:
-        key = tuple(tuple(index.get(n, ())) for n in _ALL_ORDERED)
+        key = tuple((n, tuple(v)) for n, v in index.items() if is_credential(n))
         known = self._known.get(key)
         if known is None:
             known = _identify(credentials_of(index), self.salt, self.namespace)
@@ -127,5 +140,3 @@ class Tenants:
                 self._known.popitem(last=False)
         return known
 
-
-_ALL_ORDERED = CREDENTIAL_HEADERS + ACCOUNT_HEADERS

@@ -19,7 +19,8 @@ DEFAULT_TIMEOUT = 2.0
 
 
 class Originals:
-    """Persistent handle -> original text (diskcache, LRU-bounded, thread- and process-safe)."""
+    """Persistent handle -> original text (diskcache, bounded oldest-first, thread- and
+    process-safe)."""
 
     def __init__(
         self,
@@ -32,7 +33,9 @@ class Originals:
         self.ttl = ttl
         self._cache = private.open_cache(
             directory, timeout=timeout, size_limit=size_limit,
-            eviction_policy="least-recently-used",
+            # Stored order, not used order: a read must never write (a full disk must still
+            # serve originals, and a retrieval is no reason to keep one longer).
+            eviction_policy="least-recently-stored",
         )
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ from headroom_core.store import CorruptEntry, Entry, decode_entry, encode_entry,
     read_meta, refusal, storable_headers
 
 from . import private
+from .degrade import Degradations
 from .readonly import ReadOnlyCache
 
 log = logging.getLogger("headroom.store")
@@ -92,6 +93,7 @@ class ResponseStore:
         eviction_policy: str | None = "least-recently-stored",
         timeout: float = 60.0,
         read_only: bool = False,
+        degrade: Degradations | None = None,
     ) -> None:
         """Open (or create) the store. `size_limit_bytes` / `eviction_policy` None keep what the
         directory was last opened with (tools use that, so they never resize the addon's store).
@@ -101,6 +103,8 @@ class ResponseStore:
         self.directory = directory
         self.ttl_seconds = ttl_seconds
         self.read_only = read_only
+        self.degrade = degrade or Degradations()
+        self._failing = False  # the last write failed (said through `degrade`, once a minute)
         self._lock = threading.Lock()
         self._closed = False
         if read_only:
@@ -136,9 +140,14 @@ class ResponseStore:
                            entry.meta)
             frame = encode_entry(stored, self._meta(stored))
             self._cache.set(key, frame, expire=self.ttl_seconds)
-        except Exception as e:
-            log.warning("store write failed for %s: %s", key, type(e).__name__)
+        except Exception as e:  # a full disk, a lock: the response went out, it is not kept
+            self._failing = True
+            self.degrade.report("store", e, "store writes failing: responses are forwarded but "
+                                "not kept", path=self.directory, status="failing")
             return False
+        if self._failing:
+            self._failing = False
+            self.degrade.ok("store")
         log.debug("stored %s: %d bytes", key, len(frame))
         return True
 

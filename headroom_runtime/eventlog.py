@@ -46,7 +46,7 @@ class EventLog:
             self.degrade.ok("events", "off")
             return
         try:
-            private.ensure_dir(self.path.parent)
+            private.ensure_dir(self.path.parent, fix=False)
             self._file = private.open_append(self.path)
         except OSError as e:  # read-only or full disk: the proxy runs on without an event log
             self.degrade.report("events", e, "event log off", path=str(self.path))

@@ -8,6 +8,7 @@ once per path, never fatal.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import stat
@@ -21,7 +22,7 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 SQLITE_FILES = ("cache.db", "cache.db-wal", "cache.db-shm")
 
-_warned: set[str] = set()
+_warned: set = set()
 _warned_lock = threading.Lock()
 
 
@@ -49,9 +50,9 @@ def chmod(path: str | os.PathLike[str], mode: int, *, report: bool = True) -> bo
     return True
 
 
-def ensure_dir(path: str | os.PathLike[str]) -> None:
-    """Create `path` (and missing parents) 0700, or fix an existing one to 0700.
-    Raises OSError when it cannot be created."""
+def ensure_dir(path: str | os.PathLike[str], *, fix: bool = True) -> None:
+    """Create `path` (and missing parents) 0700, and (with `fix`) fix an existing one to 0700.
+    Raises OSError when it cannot be created or is not a folder."""
     p = os.path.abspath(os.fspath(path))
     missing = []
     cur = p
@@ -64,7 +65,62 @@ def ensure_dir(path: str | os.PathLike[str]) -> None:
     for d in reversed(missing):
         with contextlib.suppress(FileExistsError):
             os.mkdir(d, DIR_MODE)
-    chmod(p, DIR_MODE)
+    if not os.path.isdir(p):  # a file (or a dangling link) is in the way: never touch it
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", p)
+    if fix or missing:
+        chmod(p, DIR_MODE)
+
+
+# What Headroom keeps under headroom_dir; nothing else there is its business (a headroom_dir may
+# be a folder with other files in it).
+OWN_ENTRIES = ("salt", "redis-salt", "events.jsonl", "store", "ledger", "originals")
+
+
+def fix_own(root: str | os.PathLike[str]) -> None:
+    """Fix the modes of Headroom's own entries under `root` (and of `root` itself when nothing
+    else lives there). Never raises."""
+    r = os.fspath(root)
+    try:
+        names = os.listdir(r)
+    except OSError as e:
+        _warn_once(r, e)
+        return
+    foreign = sorted(n for n in names if not _own(n))
+    if not foreign:
+        chmod(r, DIR_MODE)
+    else:
+        _warn_shared(r, foreign)
+    for name in names:
+        if not _own(name):
+            continue
+        p = os.path.join(r, name)
+        if os.path.isdir(p) and not os.path.islink(p):
+            fix_tree(p)
+        elif os.path.isfile(p):
+            chmod(p, FILE_MODE)
+
+
+def _warn_shared(root: str, foreign: list[str]) -> None:
+    """A headroom_dir that holds other files (a home folder, /tmp) keeps its mode: changing it
+    could break whatever else lives there. Said once, when that mode lets others in."""
+    try:
+        mode = stat.S_IMODE(os.stat(root).st_mode)
+    except OSError:
+        return
+    if not mode & 0o077:
+        return
+    with _warned_lock:
+        if ("shared", root) in _warned:
+            return
+        _warned.add(("shared", root))
+    shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+    log.warning("private_dir_shared %s holds entries that are not Headroom's (%s): its mode %s "
+                "is left as it is (Headroom's own files are 0600); give headroom_dir a folder "
+                "of its own", root, shown, oct(mode))
+
+
+def _own(name: str) -> bool:
+    return name in OWN_ENTRIES or name.startswith(("events.jsonl.", "salt."))
 
 
 def fix_tree(root: str | os.PathLike[str]) -> bool:

@@ -26,7 +26,7 @@ def load_salt(path: str | os.PathLike[str]) -> bytes:
             return salt
     except FileNotFoundError:
         pass
-    private.ensure_dir(os.path.dirname(p) or ".")
+    private.ensure_dir(os.path.dirname(p) or ".", fix=False)  # the folder is fix_own's
     salt = new_salt()
     tmp = f"{p}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

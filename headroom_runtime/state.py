@@ -46,12 +46,17 @@ class State:
 def open_state(config: Config, degrade: Degradations) -> State:
     d = config.dir
     try:
-        private.ensure_dir(d)
-        private.fix_tree(d)
+        fresh = not os.path.exists(d)
+        if fresh:
+            private.ensure_dir(d)
+        elif not os.path.isdir(d):
+            raise NotADirectoryError(f"{d} is not a folder")
+        private.fix_own(d)
         degrade.ok("dir")
     except OSError as e:
-        degrade.report("dir", e, "state folder not writable: features that write state are off",
-                       path=str(d), status="read-only")
+        status = "unavailable (not a folder)" if isinstance(e, NotADirectoryError) else "read-only"
+        degrade.report("dir", e, "state folder not usable: features that write state are off",
+                       path=str(d), status=status)
     state = State(salt=_salt(d, degrade))
     if config.store_mode != "off":
         state.store = open_store(config, degrade)
@@ -80,14 +85,16 @@ def _salt(d: os.PathLike[str], degrade: Degradations) -> bytes:
 def open_store(config: Config, degrade: Degradations) -> ResponseStore | None:
     path = str(config.store_dir)
     try:
-        store = ResponseStore(config.store_dir, config.store_size, config.store_ttl)
+        store = ResponseStore(config.store_dir, config.store_size, config.store_ttl,
+                              degrade=degrade)
         degrade.ok("store")
         return store
     except STATE_ERRORS as e:
         error = e
     if config.store_mode != "record":
         try:
-            store = ResponseStore(config.store_dir, ttl_seconds=config.store_ttl, read_only=True)
+            store = ResponseStore(config.store_dir, ttl_seconds=config.store_ttl, read_only=True,
+                                  degrade=degrade)
         except STATE_ERRORS:
             pass
         else:

@@ -1,4 +1,6 @@
+import asyncio
 import json
+import logging
 
 import pytest
 from mitmproxy import exceptions, http
@@ -109,8 +111,11 @@ def test_error_hook_records_failure(ctx, tmp_path):
     run(tctx, addon.request(f))
     f.error = tflow.terr("connection killed")
     addon.error(f)
+    # nothing had reached the client: it gets a provider-shaped, retryable error instead
+    assert f.response.status_code == 502 and f.response.headers["x-should-retry"] == "true"
     (rec,) = events(tmp_path, addon)
-    assert rec["error"] == "connection killed" and rec["status"] is None
+    assert rec["error"] == "connection killed" and rec["status"] == 502
+    assert rec["decisions"]["upstream_error"] in ("reset", "tls", "connect")
 
 
 def test_big_body_processed_off_loop_still_byte_identical(ctx):
@@ -247,3 +252,32 @@ def test_local_endpoints_only_for_loopback_clients(ctx):
     assert answers["127.0.0.1"].status_code == 200 and health["status"] == "ok"
     assert {"version", "modes", "store_mode", "uptime_s", "state"} <= set(health)
     assert answers["10.1.2.3"].status_code == 403 and b"version" not in answers["10.1.2.3"].content
+
+
+def test_only_the_cancelled_client_callback_report_is_left_out():
+    f = mod._CancelledClientFilter()
+
+    def record(msg, exc):
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, None,
+                                 (type(exc), exc, None))
+
+    cancelled = asyncio.CancelledError()
+    noise = "Exception in callback StreamReaderProtocol.connection_made.<locals>.callback(<Task>)"
+    assert not f.filter(record(noise, cancelled))
+    assert f.filter(record(noise, RuntimeError("a real failure")))
+    assert f.filter(record("Task exception was never retrieved", cancelled))
+    assert f.filter(logging.LogRecord("asyncio", logging.ERROR, __file__, 1, noise, None, None))
+
+
+@pytest.mark.parametrize("host,port,sockname,expected", [
+    ("10.254.0.1", 8080, ("10.254.0.1", 8080), True),
+    ("[::1]", 8080, ("::1", 8080, 0, 0), True),
+    ("127.0.0.1", 8080, ("::ffff:127.0.0.1", 8080, 0, 0), True),
+    ("10.254.0.1", 443, ("10.254.0.1", 8080), False),  # same machine, another service
+    ("10.254.0.2", 8080, ("10.254.0.1", 8080), False),
+    ("api.anthropic.com", 8080, ("10.254.0.1", 8080), False),  # names are the listener's list
+    ("10.254.0.1", 8080, None, False),
+])
+def test_a_request_to_the_address_the_client_reached_is_addressed_to_the_proxy(
+        host, port, sockname, expected):
+    assert mod._addressed_to_self(host, port, sockname) is expected

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from headroom_core import error_responses
 from headroom_core.error_responses import error_type, provider_error
 
 try:  # the SDKs moved to httpx2; a transport must come from the package they use
@@ -99,3 +100,22 @@ def test_the_openai_sdk_reads_it_and_does_not_retry(status, exc):
     assert info.value.code == "headroom_replay_miss"
     assert info.value.type == error_type("openai", status)
     assert "no recorded response matches" in info.value.message
+
+
+@pytest.mark.parametrize("message,connected,tls,kind", [
+    ("[Errno 111] Connect call failed ('127.0.0.1', 9)", False, True, "connect"),
+    ("[Errno 111] Connect call failed ('127.0.0.1', 9)", False, False, "connect"),
+    ("[Errno -2] Name or service not known", False, True, "connect"),
+    ("[Errno 110] Connection timed out", False, True, "timeout"),
+    ("timed out", False, False, "timeout"),
+    # mitmproxy keeps a connection whose handshake failed out of the flow: not connected
+    ("OpenSSL Error([('SSL routines', '', 'wrong version number')])", False, True, "tls"),
+    ("connection closed", False, True, "tls"),
+    ("Certificate verify failed: self-signed certificate", False, True, "tls"),
+    ("connection closed", False, False, "connect"),  # plain http: nothing but TCP to fail
+    ("server closed connection", True, False, "reset"),
+    ("server closed connection", True, True, "tls"),
+    ("", True, None, "reset"),
+])
+def test_upstream_failure_kinds(message, connected, tls, kind):
+    assert error_responses.upstream_failure(message, connected=connected, tls=tls) == kind

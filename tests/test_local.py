@@ -52,12 +52,12 @@ def ask(ep, handle, query="", fields=(), client="127.0.0.1", method="GET"):
 
 def test_kind_in_reverse_mode_by_path_alone_and_in_regular_mode_only_on_the_listener():
     ep = endpoints()
-    assert ep.kind("GET", "anything", 443, "/ccr/abc", reverse=True) == "ccr"
-    assert ep.kind("GET", "anything", 443, "/headroom/health", reverse=True) == "health"
-    assert ep.kind("GET", "api.openai.com", 443, "/ccr/abc", reverse=False) is None
-    assert ep.kind("GET", "127.0.0.1", 8080, "/ccr/abc", reverse=False) == "ccr"
-    assert ep.kind("GET", "headroom.local", 80, "/ccr/abc", reverse=False) == "ccr"  # old markers
-    assert ep.kind("GET", "127.0.0.1", 8080, "/v1/messages", reverse=False) is None
+    assert ep.kind("GET", "anything", 443, "/ccr/abc", to_listener=True) == "ccr"
+    assert ep.kind("GET", "anything", 443, "/headroom/health", to_listener=True) == "health"
+    assert ep.kind("GET", "api.openai.com", 443, "/ccr/abc", to_listener=False) is None
+    assert ep.kind("GET", "127.0.0.1", 8080, "/ccr/abc", to_listener=False) == "ccr"
+    assert ep.kind("GET", "headroom.local", 80, "/ccr/abc", to_listener=False) == "ccr"  # old markers
+    assert ep.kind("GET", "127.0.0.1", 8080, "/v1/messages", to_listener=False) is None
 
 
 def test_the_agents_own_shell_without_credential_gets_the_original_and_slices():

@@ -23,7 +23,7 @@ def test_defaults(tmp_path):
     assert c.dir == tmp_path
     assert c.events_path == tmp_path / "events.jsonl"
     assert "api.anthropic.com" in c.hosts and c.max_body == 64 << 20
-    assert c.local_clients == ("127.0.0.0/8", "::1/128")
+    assert c.local_clients == ()
 
 
 def test_events_off_and_custom(tmp_path):

@@ -123,10 +123,6 @@ def test_same_credentials_in_another_order_and_case_share(tenancy):
     assert cache == "hit" and up.snapshot()[2] - n0 == 1
 
 
-@pytest.mark.xfail(strict=True, reason="GAP: only x-api-key / authorization / api-key and the "
-                   "OpenAI account headers make the tenant: clients behind one placeholder key "
-                   "that authenticate with a cookie or a gateway's own auth header "
-                   "(cf-aig-authorization, x-portkey-api-key) share one tenant and its cache")
 @pytest.mark.parametrize("header", ["cookie", "cf-aig-authorization", "x-portkey-api-key"])
 def test_other_credential_headers_separate_tenants(tenancy, header):
     proxy, up = tenancy
