@@ -132,8 +132,11 @@ class Engine:
         path, query = routing.normalize_path(req.path), routing.split_path(req.path)[1]
         kind = self.local.kind(req.method, req.host, req.port, path, reverse=req.reverse)
         if kind is not None:
-            draft.response = LocalResponse(*self.local.answer(kind, req.method, path, query,
-                                                              hp.kept, req.client))
+            args = (kind, req.method, path, query, hp.kept, req.client)
+            if self.local.slow(kind):  # a dashboard page: rendered in a worker thread
+                draft.deferred = lambda: LocalResponse(*self.local.answer(*args))
+            else:
+                draft.response = LocalResponse(*self.local.answer(*args))
             return draft.plan(None)
         route = self.route_of(req.method, req.host, req.path, reverse=req.reverse,
                               websocket_upgrade=req.websocket_upgrade)
@@ -235,6 +238,7 @@ class Engine:
         state.compress = (self._compress_applies(kind)
                           and state.route.endpoint != "count_tokens")
         doc = self._read_body(req, fields, decoded, state)
+        state.label_input = (fields, decoded)  # the session's name, worked out in the background
         if doc is _INVALID:
             return
         client_fields = fields
@@ -247,6 +251,7 @@ class Engine:
     def _handshake(self, fields: Fields, draft: _Draft, state: FlowState, kind: str) -> None:
         """A WebSocket upgrade (Codex's Responses transport): headers only."""
         state.session = session.identify(state.route.provider, fields, None, state.tenant)
+        state.label_input = (fields, None)
         refuse = self.config.websocket == "refuse" or (
             self.config.store_mode == "replay" and storemode.access("replay", state.controls).read)
         if refuse:
