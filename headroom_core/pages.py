@@ -187,11 +187,13 @@ def _cards(t: dict) -> str:
     saved_usd = t.get("saved_usd") or 0
     before = t.get("cost_without_headroom_usd") or 0
     saved_share = f"{saved_usd / before:.1%} of the bill" if before else ""
+    priced = bool(t.get("priced_requests")) or not t.get("unpriced_requests")
+    unpriced = (f"{n(t.get('unpriced_requests'))} requests without a price"
+                if t.get("unpriced_requests") else "")
     cards = [
         ("Requests", n(t.get("requests")), f"{n(t.get('errors'))} errors"),
-        ("Cost", usd(t.get("cost_usd")),
-         f"{n(t.get('unpriced_requests'))} unpriced" if t.get("unpriced_requests") else ""),
-        ("Saved by rewrites", usd(saved_usd), saved_share),
+        ("Cost", usd(t.get("cost_usd")) if priced else "—", unpriced),
+        ("Saved by rewrites", usd(saved_usd) if priced else "—", saved_share),
         ("Tokens saved", compact(t.get("tokens_saved")), ""),
         ("Cache-read share", pct(share), f"{compact(t.get('cache_read_tokens'))} read"),
         ("Store hits / misses", f"{n(t.get('store_hits'))} / {n(t.get('store_misses'))}",

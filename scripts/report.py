@@ -175,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         print(str(e).replace("headroom_prices", "--prices"), file=sys.stderr)
         return 2
     records, malformed = [], 0
-    files = [*rotated(args.events), args.events]
+    files = rotated(args.events)
+    if args.events.exists() or not files:  # just rotated: the next line starts a new file
+        files.append(args.events)
     try:
         for path in files:
             got, bad = read_records(path)
