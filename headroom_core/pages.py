@@ -56,7 +56,7 @@ svg .area{fill:var(--area);stroke:none}
 svg .dot{fill:var(--accent)}
 svg .bar{fill:var(--accent)}
 code{font:12px ui-monospace,"DejaVu Sans Mono",monospace}
-ul.d{margin:0;padding-left:16px;text-align:left}
+ul.d{margin:0;padding-left:16px;text-align:left}td.dec{min-width:300px}
 .tag{display:inline-block;padding:0 6px;border-radius:9px;background:var(--soft);
 border:1px solid var(--line);font-size:12px}
 """
@@ -298,13 +298,14 @@ def _prices_note(prices: dict) -> str:
 
 
 def overview_page(data: dict, *, health: dict | None = None, refresh: int | None = 5,
-                  link: Callable[[str], str] | None = None, base: str = "/headroom/") -> str:
+                  link: Callable[[str], str] | None = None, base: str = "/headroom/",
+                  live: bool = True) -> str:
     link = link or (lambda sid: f"{base}session/{sid}")
     since, today = data.get("since_start") or {}, data.get("today") or {}
     forgotten = data.get("sessions_forgotten") or 0
     note = (f' <span class="muted">({n(forgotten)} older sessions no longer listed; their '
             "figures stay in the totals)</span>") if forgotten else ""
-    body = (_header("what it does while it runs", health, data.get("now"), live=bool(refresh),
+    body = (_header("what it does while it runs", health, data.get("now"), live=live,
                     base=base)
             + "<main>"
             + f"<h2>Since start <span class=\"muted\">{local_time(data.get('started'), '%Y-%m-%d %H:%M')}"
@@ -375,7 +376,7 @@ def turns_table(turns: Sequence[dict], ccr_base: str | None) -> str:
             f"<td>{n(u.get('cache_creation_tokens'))}</td><td>{n(u.get('output_tokens'))}</td>"
             f"<td>{pct(t.get('cache_read_share'))}</td><td>{usd(t.get('cost_usd'))}</td>"
             f'<td class="good">{escape(saved_text)}</td>'
-            f"<td class=\"l\">{_decisions(t, ccr_base)}</td></tr>")
+            f"<td class=\"l dec\">{_decisions(t, ccr_base)}</td></tr>")
     return f"<table>{head}<tbody>{''.join(rows)}</tbody></table>"
 
 
@@ -414,7 +415,7 @@ def session_section(data: dict, *, ccr_base: str | None, heading: str = "h2") ->
 def session_page(data: dict, *, health: dict | None = None, refresh: int | None = 5,
                  base: str = "/headroom/", ccr_base: str | None = "/ccr/") -> str:
     s = data.get("session") or {}
-    body = (_header("session", health, data.get("now"), live=bool(refresh), base=base)
+    body = (_header("session", health, data.get("now"), live=True, base=base)
             + "<main>" + session_section(data, ccr_base=ccr_base) + "</main>"
             + (f"<footer>This page reloads every {int(refresh)} s.</footer>" if refresh else ""))
     return document(f"Headroom · {s.get('label') or s.get('id')}", body, refresh=refresh)
@@ -427,7 +428,7 @@ def static_report(overview: dict, sessions: Sequence[dict], *, title: str = "Hea
     def anchor(sid: str) -> str:
         return f"#s-{sid}"
 
-    page = overview_page(overview, refresh=None, link=anchor)
+    page = overview_page(overview, refresh=None, link=anchor, live=False)
     parts = [f'<section id="s-{escape(d.get("session", {}).get("id", ""))}">'
              + session_section(d, ccr_base=None) + "</section>" for d in sessions]
     extra = "".join(parts)

@@ -25,18 +25,27 @@ def nice_max(v: float) -> float:
     return 10 * exp
 
 
+def intervals(top: float) -> int:
+    """Grid lines at round values: 0.5 steps up to 2, 0.5 up to 2.5, 1 up to 5, 2 up to 10."""
+    if top <= 0 or not math.isfinite(top):
+        return 4
+    mantissa = round(top / 10 ** math.floor(math.log10(top)), 6)
+    return 4 if mantissa == 2 else 5
+
+
 def _frame(title: str, y_top: float, y_fmt: Callable[[float], str],
            x_labels: Sequence[tuple[float, str]], inner: str) -> str:
     ph, pw = H - PAD_T - PAD_B, W - PAD_L - PAD_R
     parts = [f'<svg class="chart" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
              f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
              f"<title>{escape(title)}</title>"]
-    for i in range(5):
-        y = PAD_T + ph - ph * i / 4
+    k = intervals(y_top)
+    for i in range(k + 1):
+        y = PAD_T + ph - ph * i / k
         parts.append(f'<line class="grid" x1="{PAD_L}" y1="{y:.1f}" x2="{W - PAD_R}" '
                      f'y2="{y:.1f}"/>')
         parts.append(f'<text class="axis" x="{PAD_L - 6}" y="{y + 4:.1f}" text-anchor="end">'
-                     f"{escape(y_fmt(y_top * i / 4))}</text>")
+                     f"{escape(y_fmt(y_top * i / k))}</text>")
     for frac, label in x_labels:
         x = PAD_L + pw * frac
         anchor = "start" if frac <= 0.02 else "end" if frac >= 0.98 else "middle"

@@ -104,3 +104,9 @@ def test_svg_line_and_bars_scale_into_the_frame():
                                     (0.0003, 0.0005)])
 def test_nice_max(v, top):
     assert svg.nice_max(v) == pytest.approx(top)
+
+
+@pytest.mark.parametrize("top, k", [(1, 5), (2, 4), (2.5, 5), (5, 5), (10, 5), (0.5, 5),
+                                    (0.002, 4)])
+def test_grid_lines_fall_on_round_values(top, k):
+    assert svg.intervals(top) == k
