@@ -26,6 +26,7 @@ from .headers import Fields
 
 PREFIX = "/headroom/"
 REFRESH = 5  # seconds between reloads of a live page
+PAGE_SESSIONS = 100  # rows on the overview page (the API lists every session kept)
 _SID = re.compile(r"[\w()\-]{1,64}")
 HTML = (b"content-type", b"text/html; charset=utf-8")
 JSON = (b"content-type", b"application/json")
@@ -60,7 +61,7 @@ class Dashboard:
         rest = rest.strip("/")
         refresh = self._refresh(query)
         if rest == "":
-            data = self.figures.overview()
+            data = self.figures.overview(PAGE_SESSIONS)
             return _html(pages.overview_page(data, health=self._health(), refresh=refresh))
         if rest.startswith("session/"):
             sid = rest[len("session/"):]

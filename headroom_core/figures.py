@@ -26,6 +26,7 @@ NO_SESSION = "(none)"
 MAX_SESSIONS = 300
 TURNS_KEPT = 300
 SERIES_MINUTES = 7 * 24 * 60
+OVERVIEW_POINTS = 240  # series points in the overview (the series API has every minute)
 MAX_LABELSETS = 200  # provider/model/endpoint combinations; past it the model is "other"
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 CHANGED = ("compressed", "replayed")  # manifest actions that put other bytes upstream
@@ -442,16 +443,29 @@ class Figures:
             return {"session": s.row(), "turns": turns,
                     "turns_shown": len(turns), "turns_kept": self.turns_kept}
 
-    def series_points(self) -> list[dict[str, Any]]:
-        """Per-minute figures, oldest first."""
+    def series_points(self, max_points: int | None = None) -> list[dict[str, Any]]:
+        """Per-minute figures, oldest first; with `max_points`, consecutive minutes are summed
+        into at most that many points (each named by its first minute)."""
         with self._lock:
-            return [{"minute": _iso(m * 60), "requests": int(p[0]), "cost_usd": round(p[1], 6),
-                     "saved_usd": round(p[2], 6), "tokens_saved": int(p[3])}
-                    for m, p in self.series.items()]
+            items = sorted(self.series.items())
+        if max_points and items:
+            span = items[-1][0] - items[0][0] + 1
+            width = -(-span // max_points)  # minutes per point
+            if width > 1:
+                merged: dict[int, list[float]] = {}
+                start = items[0][0]
+                for m, p in items:
+                    key = start + (m - start) // width * width
+                    acc = merged.setdefault(key, [0, 0.0, 0.0, 0])
+                    for i in range(4):
+                        acc[i] += p[i]
+                items = list(merged.items())
+        return [{"minute": _iso(m * 60), "requests": int(p[0]), "cost_usd": round(p[1], 6),
+                 "saved_usd": round(p[2], 6), "tokens_saved": int(p[3])} for m, p in items]
 
-    def overview(self, limit: int | None = None) -> dict[str, Any]:
+    def overview(self, limit: int | None = None, points: int = OVERVIEW_POINTS) -> dict[str, Any]:
         return {**self.totals(), "session_rows": self.session_rows(limit),
-                "series": self.series_points()}
+                "series": self.series_points(points)}
 
     def metric_rows(self) -> list[tuple[tuple[str, str, str], LabelFigures]]:
         with self._lock:

@@ -303,8 +303,14 @@ def overview_page(data: dict, *, health: dict | None = None, refresh: int | None
     link = link or (lambda sid: f"{base}session/{sid}")
     since, today = data.get("since_start") or {}, data.get("today") or {}
     forgotten = data.get("sessions_forgotten") or 0
-    note = (f' <span class="muted">({n(forgotten)} older sessions no longer listed; their '
-            "figures stay in the totals)</span>") if forgotten else ""
+    rows = data.get("session_rows") or []
+    notes = []
+    if len(rows) < (data.get("sessions") or 0):
+        notes.append(f"the {len(rows)} most recently active of {n(data.get('sessions'))}")
+    if forgotten:
+        notes.append(f"{n(forgotten)} older sessions no longer listed; their figures stay in "
+                     "the totals")
+    note = f' <span class="muted">({"; ".join(notes)})</span>' if notes else ""
     body = (_header("what it does while it runs", health, data.get("now"), live=live,
                     base=base)
             + "<main>"
@@ -315,7 +321,7 @@ def overview_page(data: dict, *, health: dict | None = None, refresh: int | None
             + f"<figure><figcaption>Cost over time</figcaption>{cost_chart(data.get('series') or [])}</figure>"
             + "</section>"
             + f"<h2>Totals</h2>{totals_table(since, today)}"
-            + f"<h2>Sessions{note}</h2>{sessions_table(data.get('session_rows') or [], link)}"
+            + f"<h2>Sessions{note}</h2>{sessions_table(rows, link)}"
             + "</main>"
             + f"<footer>{escape(_prices_note(data.get('prices') or {}))}"
             + (f" This page reloads every {int(refresh)} s." if refresh else "")

@@ -146,3 +146,15 @@ def test_dashboard_answers_loopback_clients_only(dash):
 def test_without_a_dashboard_the_path_is_still_ours():
     ep = local(None)
     assert ep.answer("dashboard", "GET", "/headroom/", "", [], "127.0.0.1")[0] == 404
+
+
+def test_overview_page_lists_the_most_recent_sessions_only(monkeypatch):
+    monkeypatch.setattr("headroom_core.dashboard.PAGE_SESSIONS", 2)
+    f = Figures(None, clock=lambda: NOW)
+    f.add_all([rec(f"s{i}", t=NOW + i) for i in range(5)])
+    page = check(Dashboard(f).answer("/headroom/")[2].decode())
+    assert "the 2 most recently active of 5" in page.text
+    assert [link for link in page.links if "/session/" in link] == [
+        "/headroom/session/s4", "/headroom/session/s3"]
+    assert len(orjson.loads(Dashboard(f).answer("/headroom/api/overview")[2])[
+        "session_rows"]) == 5

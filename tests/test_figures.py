@@ -192,3 +192,12 @@ def test_turn_of_tolerates_any_field_shape():
                                                                       "beta": {"added": "y"}}},
                 PRICES, NOW)
     assert t.t == NOW and t.status is None and not t.has_usage and t.betas_added == ()
+
+
+def test_series_merged_into_at_most_n_points():
+    minute = NOW // 60 * 60
+    f = figures().add_all([rec(t=minute - 60 * i) for i in range(100)])
+    assert len(f.series_points()) == 100
+    pts = f.series_points(max_points=30)
+    assert len(pts) <= 30 and sum(p["requests"] for p in pts) == 100
+    assert len(f.overview(points=10)["series"]) <= 10
