@@ -338,6 +338,7 @@ class Figures:
 
     def _reset(self) -> None:
         self.started = self.clock()
+        self.first: float | None = None  # the oldest record's time
         self.total = Tally()
         self.today = Tally()
         self.day: int | None = None
@@ -370,6 +371,7 @@ class Figures:
         key = (t.provider or "unknown", t.model or "unknown", t.endpoint or "unknown")
         with self._lock:
             self.total.add(t)
+            self.first = t.t if self.first is None else min(self.first, t.t)
             if self.day is None or day > self.day:
                 self.day, self.today = day, Tally()
             if day == self.day:
@@ -422,7 +424,8 @@ class Figures:
         now = self.clock()
         with self._lock:
             today = self.today if self.day == _local_day(now) else Tally()
-            return {"started": _iso(self.started), "now": _iso(now),
+            return {"started": _iso(self.started), "first": _iso(self.first),
+                    "now": _iso(now),
                     "since_start": self.total.to_dict(), "today": today.to_dict(),
                     "sessions": len(self.sessions),
                     "sessions_forgotten": self.sessions_forgotten,

@@ -204,9 +204,19 @@ def _cards(t: dict) -> str:
         f'<div class="s">{escape(s)}</div></div>' for k, v, s in cards) + "</div>"
 
 
+def _money(t: dict, key: str) -> str:
+    """Dollars, or a dash when nothing in `t` had a price."""
+    if not t.get("priced_requests") and t.get("unpriced_requests"):
+        return "—"
+    return usd(t.get(key))
+
+
 def totals_table(since: dict, today: dict) -> str:
-    rows = "".join(f'<tr><td class="l">{escape(label)}</td><td>{f(since.get(key))}</td>'
-                   f"<td>{f(today.get(key))}</td></tr>" for label, key, f in _TOTAL_ROWS)
+    def cell(t: dict, key: str, f: Callable[[Any], str]) -> str:
+        return _money(t, key) if f is usd else f(t.get(key))
+
+    rows = "".join(f'<tr><td class="l">{escape(label)}</td><td>{cell(since, key, f)}</td>'
+                   f"<td>{cell(today, key, f)}</td></tr>" for label, key, f in _TOTAL_ROWS)
     return ('<table class="totals"><thead><tr><th class="l"></th><th>Since start</th>'
             f"<th>Today</th></tr></thead><tbody>{rows}</tbody></table>")
 
@@ -256,7 +266,8 @@ def cost_chart(series: Sequence[dict]) -> str:
     values: list[float | None] = [None] * buckets
     for t, p in pts:
         i = min(buckets - 1, int((t - start) // step))
-        values[i] = (values[i] or 0) + (p.get("cost_usd") or 0)
+        if p.get("cost_usd"):
+            values[i] = (values[i] or 0) + p["cost_usd"]
     label = f"{title}, {int(step // 60)} min each"
     return svg.bars(values, title=label, y_fmt=usd,
                     x_labels=_time_labels(start, start + step * (buckets - 1)))
@@ -300,6 +311,8 @@ def _prices_note(prices: dict) -> str:
 def overview_page(data: dict, *, health: dict | None = None, refresh: int | None = 5,
                   link: Callable[[str], str] | None = None, base: str = "/headroom/",
                   live: bool = True) -> str:
+    """`live`: served by the proxy (navigation, "since start" is the proxy's start); else a
+    static report ("since" is the oldest record's time)."""
     link = link or (lambda sid: f"{base}session/{sid}")
     since, today = data.get("since_start") or {}, data.get("today") or {}
     forgotten = data.get("sessions_forgotten") or 0
@@ -311,11 +324,12 @@ def overview_page(data: dict, *, health: dict | None = None, refresh: int | None
         notes.append(f"{n(forgotten)} older sessions no longer listed; their figures stay in "
                      "the totals")
     note = f' <span class="muted">({"; ".join(notes)})</span>' if notes else ""
-    body = (_header("what it does while it runs", health, data.get("now"), live=live,
-                    base=base)
+    since_when = data.get("started") if live else (data.get("first") or data.get("started"))
+    body = (_header("what it does while it runs" if live else "report", health,
+                    data.get("now"), live=live, base=base)
             + "<main>"
-            + f"<h2>Since start <span class=\"muted\">{local_time(data.get('started'), '%Y-%m-%d %H:%M')}"
-            + "</span></h2>" + _cards(since)
+            + f"<h2>{'Since start' if live else 'Since'} <span class=\"muted\">"
+            + f"{local_time(since_when, '%Y-%m-%d %H:%M')}</span></h2>" + _cards(since)
             + '<section class="charts">'
             + f"<figure><figcaption>Savings over time</figcaption>{savings_chart(data.get('series') or [])}</figure>"
             + f"<figure><figcaption>Cost over time</figcaption>{cost_chart(data.get('series') or [])}</figure>"
