@@ -7,9 +7,9 @@ fetching `/headroom/` every second (bench_proxy.py's workload and load generator
 
 One Headroom mitmdump (`headroom_compress=off`: the passthrough path), the fake upstream in a
 child process, `--concurrency` keep-alive connections sending the ~50 KB Claude-Code-shaped
-request. Rounds alternate: "closed" (nothing else) and "open" (one more client fetches the
-overview page, its API and /metrics every `--interval` seconds, like a refreshing browser tab plus
-a Prometheus scrape). Before measuring, `--sessions` extra sessions are sent so the page has that
+request. Rounds alternate: "closed" (nothing else) and "open" (a client in its own process fetches
+the overview page every `--interval` seconds, like a refreshing browser tab; `--scrape` adds the
+JSON overview and /metrics to each fetch). Before measuring, `--sessions` extra sessions are sent so the page has that
 many rows to render. Prints req/s per round and the medians, the page's fetch time under load,
 and the proxy's CPU per request.
 """
@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import shlex
 import statistics
+import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,47 +31,54 @@ for p in (ROOT, ROOT / "scripts"):
         sys.path.insert(0, str(p))
 
 import bench_proxy as bp  # noqa: E402
-import httpx  # noqa: E402
 
 from tests.e2e.proxy import Mitmdump  # noqa: E402
 
 
+POLL = r"""
+import json, select, sys, time, urllib.request
+url, interval, paths = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+times, sizes, errors = [], {}, []
+while True:  # until the parent closes our stdin
+    t0 = time.perf_counter()
+    for path in paths:
+        try:
+            with urllib.request.urlopen(url + path, timeout=30) as r:
+                sizes[path] = len(r.read())
+        except Exception as e:
+            errors.append(f"{path}: {type(e).__name__}")
+    times.append(time.perf_counter() - t0)
+    if select.select([sys.stdin], [], [], max(0.0, interval - (time.perf_counter() - t0)))[0]:
+        break
+print(json.dumps({"times": times, "sizes": sizes, "errors": errors}), flush=True)
+"""
+
+
 class Poller:
-    """A refreshing dashboard tab (and a scraper): GETs every `interval` seconds."""
+    """A refreshing dashboard tab (and a scraper) in a process of its own, like a browser: GETs
+    every `interval` seconds, so it takes no CPU from the load generator's threads."""
 
-    PATHS = ("/headroom/", "/headroom/api/overview", "/headroom/metrics")
-
-    def __init__(self, port: int, interval: float) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.interval = interval
+    def __init__(self, port: int, interval: float, paths: list[str]) -> None:
+        self.args = [sys.executable, "-c", POLL, f"http://127.0.0.1:{port}", str(interval),
+                     *paths]
         self.times: list[float] = []
         self.sizes: dict[str, int] = {}
         self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=30) as c:
-            while not self._stop.is_set():
-                t0 = time.perf_counter()
-                for path in self.PATHS:
-                    try:
-                        r = c.get(path)
-                        self.sizes[path] = len(r.content)
-                        if r.status_code != 200:
-                            self.errors.append(f"{path}: HTTP {r.status_code}")
-                    except httpx.HTTPError as e:
-                        self.errors.append(f"{path}: {type(e).__name__}")
-                self.times.append(time.perf_counter() - t0)
-                self._stop.wait(max(0.0, self.interval - (time.perf_counter() - t0)))
 
     def __enter__(self) -> Poller:
-        self._thread.start()
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
+        self.proc.stdin.close()
+        out = self.proc.stdout.read()
+        self.proc.wait(timeout=60)
+        if out.strip():
+            got = json.loads(out)
+            self.times, self.sizes, self.errors = got["times"], got["sizes"], got["errors"]
+        else:
+            self.errors.append(f"poller exited {self.proc.returncode} without figures")
 
 
 def extra_sessions(port: int, host: str, n: int) -> None:
@@ -99,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between page fetches")
     ap.add_argument("--sessions", type=int, default=300, help="extra sessions for the page")
     ap.add_argument("--body-kb", type=float, default=50.0)
+    ap.add_argument("--scrape", action="store_true",
+                    help="also fetch /headroom/api/overview and /headroom/metrics each time")
     ap.add_argument("--quick", action="store_true", help="300 requests x 2 rounds")
     args = ap.parse_args(argv)
     if args.quick:
@@ -110,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in bp.machine_info():
         print(line)
     work = bp.Workload.build(args.body_kb, args.concurrency)
+    paths = ["/headroom/"] + (["/headroom/api/overview", "/headroom/metrics"]
+                              if args.scrape else [])
     rps: dict[str, list[float]] = {"closed": [], "open": []}
     cpu: dict[str, list[float]] = {"closed": [], "open": []}
     fetch: list[float] = []
@@ -130,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                 before_n = len(target.rounds_rps)
                 before_cpu = target.cpu_load.proxy
                 if variant == "open":
-                    with Poller(proxy.port, args.interval) as poller:
+                    with Poller(proxy.port, args.interval, paths) as poller:
                         bench.load(target, args.requests, args.concurrency, record="load")
                     fetch += poller.times
                     sizes.update(poller.sizes)
@@ -149,15 +160,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.concurrency}, ~{args.body_kb:.0f} KB bodies; page rows: "
           f"{args.sessions + args.concurrency} sessions")
     print(f"{'variant':<34} {'req/s median (range)':>24} {'proxy CPU ms/req':>17}")
+    what = "page + API + metrics" if args.scrape else "page"
     for k, label in (("closed", "no dashboard"),
-                     ("open", f"dashboard fetched every {args.interval:g} s")):
+                     ("open", f"{what} fetched every {args.interval:g} s")):
         if rps[k]:
             print(f"{label:<34} {med[k]:>10.0f} ({min(rps[k]):.0f}-{max(rps[k]):.0f})"
                   f"{'':>6} {statistics.median(cpu[k]):>17.3f}")
     if med.get("closed") and med.get("open"):
         print(f"open / closed req/s: {med['open'] / med['closed']:.3f}x")
     if fetch:
-        print(f"page + API + metrics fetched {len(fetch)} times under load: p50 "
+        print(f"{what} fetched {len(fetch)} times under load: p50 "
               f"{bp.pct(fetch, 50) * 1000:.1f} ms, max {max(fetch) * 1000:.1f} ms; sizes "
               + ", ".join(f"{p} {n / 1000:.0f} KB" for p, n in sizes.items()))
     for e in errors[:5]:
