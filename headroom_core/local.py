@@ -55,9 +55,9 @@ class LocalEndpoints:
         self.pages = pages  # the dashboard's answer(path, query), or None
 
     def kind(self, method: str, host: str, port: int, path: str, *, reverse: bool) -> str | None:
-        """"ccr", "health", "dashboard" or None. `path` is normalised (routing.normalize_path). In regular
-        mode only requests addressed to the listener itself count: `/ccr/...` on an API host
-        belongs to that host."""
+        """"ccr", "health", "dashboard" or None. `path` is normalised (routing.normalize_path).
+        In regular mode only requests addressed to the listener itself count: `/ccr/...` on an
+        API host belongs to that host."""
         if path.startswith("/ccr/"):
             kind = "ccr"
         elif path in ("/headroom/health", "/headroom/health/"):

@@ -324,6 +324,7 @@ def overview_page(data: dict, *, health: dict | None = None, refresh: int | None
         notes.append(f"{n(forgotten)} older sessions no longer listed; their figures stay in "
                      "the totals")
     note = f' <span class="muted">({"; ".join(notes)})</span>' if notes else ""
+    series = data.get("series") or []
     since_when = data.get("started") if live else (data.get("first") or data.get("started"))
     body = (_header("what it does while it runs" if live else "report", health,
                     data.get("now"), live=live, base=base)
@@ -331,8 +332,8 @@ def overview_page(data: dict, *, health: dict | None = None, refresh: int | None
             + f"<h2>{'Since start' if live else 'Since'} <span class=\"muted\">"
             + f"{local_time(since_when, '%Y-%m-%d %H:%M')}</span></h2>" + _cards(since)
             + '<section class="charts">'
-            + f"<figure><figcaption>Savings over time</figcaption>{savings_chart(data.get('series') or [])}</figure>"
-            + f"<figure><figcaption>Cost over time</figcaption>{cost_chart(data.get('series') or [])}</figure>"
+            + f"<figure><figcaption>Savings over time</figcaption>{savings_chart(series)}</figure>"
+            + f"<figure><figcaption>Cost over time</figcaption>{cost_chart(series)}</figure>"
             + "</section>"
             + f"<h2>Totals</h2>{totals_table(since, today)}"
             + f"<h2>Sessions{note}</h2>{sessions_table(rows, link)}"

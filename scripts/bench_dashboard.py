@@ -1,16 +1,16 @@
 """Does an open dashboard cost the proxy anything? Passthrough req/s with and without a browser
 fetching `/headroom/` every second (bench_proxy.py's workload and load generator).
 
-    .venv/bin/python scripts/bench_dashboard.py            # 2000 requests x 6 rounds
+    .venv/bin/python scripts/bench_dashboard.py            # 2000 requests x 6 rounds, ABBA
     .venv/bin/python scripts/bench_dashboard.py --quick    # smoke run
     .venv/bin/python scripts/bench_dashboard.py --sessions 300 --interval 1
 
 One Headroom mitmdump (`headroom_compress=off`: the passthrough path), the fake upstream in a
 child process, `--concurrency` keep-alive connections sending the ~50 KB Claude-Code-shaped
-request. Rounds alternate: "closed" (nothing else) and "open" (a client in its own process fetches
-the overview page every `--interval` seconds, like a refreshing browser tab; `--scrape` adds the
-JSON overview and /metrics to each fetch). Before measuring, `--sessions` extra sessions are sent so the page has that
-many rows to render. Prints req/s per round and the medians, the page's fetch time under load,
+request. Rounds alternate: "closed" (nothing else) and "open" (a client in its own process
+fetches the overview page every `--interval` seconds, like a refreshing browser tab; `--scrape`
+adds the JSON overview and /metrics to each fetch). Before measuring, `--sessions` extra sessions
+are sent so the page has that many rows to render. Prints req/s per round and the medians, the page's fetch time under load,
 and the proxy's CPU per request.
 """
 

@@ -126,7 +126,8 @@ def api_table(rows: list[dict], totals: dict) -> str:
 
 def money_line(totals: dict) -> str:
     return (f"cost {pages.usd(totals.get('cost_usd'))} (priced requests: "
-            f"{totals.get('priced_requests', 0):,}, unpriced: {totals.get('unpriced_requests', 0):,});"
+            f"{totals.get('priced_requests', 0):,}, "
+            f"unpriced: {totals.get('unpriced_requests', 0):,});"
             f" saved by rewrites {pages.usd(totals.get('saved_usd'))} "
             f"({totals.get('tokens_saved', 0):,} tokens)")
 
