@@ -157,6 +157,11 @@ class SessionLabels:
         self._labels: OrderedDict[str, tuple[str | None, bool, int]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def settled(self, session_id: str | None) -> bool:
+        """Whether nothing more is to be learnt about the session's name."""
+        entry = self._labels.get(session_id) if session_id is not None else None
+        return entry is not None and (entry[1] or entry[2] >= TRIES)
+
     def get(self, session_id: str | None) -> str | None:
         if session_id is None:
             return None

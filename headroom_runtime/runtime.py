@@ -75,6 +75,9 @@ class Runtime:
         self.stats = Stats()
         # The dashboard's figures, fed by the event sink in the background batch.
         self.labels = SessionLabels()
+        # WebSocket connections whose session has no settled name yet: flow id -> (handshake
+        # state, its header fields, the conversation whose opening message will name it)
+        self._ws_unlabelled: dict[str, tuple[FlowState, Any, WebSocketConversation]] = {}
         self.figures = Figures(pricefile.load(config.prices))
         self.metrics = Metrics(self.figures, extra=self._metric_extras)
         self.dashboard = Dashboard(self.figures, health=self._dashboard_health,
@@ -196,6 +199,8 @@ class Runtime:
             self.events.dropped)}
 
     def _record(self, record: dict[str, Any]) -> None:
+        if self._ws_unlabelled and record.get("transport") == "websocket":
+            self._label_websocket(record)
         self.events.record(record)
         self.stats.add(record)
         self.figures.add(record)
@@ -216,10 +221,33 @@ class Runtime:
             log.warning("session_label_failed %s", type(e).__name__)
 
     def websocket_start(self, state: FlowState) -> WebSocketConversation:
-        """A Responses WebSocket opened: its records carry the session's name (from the
-        handshake's headers, and whatever HTTP requests of the session said before)."""
+        """A Responses WebSocket opened: its records carry the session's name, from the
+        handshake's headers and, once it is sent, the first `response.create` (Codex names its
+        working directory there)."""
+        given = state.label_input
         self._label(state)
-        return self.engine.websocket_start(state)
+        conv = self.engine.websocket_start(state)
+        if given is not None and not self.labels.settled(state.session.id):
+            pending = self._ws_unlabelled
+            pending[state.flow_id] = (state, given[0], conv)
+            while len(pending) > 1000:  # connections that never answered anything
+                pending.pop(next(iter(pending)))
+        return conv
+
+    def _label_websocket(self, record: dict[str, Any]) -> None:
+        """When the connection's responses finish (on the event loop, until the name is
+        settled: a regex over the opening message, which Codex's cwd settles at once)."""
+        entry = self._ws_unlabelled.get(record.get("flow_id"))
+        if entry is None or entry[2].opening is None:
+            return
+        state, fields, conv = entry
+        try:
+            state.session_label = record["session_label"] = self.labels.label(
+                state.session.id, fields, conv.opening)
+        except Exception as e:
+            log.warning("session_label_failed %s", type(e).__name__)
+        if self.labels.settled(state.session.id) or state.session.id is None:
+            self._ws_unlabelled.pop(record["flow_id"], None)
 
     def offload_request(self, req: RequestIn) -> bool:
         if req.body is None:
