@@ -159,12 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nPassthrough load: {args.requests} requests x {args.rounds} rounds, concurrency "
           f"{args.concurrency}, ~{args.body_kb:.0f} KB bodies; page rows: "
           f"{args.sessions + args.concurrency} sessions")
-    print(f"{'variant':<34} {'req/s median (range)':>24} {'proxy CPU ms/req':>17}")
+    print(f"{'variant':<40} {'req/s median (range)':>24} {'proxy CPU ms/req':>17}")
     what = "page + API + metrics" if args.scrape else "page"
     for k, label in (("closed", "no dashboard"),
                      ("open", f"{what} fetched every {args.interval:g} s")):
         if rps[k]:
-            print(f"{label:<34} {med[k]:>10.0f} ({min(rps[k]):.0f}-{max(rps[k]):.0f})"
+            print(f"{label:<40} {med[k]:>10.0f} ({min(rps[k]):.0f}-{max(rps[k]):.0f})"
                   f"{'':>6} {statistics.median(cpu[k]):>17.3f}")
     if med.get("closed") and med.get("open"):
         print(f"open / closed req/s: {med['open'] / med['closed']:.3f}x")
