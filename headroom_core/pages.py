@@ -188,8 +188,8 @@ def _cards(t: dict) -> str:
     before = t.get("cost_without_headroom_usd") or 0
     saved_share = f"{saved_usd / before:.1%} of the bill" if before else ""
     priced = bool(t.get("priced_requests")) or not t.get("unpriced_requests")
-    unpriced = (f"{n(t.get('unpriced_requests'))} requests without a price"
-                if t.get("unpriced_requests") else "")
+    k = t.get("unpriced_requests") or 0
+    unpriced = f"{n(k)} request{'s' if k != 1 else ''} without a price" if k else ""
     cards = [
         ("Requests", n(t.get("requests")), f"{n(t.get('errors'))} errors"),
         ("Cost", usd(t.get("cost_usd")) if priced else "—", unpriced),
