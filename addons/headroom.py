@@ -110,6 +110,10 @@ class Headroom:
 
     def running(self) -> None:
         self.is_running = True
+        if self.runtime is not None and not self.failed:
+            host, port = _listener()
+            log.info("headroom: dashboard at http://%s:%d/headroom/ (metrics: /headroom/metrics)",
+                     host, port)
 
     def configure(self, updated: set[str]) -> None:
         if IMPORT_ERROR is not None:
@@ -134,11 +138,17 @@ class Headroom:
         host, port = _listener()
         base = f"http://{cfg.ccr_host or f'{host}:{port}'}/ccr/"
         local_hosts = _local_hosts(host, port, cfg.ccr_host)
-        if self.runtime is None:
-            self.runtime = hruntime.Runtime(cfg, retrieval_base=base, local_hosts=local_hosts,
-                                            health=self._health)
-        else:
-            self.runtime.reconfigure(cfg, retrieval_base=base, local_hosts=local_hosts)
+        try:
+            if self.runtime is None:
+                self.runtime = hruntime.Runtime(cfg, retrieval_base=base,
+                                                local_hosts=local_hosts, health=self._health)
+            else:
+                self.runtime.reconfigure(cfg, retrieval_base=base, local_hosts=local_hosts)
+        except hoptions.ConfigError as e:  # a file an option names (headroom_prices)
+            if self.is_running:
+                raise exceptions.OptionsError(str(e)) from None
+            log.error("%s", e)
+            self.failed = str(e)
 
     def _health(self) -> dict:
         rt = self.runtime
@@ -174,6 +184,16 @@ class Headroom:
         table = format_table(self.runtime.stats)
         log.info("headroom stats:\n%s", table)
         return table
+
+    @command.command("headroom.clear")
+    def clear(self) -> str:
+        """Reset the in-memory figures (stats table, dashboard, metrics) to zero; the event log
+        is kept."""
+        if self.runtime is None:
+            return "headroom is not configured"
+        self.runtime.clear()
+        log.info("headroom: in-memory stats cleared")
+        return "headroom: in-memory stats cleared"
 
     @command.command("headroom.original")
     def original(self, handle: str) -> str:
@@ -324,7 +344,7 @@ class Headroom:
             return
         resp = flow.response
         if flow.websocket is not None:  # a 101: the conversation continues as messages
-            self.ws[flow.id] = (state, self.runtime.engine.websocket_start(state))
+            self.ws[flow.id] = (state, self.runtime.websocket_start(state))
             return
         # The client gets the response as soon as this returns; the accounting (usage, store
         # write, event line) runs in Headroom's background thread.

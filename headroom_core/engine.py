@@ -135,13 +135,11 @@ class Engine:
         kind = self.local.kind(req.method, req.host, req.port, path,
                                to_listener=req.reverse or req.to_self)
         if kind is not None:  # Headroom's own endpoint: answered here, whatever happens
-            try:
-                answer = self.local.answer(kind, req.method, path, query, hp.kept, req.client)
-            except Exception as e:
-                _warn("internal_error", flow=req.flow_id, phase="local", error=type(e).__name__)
-                answer = 500, [(b"content-type", b"text/plain; charset=utf-8")], \
-                    b"headroom: internal error\n"
-            draft.response = LocalResponse(*answer)
+            args = (kind, req.method, path, query, hp.kept, req.client)
+            if self.local.slow(kind):  # a dashboard page: rendered in a worker thread
+                draft.deferred = lambda: self._local_answer(req.flow_id, args)
+            else:
+                draft.response = self._local_answer(req.flow_id, args)
             return draft.plan(None)
         route = self.route_of(req.method, req.host, req.path, reverse=req.reverse,
                               websocket_upgrade=req.websocket_upgrade)
@@ -237,6 +235,14 @@ class Engine:
         state.local = draft.response is not None or draft.deferred is not None
         return draft.plan(state)
 
+    def _local_answer(self, flow_id: str, args: tuple) -> LocalResponse:
+        try:
+            return LocalResponse(*self.local.answer(*args))
+        except Exception as e:
+            _warn("internal_error", flow=flow_id, phase="local", error=type(e).__name__)
+            return LocalResponse(500, [(b"content-type", b"text/plain; charset=utf-8")],
+                                 b"headroom: internal error\n")
+
     def _process(self, req: RequestIn, hp: HeaderPlan, draft: _Draft, state: FlowState) -> None:
         fields, index = hp.kept, hp.index
         state.tenant, kind = self.tenants.identify(index)
@@ -252,6 +258,7 @@ class Engine:
             return
         state.compress = (self._compress_applies(kind)
                           and state.route.endpoint != "count_tokens")
+        state.label_input = (fields, decoded)  # the session's name, worked out in the background
         turn = self._turn(index, decoded, state) if self._turn_applies(state) else None
         doc = None
         if turn is None:
@@ -302,6 +309,7 @@ class Engine:
     def _handshake(self, hp: HeaderPlan, draft: _Draft, state: FlowState, kind: str) -> None:
         """A WebSocket upgrade (Codex's Responses transport): headers only."""
         state.session = session.identify_index(state.route.provider, hp.index, None, state.tenant)
+        state.label_input = (hp.kept, None)
         refuse = self.config.websocket == "refuse" or (
             self.config.store_mode == "replay" and storemode.access("replay", state.controls).read)
         if refuse:

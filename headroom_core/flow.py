@@ -97,6 +97,10 @@ class FlowState:
     pending: Pending | None = None  # the response, held until its store write lands
     tee: StreamTee | None = None
     decisions: dict[str, Any] = field(default_factory=dict)  # for the event log only
+    # the session's readable name (labels.SessionLabels), and the request's header fields and
+    # decoded body it is worked out from, off the event loop (dropped once labelled)
+    session_label: str | None = None
+    label_input: tuple[Fields, bytes | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,10 @@
-"""Headroom's own endpoints on the proxy listener: kept originals and health.
+"""Headroom's own endpoints on the proxy listener: kept originals, health and the dashboard.
 
 `GET /ccr/<handle>[?slice]` returns (a slice of) the original behind a compression marker;
-`GET /headroom/health` says how Headroom is doing. They answer only clients
-on loopback or in `headroom_local_clients`, and an original only to the tenant that made it,
-or to a loopback client that sends no credential at all (an agent's `curl`).
+`GET /headroom/health` says how Headroom is doing; the rest of `/headroom/` is the dashboard
+(`dashboard.Dashboard`: pages, JSON API, metrics), answered off the event loop (`slow`). They
+answer only clients on loopback or in `headroom_local_clients`, and an original only to the
+tenant that made it, or to a loopback client that sends no credential at all (an agent's `curl`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from . import retrieval, routing, tenant
+from . import dashboard, retrieval, routing, tenant
 from .headers import Fields
 from .originals import is_handle
 
@@ -43,7 +44,8 @@ def is_loopback(client: str | None) -> bool:
 class LocalEndpoints:
     def __init__(self, *, clients: tuple[str, ...], local_hosts: frozenset[str],
                  namespace: str | None, salt: bytes, originals: Any = None,
-                 health: Callable[[], dict] | None = None) -> None:
+                 health: Callable[[], dict] | None = None,
+                 pages: Callable[[str, str], tuple[int, Fields, bytes]] | None = None) -> None:
         # Loopback always may: whoever is on the proxy's own machine (originals still answer
         # only their owner).
         self.networks = tuple(ipaddress.ip_network(n) for n in (*LOOPBACK, *clients))
@@ -52,17 +54,20 @@ class LocalEndpoints:
         self.salt = salt
         self.originals = originals
         self.health = health or (lambda: {"status": "ok"})
+        self.pages = pages  # the dashboard's answer(path, query), or None
 
     def kind(self, method: str, host: str, port: int, path: str, *,
              to_listener: bool) -> str | None:
-        """"ccr", "health" or None. `path` is normalised (routing.normalize_path). Unless the
-        request is known to be addressed to the listener (reverse mode, or the address the client
-        reached it at), only the listener's names count: `/ccr/...` on an API host belongs to
-        that host."""
+        """"ccr", "health", "dashboard" or None. `path` is normalised (routing.normalize_path).
+        Unless the request is known to be addressed to the listener (reverse mode, or the address
+        the client reached it at), only the listener's names count: `/ccr/...` on an API host
+        belongs to that host."""
         if path.startswith("/ccr/"):
             kind = "ccr"
         elif path in ("/headroom/health", "/headroom/health/"):
             kind = "health"
+        elif dashboard.is_dashboard(path):
+            kind = "dashboard"
         else:
             return None
         if not to_listener:
@@ -70,6 +75,11 @@ class LocalEndpoints:
             if h not in self.local_hosts and f"{h}:{port}" not in self.local_hosts:
                 return None
         return kind
+
+    @staticmethod
+    def slow(kind: str) -> bool:
+        """Whether the answer is worth a worker thread (rendering a page), off the event loop."""
+        return kind == "dashboard"
 
     def allowed(self, client: str | None) -> bool:
         ip = _ip(client)
@@ -84,6 +94,10 @@ class LocalEndpoints:
             return _text(405, "headroom: use GET\n", [(b"allow", b"GET, HEAD")])
         if kind == "health":
             return 200, list(JSON), orjson.dumps(self.health(), option=orjson.OPT_INDENT_2)
+        if kind == "dashboard":
+            if self.pages is None:
+                return _text(404, "headroom: the dashboard is not available here\n")
+            return self.pages(path, query)
         return self._original(path, query, fields, client)
 
     def _original(self, path: str, query: str, fields: Fields,

@@ -131,6 +131,12 @@ def _events(option: str, value: Any) -> Path | str | None:
     return Path(v).expanduser() if v else ""
 
 
+def _file(option: str, value: Any) -> Path | None:
+    """"" -> None; else a path (read by the runtime, which names a file it cannot use)."""
+    v = parse_text(option, value).strip()
+    return Path(v).expanduser() if v else None
+
+
 def _header_names(option: str, value: Any) -> tuple[str, ...]:
     out = []
     for v in parse_list(option, value):
@@ -269,6 +275,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("headroom_events", str, "",
            "Event log file (one JSON line per LLM flow). Empty: <headroom_dir>/events.jsonl; "
            "'off' disables it.", _events, (EVENTS,)),
+    Option("headroom_events_max", str, "100m",
+           "Event log size at which it is rotated (events.jsonl -> events.jsonl.1 ... .3, the "
+           "oldest deleted). 0: never rotated.", parse_size, (EVENTS,)),
     Option("headroom_strip_prefixes", Sequence[str], ["x-headroom-"],
            "Header-name prefixes that never go upstream (case-insensitive). They still steer "
            "Headroom inbound, e.g. 'x-headroom-bypass: 1'.", _header_names),
@@ -354,7 +363,8 @@ OPTIONS: tuple[Option, ...] = (
            _ccr_host, (REWRITE,)),
     Option("headroom_local_clients", Sequence[str], [],
            "More client addresses or networks (besides loopback, which always may) that may use "
-           "Headroom's local endpoints (/ccr/ originals, /headroom/health).", _networks),
+           "Headroom's local endpoints (/ccr/ originals, /headroom/health, the /headroom/ "
+           "dashboard and metrics).", _networks),
     Option("headroom_ledger_size", str, "1g",
            "Size bound of the rewrite ledger (what each rewritten output was forwarded as).",
            parse_size, (REWRITE,)),
@@ -364,6 +374,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("headroom_originals_ttl", str, "30d",
            "How long a kept original stays retrievable (e.g. 7d). Empty: until evicted by size.",
            parse_duration, (REWRITE,)),
+    Option("headroom_prices", str, "",
+           "JSON price file (USD per million tokens per model: input, output, cache_write_5m, "
+           "cache_write_1h, cache_read) whose rows add to or replace the shipped table used for "
+           "the dashboard's dollars. Empty: the shipped table only.", _file),
     Option("headroom_flush_interval", str, "0.25",
            "Seconds between Headroom's background batches (per-flow accounting, store writes, "
            "event-log lines). Batching keeps the work from competing with mitmproxy's event "

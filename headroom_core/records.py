@@ -70,6 +70,7 @@ def record(
         "session_source": state.session.source,
         "session_confidence": state.session.confidence,
         "decisions": decisions,
+        "session_label": state.session_label,
     }
 
 

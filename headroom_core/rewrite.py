@@ -102,7 +102,20 @@ def _entry(c: Candidate, action: str, before: bytes, after: bytes | None,
     }
     if reason is not None:
         e["reason"] = reason
+    if after is not None and action in ("compressed", "replayed"):
+        handle = _handle_in(after)
+        if handle is not None:  # the dashboard links the original (/ccr/<handle>)
+            e["handle"] = handle
     return e
+
+
+def _handle_in(forwarded: bytes) -> str | None:
+    """The handle a compression marker names (it ends the forwarded text)."""
+    i = forwarded.rfind(b"/ccr/")
+    handle = forwarded[i + 5:i + 37] if i >= 0 else b""
+    if len(handle) == 32 and all(c in b"0123456789abcdef" for c in handle):
+        return handle.decode()
+    return None
 
 
 class _Pass:

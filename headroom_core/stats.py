@@ -79,6 +79,7 @@ class Stats:
         self.sessions: dict[str, Totals] = {}
         self.ignored = 0  # records that were not JSON objects
         self.max_sessions = max_sessions  # past it, new sessions are counted under OTHER
+        self.labels: dict[str, str] = {}  # session id -> readable name (record's session_label)
         # The proxy adds from its background thread while `headroom.stats` reads on the loop.
         self._lock = threading.Lock()
 
@@ -107,6 +108,9 @@ class Stats:
                 totals = self.sessions.setdefault(key, Totals())
             totals.add(usage, error, saved)
             self.total.add(usage, error, saved)
+            label = record.get("session_label")
+            if key != OTHER and isinstance(label, str) and label:
+                self.labels[key] = label
 
     def rows(self) -> list[tuple[str, Totals]]:
         """Sessions by requests, most first (ties by session id, so the order is stable)."""
@@ -150,11 +154,21 @@ def _line(label: str, cells: list[str]) -> str:
     return " ".join(out).rstrip()
 
 
+def _name(stats: Stats, session: str) -> str:
+    """The session's readable name with the start of its id, or the id alone."""
+    label = stats.labels.get(session)
+    if label is None:
+        return session
+    room = SESSION_WIDTH - 10
+    label = label if len(label) <= room else label[: room - 1] + "…"
+    return f"{label} {session[:8]}"
+
+
 def format_table(stats: Stats) -> str:
     """A fixed-width table: one row per session (most requests first), then a TOTAL row."""
     header = _line("SESSION", [name for name, _ in _COLUMNS])
     rule = "-" * len(header)
     lines = [header, rule]
-    lines += [_line(session, _cells(t)) for session, t in stats.rows()]
+    lines += [_line(_name(stats, session), _cells(t)) for session, t in stats.rows()]
     lines += [rule, _line("TOTAL", _cells(stats.total))]
     return "\n".join(lines)

@@ -18,7 +18,9 @@ class Usage:
     `prompt_tokens` / `input_tokens` include the cached part, so for "chat" and "responses"
     `input_tokens = prompt - cached_tokens - cache_write_tokens` (never below 0) and
     `total_input` gives back the provider's prompt figure.
-    `reasoning_tokens` is informational: it is already included in `output_tokens`.
+    `reasoning_tokens` is informational: it is already included in `output_tokens`;
+    `cache_creation_1h_tokens` is the part of `cache_creation_tokens` written with Anthropic's
+    1-hour TTL (priced higher than the default 5 minutes).
     """
 
     input_tokens: int = 0
@@ -26,6 +28,7 @@ class Usage:
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_creation_1h_tokens: int = 0
 
     @property
     def total_input(self) -> int:
@@ -36,7 +39,8 @@ class Usage:
         return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
                 "cache_read_tokens": self.cache_read_tokens,
                 "cache_creation_tokens": self.cache_creation_tokens,
-                "reasoning_tokens": self.reasoning_tokens}
+                "reasoning_tokens": self.reasoning_tokens,
+                "cache_creation_1h_tokens": self.cache_creation_1h_tokens}
 
 
 def _n(value: Any) -> int:
@@ -75,9 +79,9 @@ def from_usage(shape: str, usage: Any) -> Usage | None:
         return None
     if shape == "anthropic":
         creation = usage.get("cache_creation_input_tokens")
+        breakdown = _d(usage.get("cache_creation"))
         if creation is None:
             # Some responses only carry the per-TTL breakdown.
-            breakdown = _d(usage.get("cache_creation"))
             creation = sum(_n(v) for v in breakdown.values())
         return Usage(
             input_tokens=_n(usage.get("input_tokens")),
@@ -85,6 +89,7 @@ def from_usage(shape: str, usage: Any) -> Usage | None:
             cache_read_tokens=_n(usage.get("cache_read_input_tokens")),
             cache_creation_tokens=_n(creation),
             reasoning_tokens=_n(_d(usage.get("output_tokens_details")).get("thinking_tokens")),
+            cache_creation_1h_tokens=_n(breakdown.get("ephemeral_1h_input_tokens")),
         )
     if shape == "chat":
         prompt, output = usage.get("prompt_tokens"), usage.get("completion_tokens")

@@ -53,6 +53,7 @@ class WebSocketConversation:
     _recon: Any = None
     _pending: dict[str, Any] | None = None  # the create message the next response answers
     _first_event_at: float | None = None
+    opening: bytes | None = None  # a response.create that names the session (labels.py)
 
     def client_message(self, content: bytes, is_text: bool) -> bytes | None:
         """A message from the client. Returns replacement content, or None to forward as is."""
@@ -69,6 +70,8 @@ class WebSocketConversation:
         if not isinstance(doc, dict) or doc.get("type") != "response.create":
             return None
         body = doc.get("response") if isinstance(doc.get("response"), dict) else doc
+        if self.opening is None or (b"<cwd>" not in self.opening and b"<cwd>" in content):
+            self.opening = content  # a warm-up may come first; Codex's cwd names the session
         model = body.get("model")
         pending: dict[str, Any] = {
             "model": model if isinstance(model, str) else None,

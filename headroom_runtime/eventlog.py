@@ -3,6 +3,8 @@
 `EventLog.record()` only appends to an in-memory batch; a daemon thread writes the batch a few
 times a second. Waking a writer thread per record would make mitmproxy's event loop compete for
 the GIL on every flow. Records carry sizes, timings and decisions; never credentials or bodies.
+Past `max_bytes` (`headroom_events_max`) the file is rotated by the writer thread:
+events.jsonl -> events.jsonl.1 -> ... -> events.jsonl.<keep>, the oldest deleted.
 """
 
 from __future__ import annotations
@@ -22,12 +24,23 @@ log = logging.getLogger("headroom.eventlog")
 
 FLUSH_INTERVAL = 0.25  # seconds between batch writes
 WAKE_AT = 2000  # records: write early when a batch gets this big
+KEEP = 3  # rotated files kept beside the current one
+
+
+def rotated(path: Path, keep: int = KEEP) -> list[Path]:
+    """The rotated files of an event log that exist, oldest first (then read `path` itself)."""
+    return [p for i in range(keep, 0, -1) if (p := path.with_name(f"{path.name}.{i}")).exists()]
 
 
 class EventLog:
     def __init__(self, path: str | os.PathLike[str] | None, max_pending: int = 100_000,
-                 interval: float = FLUSH_INTERVAL, degrade: Degradations | None = None) -> None:
+                 interval: float = FLUSH_INTERVAL, degrade: Degradations | None = None,
+                 max_bytes: int = 0, keep: int = KEEP) -> None:
         self.path = Path(path) if path else None
+        self.max_bytes = max_bytes  # 0: never rotated
+        self.keep = max(1, keep)
+        self.rotations = 0
+        self._size = 0
         self.degrade = degrade or Degradations()
         self.dropped = 0
         self.written = 0
@@ -48,6 +61,7 @@ class EventLog:
         try:
             private.ensure_dir(self.path.parent, fix=False)
             self._file = private.open_append(self.path)
+            self._size = os.fstat(self._file.fileno()).st_size
         except OSError as e:  # read-only or full disk: the proxy runs on without an event log
             self.degrade.report("events", e, "event log off", path=str(self.path))
             return
@@ -91,9 +105,16 @@ class EventLog:
                 try:
                     if f is None:
                         f = private.open_append(self.path)
-                    f.write(b"".join(batch))
+                        self._size = os.fstat(f.fileno()).st_size
+                    data = b"".join(batch)
+                    f.write(data)
                     f.flush()
+                    self._size += len(data)
                     self.written += len(batch)
+                    if self.max_bytes and self._size >= self.max_bytes:
+                        f.close()
+                        f = None  # reopened (a new file) with the next batch
+                        self._rotate()
                     self.degrade.ok("events")
                 except OSError as e:  # a full disk: lines are dropped, traffic goes on
                     self.dropped += len(batch)
@@ -112,6 +133,25 @@ class EventLog:
                 break
         if f is not None:
             f.close()
+
+    def _rotate(self) -> None:
+        """events.jsonl.<i> -> .<i+1> (the oldest dropped), events.jsonl -> .1. A failure is
+        reported; the log keeps growing in the current file rather than lose lines."""
+        assert self.path is not None
+        try:
+            name = self.path.name
+            for i in range(self.keep, 1, -1):  # .keep is overwritten: the oldest goes
+                src = self.path.with_name(f"{name}.{i - 1}")
+                if src.exists():
+                    os.replace(src, self.path.with_name(f"{name}.{i}"))
+            if self.path.exists():
+                os.replace(self.path, self.path.with_name(f"{name}.1"))
+            self.rotations += 1
+            self._size = 0
+            log.info("event log rotated: %s (%d kept)", self.path, self.keep)
+        except OSError as e:
+            self.degrade.report("events", e, "event log not rotated", path=str(self.path),
+                                status="failing")
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything recorded so far is on disk (tests, shutdown)."""

@@ -16,19 +16,25 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from headroom_core import beta
+from headroom_core import beta, labels
+from headroom_core.dashboard import Dashboard
 from headroom_core.engine import Engine
+from headroom_core.figures import Figures
 from headroom_core.flow import FlowState
+from headroom_core.labels import SessionLabels
 from headroom_core.local import LocalEndpoints
 from headroom_core.options import BETAS, ENGINE, EVENTS, OPTIONS, REWRITE, STATE, STORE, Config
 from headroom_core.originals import DEFAULT_RETRIEVAL_BASE
 from headroom_core.recorder import Recorder
 from headroom_core.rewrite import Rewriter, RewritePolicy
 from headroom_core.stats import Stats
+from headroom_core.websocket import WebSocketConversation
 
+from . import pricefile
 from .background import Background
 from .degrade import Degradations
 from .eventlog import EventLog
+from .metrics import Metrics
 from .state import State, open_rewrite_state, open_state, open_store
 
 log = logging.getLogger("headroom.runtime")
@@ -67,9 +73,17 @@ class Runtime:
         self._health = health
         self.degrade = Degradations()
         self.stats = Stats()
+        # The dashboard's figures, fed by the event sink in the background batch.
+        self.labels = SessionLabels()
+        # WebSocket connections whose session has no settled name yet: flow id -> (handshake
+        # state, its header fields, the conversation whose opening message will name it)
+        self._ws_unlabelled: dict[str, tuple[FlowState, Any, WebSocketConversation]] = {}
+        self.figures = Figures(pricefile.load(config.prices))
+        self.metrics = Metrics(self.figures, extra=self._metric_extras)
+        self.dashboard = Dashboard(self.figures, health=self._dashboard_health,
+                                   metrics=self.metrics.exposition)
         self.state: State = open_state(config, self.degrade)
-        self.events = EventLog(config.events_path, interval=config.flush_interval,
-                               degrade=self.degrade)
+        self.events = self._eventlog(config)
         # Accounting and store writes: off the event loop, batched, in arrival order.
         self.background = Background(interval=config.flush_interval)
         self.betas = beta.StickyBetas(config.beta_max_sessions, config.beta_deny)
@@ -100,7 +114,7 @@ class Runtime:
             local_hosts=self.local_hosts | {urlsplit(self.retrieval_base).netloc.lower()},
             namespace=c.namespace, salt=self.state.salt,
             originals=self.state.originals if self.rewriter is not None else None,
-            health=self._health or self.health)
+            health=self._health or self.health, pages=self.dashboard.answer)
         return Engine(c, salt=self.state.salt, recorder=self.recorder, rewriter=self.rewriter,
                       betas=self.betas, local=local, sink=self._record, clock=self.clock)
 
@@ -110,6 +124,8 @@ class Runtime:
         betas, stats and pending store entries survive a change elsewhere. Returns the parts
         rebuilt."""
         parts = parts_changed(self.config, config)
+        if config.prices != self.config.prices:  # first: a bad file changes nothing
+            self.figures.prices = pricefile.load(config.prices)
         if retrieval_base is not None and retrieval_base != self.retrieval_base:
             self.retrieval_base = retrieval_base
             parts.add(REWRITE)
@@ -134,8 +150,7 @@ class Runtime:
                 self._reopen_rewrite_state()
         if EVENTS in parts:
             self.events.close()
-            self.events = EventLog(config.events_path, interval=config.flush_interval,
-                                   degrade=self.degrade)
+            self.events = self._eventlog(config)
             self.background.interval = config.flush_interval
         if BETAS in parts:
             memory = self.betas.memory
@@ -184,9 +199,71 @@ class Runtime:
             "stats_sessions": len(self.stats.sessions),
         }
 
+    def _eventlog(self, config: Config) -> EventLog:
+        return EventLog(config.events_path, interval=config.flush_interval,
+                        degrade=self.degrade, max_bytes=config.events_max)
+
+    def _dashboard_health(self) -> dict:
+        return (self._health or self.health)()
+
+    def _metric_extras(self) -> dict[str, tuple[str, float]]:
+        return {"headroom_event_log_dropped": (
+            "Event-log lines lost (disk full or unwritable, or too many pending).",
+            self.events.dropped)}
+
     def _record(self, record: dict[str, Any]) -> None:
-        self.events.record(record)
+        if self._ws_unlabelled and record.get("transport") == "websocket":
+            self._label_websocket(record)
         self.stats.add(record)
+        self.figures.add(record)
+        label = record.get("session_label")
+        if label and "“" in label:  # the prompt snippet stays in memory (the dashboard)
+            record = {**record, "session_label": labels.for_log(label)}
+        self.events.record(record)
+
+    def clear(self) -> None:
+        """Forget the in-memory figures (`headroom.clear`); the event log stays as it is."""
+        self.stats = Stats()
+        self.figures.clear()
+
+    def _label(self, state: FlowState) -> None:
+        """The session's readable name for the event record (in the background thread)."""
+        given, state.label_input = state.label_input, None
+        sid = state.session.id
+        try:
+            state.session_label = (self.labels.label(sid, *given) if given is not None
+                                   else self.labels.get(sid))
+        except Exception as e:  # a name is a nicety: the record goes on without one
+            log.warning("session_label_failed %s", type(e).__name__)
+
+    def websocket_start(self, state: FlowState) -> WebSocketConversation:
+        """A Responses WebSocket opened: its records carry the session's name, from the
+        handshake's headers and, once it is sent, the first `response.create` (Codex names its
+        working directory there)."""
+        given = state.label_input
+        self._label(state)
+        conv = self.engine.websocket_start(state)
+        if given is not None and not self.labels.settled(state.session.id):
+            pending = self._ws_unlabelled
+            pending[state.flow_id] = (state, given[0], conv)
+            while len(pending) > 1000:  # connections that never answered anything
+                pending.pop(next(iter(pending)))
+        return conv
+
+    def _label_websocket(self, record: dict[str, Any]) -> None:
+        """When the connection's responses finish (on the event loop, until the name is
+        settled: a regex over the opening message, which Codex's cwd settles at once)."""
+        entry = self._ws_unlabelled.get(record.get("flow_id"))
+        if entry is None or entry[2].opening is None:
+            return
+        state, fields, conv = entry
+        try:
+            state.session_label = record["session_label"] = self.labels.label(
+                state.session.id, fields, conv.opening)
+        except Exception as e:
+            log.warning("session_label_failed %s", type(e).__name__)
+        if self.labels.settled(state.session.id) or state.session.id is None:
+            self._ws_unlabelled.pop(record["flow_id"], None)
 
     def finish_later(self, state: FlowState, **kwargs: Any) -> None:
         """The flow's accounting (usage, store write, event line) in the background thread; the
@@ -197,6 +274,7 @@ class Runtime:
         self.background.submit(self._finish, state, kwargs)
 
     def _finish(self, state: FlowState, kwargs: dict[str, Any]) -> None:
+        self._label(state)
         self.engine.finish(state, **kwargs)
 
     def flush(self, timeout: float = 10.0) -> None:

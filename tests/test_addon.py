@@ -281,3 +281,51 @@ def test_only_the_cancelled_client_callback_report_is_left_out():
 def test_a_request_to_the_address_the_client_reached_is_addressed_to_the_proxy(
         host, port, sockname, expected):
     assert mod._addressed_to_self(host, port, sockname) is expected
+
+
+def test_clear_command_zeroes_the_figures(ctx, tmp_path):
+    tctx, addon = ctx
+    f = llm_flow()
+    run(tctx, addon.request(f))
+    f.response = tutils.tresp(headers=http.Headers(content_type="application/json"),
+                              content=b'{"usage":{"input_tokens":7,"output_tokens":1}}')
+    addon.response(f)
+    addon.runtime.flush()
+    assert addon.runtime.figures.totals()["since_start"]["requests"] == 1
+    assert tctx.command(addon.clear) == "headroom: in-memory stats cleared"
+    assert addon.runtime.figures.totals()["since_start"]["requests"] == 0
+    assert addon.runtime.stats.total.requests == 0
+    assert len(events(tmp_path, addon)) == 1  # the log is kept
+
+
+def test_dashboard_is_answered_through_the_request_hook(ctx):
+    tctx, addon = ctx
+    f = tflow.tflow()
+    f.request = tutils.treq(method=b"GET", host="127.0.0.1", port=8080, scheme=b"http",
+                            path=b"/headroom/", headers=http.Headers(), content=b"")
+    f.client_conn.peername = ("127.0.0.1", 5555)
+    run(tctx, addon.request(f))
+    assert f.response.status_code == 200
+    assert f.response.headers["content-type"] == "text/html; charset=utf-8"
+    assert b"Headroom" in f.response.content and f.id not in addon.states
+
+
+def test_an_unreadable_price_file_fails_closed_at_startup(tmp_path, caplog):
+    addon = mod.Headroom()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, headroom_dir=str(tmp_path),
+                       headroom_prices=str(tmp_path / "nope.json"))
+        assert addon.failed.startswith("headroom_prices: invalid value")
+        assert "cannot read it" in addon.failed
+        f = llm_flow()
+        run(tctx, addon.request(f))
+        assert f.response.status_code == 503
+        addon.done()
+
+
+def test_a_bad_price_file_is_refused_live(ctx, tmp_path):
+    tctx, addon = ctx
+    bad = tmp_path / "p.json"
+    bad.write_text("{}")
+    with pytest.raises(exceptions.OptionsError, match="headroom_prices"):
+        tctx.configure(addon, headroom_prices=str(bad))

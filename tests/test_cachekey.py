@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -52,3 +52,47 @@ def test_unwritable_path_does_not_raise(tmp_path):
     ev.flush()
     assert ev.dropped == 1
     ev.close()
+
+
+def test_rotates_past_max_bytes_and_keeps_a_few_files(tmp_path):
+    from headroom_runtime.eventlog import rotated
+
+    p = tmp_path / "events.jsonl"
+    ev = EventLog(p, max_bytes=2000, keep=3)
+    n = 0
+    for _ in range(12):  # ~1 KB per batch: a rotation every third batch
+        for _ in range(10):
+            ev.record({"i": n, "pad": "x" * 80})
+            n += 1
+        assert ev.flush()
+    ev.close()
+    assert ev.rotations == 4
+    files = [*rotated(p), *([p] if p.exists() else [])]  # reopened with the next batch
+    assert [f.name for f in files[:3]] == ["events.jsonl.3", "events.jsonl.2", "events.jsonl.1"]
+    assert not (tmp_path / "events.jsonl.4").exists()
+    lines = [json.loads(x) for f in files for x in f.read_text().splitlines()]
+    seen = [r["i"] for r in lines]
+    assert seen == list(range(seen[0], n))  # oldest files dropped whole, nothing lost inside
+    assert all(f.stat().st_size < 2000 + 1100 for f in files)
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+
+
+def test_rotation_counts_what_the_file_had_before(tmp_path):
+    p = tmp_path / "events.jsonl"
+    p.write_bytes(b'{"old": 1}\n' * 200)  # 2.2 KB already
+    ev = EventLog(p, max_bytes=2048)
+    ev.record({"new": 1})
+    assert ev.flush()
+    ev.close()
+    assert (tmp_path / "events.jsonl.1").read_text().count("\n") == 201
+    assert ev.rotations == 1
+
+
+def test_no_rotation_by_default(tmp_path):
+    p = tmp_path / "events.jsonl"
+    ev = EventLog(p)
+    for i in range(300):
+        ev.record({"i": i, "pad": "x" * 200})
+    assert ev.flush()
+    ev.close()
+    assert ev.rotations == 0 and not (tmp_path / "events.jsonl.1").exists()

@@ -85,3 +85,48 @@ def test_runs_as_a_script(tmp_path):
         [sys.executable, str(SCRIPT), str(events)], capture_output=True, text=True, timeout=60
     )
     assert r.returncode == 0 and "TOTAL" in r.stdout
+
+
+def test_html_page_and_cost_from_an_events_file_with_rotated_ones(tmp_path, capsys):
+    from tests.html_check import check
+
+    events = write_events(tmp_path / "events.jsonl")
+    old = {"session_id": "gamma", "status": 200, "model": "claude-sonnet-4-5",
+           "session_label": "claude-code · ~/old", "ts": "2026-01-02T03:04:05.000Z",
+           "usage": {"input_tokens": 1_000_000, "output_tokens": 0}}
+    (tmp_path / "events.jsonl.1").write_bytes(orjson.dumps(old) + b"\n")
+    out = tmp_path / "report.html"
+    assert report.main([str(events), "--html", str(out)]) == 0
+    stdout, err = capsys.readouterr()
+    assert "read 2 files: events.jsonl.1, events.jsonl" in err
+    assert "claude-code · ~/old" in stdout and "cost $3.00" in stdout
+    page = check(out.read_text())
+    assert page.meta_refresh is None and "claude-code · ~/old" in page.text
+    assert "#s-gamma" in page.links and "Since 2026-01-02" in page.text
+
+
+def test_price_override_for_a_report(tmp_path, capsys):
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(orjson.dumps({"session_id": "a", "model": "house-model", "status": 200,
+                                     "usage": {"input_tokens": 2_000_000}}) + b"\n")
+    assert report.main([str(events)]) == 0
+    assert "cost $0 (priced requests: 0, unpriced: 1)" in capsys.readouterr().out
+    prices = tmp_path / "prices.json"
+    prices.write_text('{"models": {"house-model": {"input": 0.5, "output": 1}}}')
+    assert report.main([str(events), "--prices", str(prices)]) == 0
+    assert "cost $1.00 (priced requests: 1" in capsys.readouterr().out
+    prices.write_text("[]")
+    assert report.main([str(events), "--prices", str(prices)]) == 2
+    assert capsys.readouterr().err.startswith("--prices: invalid value")
+
+
+def test_events_file_or_api_not_both(tmp_path):
+    with pytest.raises(SystemExit):
+        report.main([])
+    with pytest.raises(SystemExit):
+        report.main([str(tmp_path / "e.jsonl"), "--api", "http://127.0.0.1:9"])
+
+
+def test_api_that_does_not_answer(capsys):
+    assert report.main(["--api", "http://127.0.0.1:9"]) == 2
+    assert "cannot read http://127.0.0.1:9" in capsys.readouterr().err

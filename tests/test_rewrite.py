@@ -135,7 +135,7 @@ def test_compresses_the_live_tool_result_and_copies_every_other_byte(tmp_path):
         "index": 2, "block": 0, "part": 0, "tool": "Bash", "live": True, "kind": "log",
         "action": "compressed", "bytes_before": len(orjson.dumps(big("build"))),
         "bytes_after": len(orjson.dumps(text)), "tokens_before": len(big("build")) // 4,
-        "tokens_after": len(text) // 4}]
+        "tokens_after": len(text) // 4, "handle": handle_of(text)}]
     assert res.bytes_saved == len(raw) - len(res.body) > 0
     assert res.tokens_saved == len(big("build")) // 4 - len(text) // 4
 

@@ -69,3 +69,100 @@ def test_a_new_state_dir_reopens_everything(tmp_path):
 def test_offload_rule_is_one_for_bodies_and_messages():
     assert not offload(256 << 10) and offload((256 << 10) + 1)
     assert offload((32 << 10) + 1, encoded=True) and not offload(32 << 10, encoded=True)
+
+
+CC_FIELDS = [(b"x-api-key", b"sk-ant-api03-k"), (b"content-type", b"application/json"),
+             (b"X-Claude-Code-Session-Id", b"s1"), (b"user-agent", b"claude-cli/2.1.119"),
+             (b"x-app", b"cli")]
+CC_BODY = json.dumps({"model": "claude-sonnet-4-5", "system": "Working directory: /root/app\n",
+                      "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+
+def finish(rt, fid="f", fields=CC_FIELDS, body=CC_BODY):
+    plan = rt.engine.handle_request(req(fid, fields, body))
+    rt.engine.mark_forwarded(plan.state)
+    rt.finish_later(plan.state, status=200, fields=[(b"content-type", b"application/json")],
+                    body=json.dumps({"usage": {"input_tokens": 7, "output_tokens": 3}}).encode())
+    return plan.state
+
+
+def test_records_carry_the_session_label_and_feed_the_dashboard(tmp_path):
+    rt = Runtime(options.make(dir=str(tmp_path), compress="off"))
+    state = finish(rt)
+    rt.flush()
+    assert state.label_input is None  # dropped once used
+    line = json.loads((tmp_path / "events.jsonl").read_text().splitlines()[-1])
+    assert list(line)[-1] == "session_label"
+    assert line["session_label"] == "claude-code · ~/app"
+    rows = rt.figures.session_rows()
+    assert rows[0]["label"] == "claude-code · ~/app" and rows[0]["turns"] == 1
+    assert rows[0]["cost_usd"] > 0
+    assert rt.stats.labels[line["session_id"]] == "claude-code · ~/app"
+    status, _, body = rt.dashboard.answer("/headroom/api/totals")
+    assert json.loads(body)["since_start"]["input_tokens"] == 7
+    rt.close()
+
+
+def test_a_prompt_snippet_names_the_session_in_memory_only(tmp_path):
+    rt = Runtime(options.make(dir=str(tmp_path), compress="off"))
+    body = json.dumps({"model": "claude-sonnet-4-5", "messages": [
+        {"role": "user", "content": "PROMPT-SECRET-7c1f: fix the flaky test"}]}).encode()
+    finish(rt, body=body)
+    rt.flush()
+    text = (tmp_path / "events.jsonl").read_text()
+    assert "PROMPT-SECRET" not in text
+    assert json.loads(text.splitlines()[-1])["session_label"] == "claude-code"
+    assert rt.figures.session_rows()[0]["label"].startswith("claude-code · “PROMPT-SECRET-7c1f")
+    rt.close()
+
+
+def test_dashboard_page_is_a_deferred_local_answer(tmp_path):
+    rt = Runtime(options.make(dir=str(tmp_path)))
+    plan = rt.engine.handle_request(RequestIn("f", "GET", "http", "127.0.0.1", 8080,
+                                              "/headroom/?refresh=0", [], b"", True,
+                                              client="127.0.0.1"))
+    assert plan.response is None and plan.deferred is not None and plan.state is None
+    answer = plan.deferred()
+    assert answer.status == 200 and b"<!doctype html>" in answer.body
+    assert b"http-equiv" not in answer.body
+    plan = rt.engine.handle_request(RequestIn("f", "GET", "http", "127.0.0.1", 8080,
+                                              "/headroom/metrics", [], b"", True,
+                                              client="127.0.0.1"))
+    assert b"headroom_sessions 0.0" in plan.deferred().body
+    rt.close()
+
+
+def test_clear_resets_figures_and_stats_not_the_log(tmp_path):
+    rt = Runtime(options.make(dir=str(tmp_path), compress="off"))
+    finish(rt)
+    rt.flush()
+    rt.clear()
+    assert rt.stats.total.requests == 0 and rt.figures.totals()["since_start"]["requests"] == 0
+    assert (tmp_path / "events.jsonl").read_text().count("\n") == 1
+    finish(rt, "g")
+    rt.flush()
+    assert rt.figures.totals()["since_start"]["requests"] == 1
+    rt.close()
+
+
+def test_prices_option_reloads_and_a_bad_file_changes_nothing(tmp_path):
+    import pytest
+
+    rt = Runtime(options.make(dir=str(tmp_path)))
+    f = tmp_path / "prices.json"
+    f.write_text(json.dumps({"models": {"claude-x": {"input": 1, "output": 2}}}))
+    rt.reconfigure(rt.config.replace(prices=f))
+    assert rt.figures.prices.of("claude-x").output == 2
+    f.write_text("{broken")
+    with pytest.raises(options.ConfigError, match="headroom_prices"):
+        rt.reconfigure(rt.config.replace(prices=tmp_path / "other.json"))
+    assert rt.figures.prices.of("claude-x").output == 2
+    rt.close()
+
+
+def test_events_max_option_reaches_the_log(tmp_path):
+    rt = Runtime(options.make(dir=str(tmp_path), events_max="1k"))
+    assert rt.events.max_bytes == 1024
+    rt.reconfigure(rt.config.replace(events_max=0))
+    assert rt.events.max_bytes == 0
+    rt.close()

@@ -2,9 +2,6 @@
 
 import json
 import logging
-import os
-
-import pytest
 
 from headroom_core import options
 from headroom_core.flow import RequestIn

@@ -345,7 +345,6 @@ def test_a_memo_is_refreshed_through_the_ledger_now_and_then():
 
 
 def test_the_engine_gives_the_same_plans_and_event_lines_either_way(tmp_path):
-    from headroom_core.engine import Engine
     from headroom_core.flow import RequestIn
     from tests.runtime_util import rig
 

@@ -102,13 +102,22 @@ def test_responses_terminal_event_wrapper_accepted():
 
 
 def test_to_dict():
-    assert Usage(1, 2, 3, 4, 5).to_dict() == {
+    assert Usage(1, 2, 3, 4, 5, 2).to_dict() == {
         "input_tokens": 1,
         "output_tokens": 2,
         "cache_read_tokens": 3,
         "cache_creation_tokens": 4,
         "reasoning_tokens": 5,
+        "cache_creation_1h_tokens": 2,
     }
+
+
+def test_anthropic_1h_cache_writes_are_counted_apart():
+    u = from_usage("anthropic", {"input_tokens": 5, "output_tokens": 1,
+                                 "cache_creation_input_tokens": 300,
+                                 "cache_creation": {"ephemeral_5m_input_tokens": 100,
+                                                    "ephemeral_1h_input_tokens": 200}})
+    assert (u.cache_creation_tokens, u.cache_creation_1h_tokens) == (300, 200)
 
 
 def test_anthropic_cache_creation_breakdown_only():

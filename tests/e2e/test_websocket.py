@@ -150,3 +150,24 @@ def test_refuse_option(ws_upstream, tmp_path):
             ws.send(b"ping")
             assert ws.recv(timeout=10) == b"ping"
     assert len(ws_upstream.handshakes) == 1  # only the /elsewhere one reached upstream
+
+
+def test_codex_websocket_sessions_are_named_from_the_opening_message(ws_proxy, ws_upstream):
+    before = len(ws_proxy.events(settle=0.1))
+    env = ("<environment_context>\n  <cwd>/home/dev/work/api</cwd>\n  <approval_policy>never"
+           "</approval_policy>\n</environment_context>")
+    sent = [create(generate=False, input=[]),
+            create(input=[{"type": "message", "role": "user",
+                           "content": [{"type": "input_text", "text": env}]},
+                          {"type": "message", "role": "user",
+                           "content": [{"type": "input_text", "text": "fix it"}]}])]
+    with connect(ws_proxy.url.replace("http", "ws") + "/v1/responses",
+                 additional_headers=codex_headers(session="codex-ws-label",
+                                                  **{"User-Agent": "codex_cli_rs/0.60.0"})) as ws:
+        for msg in sent:
+            ws.send(msg)
+            recv_until_completed(ws)
+    evs = ws_proxy.events(wait_for=before + 2, settle=0.2)[before:]
+    assert [e["session_label"] for e in evs] == ["codex", "codex · ~/work/api"]
+    rows = httpx.get(ws_proxy.url + "/headroom/api/sessions").json()["sessions"]
+    assert any(r["label"] == "codex · ~/work/api" and r["turns"] == 2 for r in rows)
