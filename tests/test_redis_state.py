@@ -17,7 +17,7 @@ from headroom_runtime.redissalt import SALT_KEY
 from headroom_runtime.redisstore import RedisStore
 from headroom_runtime.runtime import Runtime
 from tests.addon_util import load_addon_module
-from tests.redis_server import RedisServer, eventually
+from tests.redis_server import eventually
 
 SECRET = "pw-Zq9-never-shown"
 BODY = json.dumps({"model": "claude-x", "messages": [{"role": "user", "content": "hi"}]}).encode()
@@ -164,9 +164,9 @@ def test_switching_between_disk_and_redis_at_runtime(tmp_path, redis_url):
 # -- faults -------------------------------------------------------------------------------------
 
 
-def test_redis_down_at_start_then_back(tmp_path, caplog):
+def test_redis_down_at_start_then_back(tmp_path, caplog, redis_factory):
     caplog.set_level(logging.INFO)
-    server = RedisServer(tmp_path / "redis")  # not started yet
+    server = redis_factory()  # not started yet
     rt = runtime(tmp_path, "a", server.url, store_mode="replay", namespace="ci")
     try:
         assert rt.state.salt_pending and rt.engine.rewriter is None
@@ -243,9 +243,9 @@ def test_a_copy_of_the_salt_covers_a_restart_while_redis_is_down(tmp_path, redis
 # -- the password in no output ------------------------------------------------------------------
 
 
-def test_no_password_in_health_logs_or_errors(tmp_path, caplog):
+def test_no_password_in_health_logs_or_errors(tmp_path, caplog, redis_factory):
     caplog.set_level(logging.DEBUG)
-    server = RedisServer(tmp_path / "redis", password=SECRET).start()
+    server = redis_factory(password=SECRET).start()
     try:
         pwfile = tmp_path / "pw"
         pwfile.write_text(SECRET)

@@ -221,6 +221,27 @@ def test_redis_killed_mid_run_forwards_the_client_bytes_then_recovers(upstream, 
         assert recs and len(recs[-1].body) < len(fresh) // 2  # rewriting again
 
 
+def test_redis_down_at_start_passes_through_until_it_answers(upstream, redis_factory):
+    server = redis_factory()  # not running yet, and no local copy of the salt
+    with proxy(upstream.url, server.url, headroom_store_mode="cache") as p, \
+            httpx.Client(timeout=30) as client:
+        body = claude_body([LOG])
+        r = post(client, p, body)
+        assert r.status_code == 200 and r.headers.get("x-headroom-cache") == "miss"
+        (got,) = upstream.requests_to("/v1/messages")
+        assert got.body == body  # no rewrite before the shared salt is there
+        health = client.get(p.url + "/headroom/health").json()
+        assert health["state"]["salt"] == "waiting for redis"
+        server.start()
+        eventually(lambda: client.get(p.url + "/headroom/health").json()["state"]["salt"]
+                   == "ok", timeout=10)
+        upstream.clear()
+        assert post(client, p, body).status_code == 200
+        (got,) = upstream.requests_to("/v1/messages")
+        assert len(got.body) < len(body) // 2  # rewriting, without a restart
+        assert redis.Redis.from_url(server.url).get("headroom:salt")
+
+
 class ConnectionCounter:
     """A listener that counts the connections it accepts (and answers none)."""
 
@@ -304,10 +325,8 @@ def test_a_stalled_redis_does_not_stall_other_flows(upstream, redis_proc):
 # -- the password -----------------------------------------------------------------------------
 
 
-def test_the_password_appears_in_no_output(upstream, tmp_path):
-    from tests.redis_server import RedisServer
-
-    server = RedisServer(tmp_path / "redis", password=SECRET).start()
+def test_the_password_appears_in_no_output(upstream, tmp_path, redis_factory):
+    server = redis_factory(password=SECRET).start()
     bare = f"redis://127.0.0.1:{server.port}/0"
     with_pw = f"redis://:{SECRET}@127.0.0.1:{server.port}/0"
     pwfile = tmp_path / "pw"
