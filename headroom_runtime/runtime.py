@@ -231,8 +231,8 @@ class Runtime:
 
     def health(self) -> dict:
         return {"status": "ok", "store_mode": self.config.store_mode,
-                "backend": self.state.backend,
-                "uptime_s": round(time.time() - self.started, 1), "state": dict(self.degrade.status)}
+                "backend": self.state.backend, "uptime_s": round(time.time() - self.started, 1),
+                "state": dict(self.degrade.status)}
 
     def _record(self, record: dict[str, Any]) -> None:
         self.events.record(record)

@@ -31,7 +31,6 @@ import asyncio
 import hashlib
 import itertools
 import json
-import os
 import shlex
 import statistics
 import subprocess
@@ -417,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                     ("billed equivalents (input side)", "billed_input_side"),
                     ("USD at Sonnet prices", "usd"), ("prefix busts (turns >= 2)", "busts")]
             tots = {k: r.totals() for k, r in runs.items()}
+            same_bill = tots["disk"]["billed_all"] == tots["redis2"]["billed_all"]
             for label, key in spec:
                 rows.append([label, *[f"${tots[k][key]:.4f}" if key == "usd"
                                       else f"{tots[k][key]:,.0f}" for k in runs]])
@@ -426,9 +426,9 @@ def main(argv: list[str] | None = None) -> int:
                     "no restart): one instance on diskcache vs two instances on one Redis, "
                     "alternating turn by turn",
                     table(["", plain.title, disk.title, two.title], rows, md),
-                    f"Two instances forward the same bytes as one, every turn: "
-                    f"{'yes' if same else 'NO'}; same bill: "
-                    f"{'yes' if tots['disk']['billed_all'] == tots['redis2']['billed_all'] else 'NO'}"]
+                    "Two instances forward the same bytes as one, every turn: "
+                    + ("yes" if same else "NO") + "; same bill: "
+                    + ("yes" if same_bill else "NO")]
     finally:
         redis.close()
     print("\n".join(out))
