@@ -69,6 +69,22 @@ def post(client: httpx.Client, p: Mitmdump, body: bytes, headers=HEADERS, path="
     return client.post(p.url + path, content=body, headers=headers)
 
 
+def assert_no_credentials(url: str, secrets: list[str]) -> int:
+    """No secret in any Redis key or value (store frames' zstd-compressed requests opened)."""
+    from headroom_core.store import decode_entry
+
+    raw = redis.Redis.from_url(url)
+    keys = list(raw.scan_iter(count=1000))
+    for k in keys:
+        values = raw.lrange(k, 0, -1) if raw.type(k) == b"list" else [raw.get(k)]
+        if b":store:" in k:
+            e = decode_entry(values[0])
+            values.append(json.dumps([e.request, e.meta, repr(e.headers)]).encode())
+        for secret in secrets:
+            assert secret.encode() not in k and all(secret.encode() not in v for v in values)
+    return len(keys)
+
+
 def degraded_lines(p: Mitmdump) -> list[dict]:
     return [json.loads(m) for m in re.findall(r"headroom_degraded (\{.*?\})\s*$", p.log(), re.M)]
 
@@ -351,6 +367,7 @@ def test_the_password_appears_in_no_output(upstream, tmp_path, redis_factory):
                     health = client.get(p.url + "/headroom/health")
                     assert health.json()["backend"].startswith("redis redis://")
                     seen.append(health.text)
+                    assert assert_no_credentials(with_pw, [SECRET, "sk-ant", "e2e-redis"]) > 5
                     server.stop()  # degradation lines name the URL: redacted
                     post(client, p, claude_body(["x"]))
                     seen.append(client.get(p.url + "/headroom/health").text)
