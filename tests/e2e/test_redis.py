@@ -226,6 +226,7 @@ def test_redis_killed_mid_run_forwards_the_client_bytes_then_recovers(upstream, 
         parts = [d["part"] for d in lines]
         assert {"redis", "store", "ledger"} <= set(parts)
         assert len(parts) == len(set(parts))  # each said once (then at most once a minute)
+        assert "ledger unavailable" not in p.log()  # not again per request by the rewriter
         redis_proc.start()  # empty: the ledger and the store start over, without a restart
         eventually(lambda: client.get(p.url + "/headroom/health").json()["state"]["redis"]
                    == "ok", timeout=10)
