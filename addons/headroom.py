@@ -41,6 +41,7 @@ try:
     from headroom_core.stats import format_table
     from headroom_core.websocket import WebSocketConversation
     from headroom_runtime import runtime as hruntime
+    from headroom_runtime import state as hstate
     from headroom_runtime.pacer import Pacer
     IMPORT_ERROR: str | None = None
 except Exception as _e:  # a broken install must not leave a proxy that forwards unprotected
@@ -123,6 +124,7 @@ class Headroom:
         values = {o.name: getattr(ctx.options, o.name) for o in hoptions.OPTIONS}
         try:
             cfg = hoptions.from_options(values)
+            hstate.check_redis(cfg)  # the password file or environment: what parsers cannot see
         except hoptions.ConfigError as e:
             if self.is_running:  # a live `set` (mitmweb, console): refused, the old value stays
                 raise exceptions.OptionsError(str(e)) from None
@@ -160,6 +162,7 @@ class Headroom:
             "modes": list(ctx.options.mode) if "mode" in ctx.options else [],
             "store_mode": cfg.store_mode if cfg else None,
             "compress": cfg.compress if cfg else None,
+            "backend": rt.state.backend if rt else None,  # never a password
             "uptime_s": round(time.time() - self.started, 1),
             "state": dict(rt.degrade.status) if rt else {},
             "memory": rt.holds() if rt else {},
@@ -245,8 +248,7 @@ class Headroom:
                 flow.request.headers = http.Headers(hp.kept)
         try:
             req = _request_in(flow, hp)
-            if req.body is not None and hruntime.offload(
-                    len(req.body), b"content-encoding" in hp.index):
+            if self.runtime.offload_request(req, b"content-encoding" in hp.index):
                 return self._request_in_thread(flow, engine, req, hp)
             plan = engine.handle_request(req, hp)
             if plan.deferred is not None or plan.replay_chunks:
@@ -395,9 +397,10 @@ class Headroom:
         call = functools.partial(self.runtime.engine.websocket_message, state, conv,
                                  from_client=msg.from_client, is_text=msg.is_text,
                                  content=msg.content)
-        # A big `response.create` may be compressed: not on the event loop. mitmproxy forwards
-        # the message once this hook returns, and a connection's messages stay in order.
-        if msg.from_client and hruntime.offload(len(msg.content)):
+        # A big `response.create` may be compressed, and with Redis the ledger is read: not on
+        # the event loop. mitmproxy forwards the message once this hook returns, and a
+        # connection's messages stay in order.
+        if msg.from_client and self.runtime.offload_message(state, len(msg.content)):
             new = await asyncio.to_thread(call)
         else:
             new = call()

@@ -253,6 +253,8 @@ class StickyBetas:
         ones the client dropped (first-seen order); and remember what is sent."""
         if session_key is None or not high_confidence:
             return self._decision(client_tokens, merge_tokens(client_tokens, required))
+        if self.memory.shared:
+            return self._apply_shared(session_key, client_tokens, required)
         sig = (tuple(client_tokens), tuple(required))
         memo_ok = not self.memory.shared
         with self._lock:
@@ -276,6 +278,18 @@ class StickyBetas:
                 if getattr(self.memory, "evicted", None):
                     self.memory.evicted.clear()
         return decision
+
+    def _apply_shared(self, session_key: str, client_tokens: Sequence[str],
+                      required: Sequence[str]) -> BetaDecision:
+        """`apply` on a memory other instances change (Redis): never memoised, one call, and no
+        lock held over its network round trip (`extend` returns the session's tokens after
+        remembering the new ones, atomically)."""
+        merged = merge_tokens(client_tokens, required)
+        fresh = [t for t in merged if not self.denied(t)]
+        memory = (self.memory.extend(session_key, fresh, self.max_tokens_per_session) if fresh
+                  else self.memory.get(session_key))
+        sent = {t.lower() for t in merged}
+        return self._decision(client_tokens, merged + [t for t in memory if t.lower() not in sent])
 
     @staticmethod
     def _decision(client_tokens: Sequence[str], tokens: list[str]) -> BetaDecision:

@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from . import beta, cachekey, livezone, routing, storemode
+from . import beta, cachekey, livezone, redisurl, routing, storemode
 from .headers import StripRules
 
 PREFIX = "headroom_"
@@ -166,6 +166,23 @@ def _namespace(option: str, value: Any) -> str | None:
     return v
 
 
+def _redis(option: str, value: Any) -> redisurl.Target | None:
+    """"" -> None (diskcache); a URL -> its Target. Errors quote the URL with the password
+    redacted (the Target's repr never shows it either)."""
+    v = parse_text(option, value).strip()
+    if not v:
+        return None
+    try:
+        return redisurl.parse_url(v)
+    except redisurl.URLError as e:
+        raise ConfigError(option, redisurl.redact(v), e.why) from None
+
+
+def _optional_path(option: str, value: Any) -> Path | None:
+    v = parse_text(option, value).strip()
+    return Path(v).expanduser() if v else None
+
+
 def _patterns(option: str, value: Any) -> tuple[str, ...]:
     return parse_list(option, value)
 
@@ -272,6 +289,18 @@ OPTIONS: tuple[Option, ...] = (
            "Directory for all of Headroom's state: event log, salt, response store, rewrite "
            "ledger, kept originals. Created private (0700); files in it are 0600.",
            _dir, (STATE, EVENTS, REWRITE, STORE)),
+    Option("headroom_redis", str, "",
+           "Redis for shared state: redis://[user@]host[:port][/db], rediss://... (TLS) or "
+           "unix:///path/to/redis.sock?db=N. When set, the response store, rewrite ledger, kept "
+           "originals, sticky betas and the tenant salt live there, shared by every Headroom "
+           "using it; entries expire by TTL instead of a size bound. Empty: diskcache under "
+           "headroom_dir. Give the password through HEADROOM_REDIS_PASSWORD or "
+           "headroom_redis_password_file: a URL's password is visible in the process list and "
+           "in mitmweb's options.", _redis, (STATE, BETAS)),
+    Option("headroom_redis_password_file", str, "",
+           "File holding the Redis password (its first line; keep it 0600). Or set "
+           "HEADROOM_REDIS_PASSWORD. Only one of these and a password in headroom_redis may be "
+           "given.", _optional_path, (STATE, BETAS)),
     Option("headroom_events", str, "",
            "Event log file (one JSON line per LLM flow). Empty: <headroom_dir>/events.jsonl; "
            "'off' disables it.", _events, (EVENTS,)),
@@ -315,10 +344,12 @@ OPTIONS: tuple[Option, ...] = (
            "forward, store); replay (serve recordings, never contact the upstream: a miss gets "
            "a provider-shaped 400 naming the difference to the nearest recording).",
            choice(*storemode.MODES), (STORE,)),
-    Option("headroom_store_size", str, "2g", "Response store size bound (oldest evicted first).",
-           parse_size, (STORE,)),
+    Option("headroom_store_size", str, "2g",
+           "Response store size bound on disk (oldest evicted first). With headroom_redis, "
+           "headroom_store_ttl bounds it instead.", parse_size, (STORE,)),
     Option("headroom_store_ttl", str, "",
-           "Response store entry lifetime, e.g. 12h or 7d. Empty: entries never expire.",
+           "Response store entry lifetime, e.g. 12h or 7d. Empty: entries never expire (with "
+           "headroom_redis: until Redis's maxmemory policy evicts them; set a TTL there).",
            parse_duration, (STORE,)),
     Option("headroom_store_exclude", Sequence[str], [],
            "Extra JSON paths left out of the cache key (e.g. metadata.trace_id, "
@@ -366,13 +397,20 @@ OPTIONS: tuple[Option, ...] = (
            "Headroom's local endpoints (/ccr/ originals, /headroom/health, the /headroom/ "
            "dashboard and metrics).", _networks),
     Option("headroom_ledger_size", str, "1g",
-           "Size bound of the rewrite ledger (what each rewritten output was forwarded as).",
+           "Size bound of the rewrite ledger on disk (what each rewritten output was forwarded "
+           "as). With headroom_redis, headroom_ledger_ttl bounds it instead.",
            parse_size, (REWRITE,)),
+    Option("headroom_ledger_ttl", str, "30d",
+           "With headroom_redis: how long a rewrite-ledger entry lives after it was last "
+           "replayed (renewed at most hourly). Empty: no expiry (Redis's maxmemory policy "
+           "decides). The disk ledger is bounded by headroom_ledger_size.",
+           parse_duration, (REWRITE,)),
     Option("headroom_originals_size", str, "1g",
-           "Size bound of the kept originals (the full text behind each compression marker).",
-           parse_size, (REWRITE,)),
+           "Size bound of the kept originals on disk (the full text behind each compression "
+           "marker).", parse_size, (REWRITE,)),
     Option("headroom_originals_ttl", str, "30d",
-           "How long a kept original stays retrievable (e.g. 7d). Empty: until evicted by size.",
+           "How long a kept original stays retrievable (e.g. 7d). Empty: until evicted by size "
+           "(with headroom_redis: by Redis's maxmemory policy).",
            parse_duration, (REWRITE,)),
     Option("headroom_prices", str, "",
            "JSON price file (USD per million tokens per model: input, output, cache_write_5m, "

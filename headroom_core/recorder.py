@@ -83,6 +83,13 @@ class Recorder:
             if hit is not None:
                 return hit
             if self.mode == "replay":
+                if not getattr(self.store, "available", True):
+                    # Not "never recorded": the store cannot be read now (Redis down).
+                    self._decide(state, "store-unavailable")
+                    log.info("replay_store_unavailable %s",
+                             orjson.dumps({"flow": state.flow_id, "key": key}).decode())
+                    return Hit(LocalResponse(*storemode.unavailable_response(route.provider,
+                                                                             key)))
                 self._decide(state, "replay-miss")
                 # Comparing with every recording can take a while: a worker thread does it.
                 return Hit(None, deferred=functools.partial(self.explain_miss, state, canonical,
@@ -102,7 +109,7 @@ class Recorder:
         with self._lock:
             entry = self._pending.get(key)
         if entry is None:
-            entry = self.store.get(key, with_request=False)
+            entry = self.store.get(key, with_request=False, tenant=state.tenant)
         if entry is None:
             return None
         stored_fields, body, chunks = entry.headers, entry.body, entry.chunks
@@ -167,7 +174,7 @@ class Recorder:
         entry.meta = {"usage": use.to_dict() if use else None, "session_id": state.session.id}
         try:
             # A failed write is the store's to report (once a minute, and in health).
-            self.store.put(key, entry, complete=True)
+            self.store.put(key, entry, complete=True, tenant=state.tenant)
         finally:
             with self._lock:
                 if self._pending.get(key) is pending:

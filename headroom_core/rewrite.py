@@ -28,6 +28,13 @@ log = logging.getLogger("headroom.rewrite")
 # degrades to forwarding the client's bytes; the backend is not ours to second-guess.
 _STORE_ERRORS = (Exception,)
 
+
+def _store_failed(message: str, e: Exception) -> None:
+    # A backend that reported the failure itself (Redis: once a minute, as a degradation) marks
+    # the exception `reported`; warning again on every request would flood the log.
+    level = logging.DEBUG if getattr(e, "reported", False) is True else logging.WARNING
+    log.log(level, message, type(e).__name__)
+
 Compressor = Callable[..., Any]  # compress(text, *, policy, retrieval_ref) -> Outcome
 
 
@@ -204,7 +211,7 @@ class Rewriter:
         try:
             floor = self.ledger.min_length()
         except _STORE_ERRORS as e:
-            log.warning("rewrite: ledger unavailable (%s); forwarding unchanged", type(e).__name__)
+            _store_failed("rewrite: ledger unavailable (%s); forwarding unchanged", e)
             return RewriteResult(None, [{"action": "error", "reason": "ledger-unavailable"}])
         p = _Pass(body, cands)
         wanted = self._settle(p, floor)
@@ -405,8 +412,7 @@ class Rewriter:
         try:
             p.hits.update(self.ledger.lookup(tenant, keys))
         except _STORE_ERRORS as e:
-            log.warning("rewrite: ledger lookup failed (%s); forwarding unchanged",
-                        type(e).__name__)
+            _store_failed("rewrite: ledger lookup failed (%s); forwarding unchanged", e)
             return RewriteResult(None, [{"action": "error", "reason": "ledger-unavailable"}])
         return None
 
@@ -485,8 +491,8 @@ class Rewriter:
             self.originals.put(tenant, c.text, salt=self.salt)
             entry_in_force = self.ledger.record(tenant, (c.call_id, lit), entry)
         except _STORE_ERRORS as e:
-            log.warning("rewrite: cannot record a compressed output (%s); keeping the original",
-                        type(e).__name__)
+            _store_failed("rewrite: cannot record a compressed output (%s); keeping the original",
+                          e)
             return _Decision("store-error", entry.kind)
         action = "compressed" if entry_in_force.forwarded == entry.forwarded else "replayed"
         return _Decision(action, entry_in_force.kind, entry_in_force.forwarded,

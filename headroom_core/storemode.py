@@ -90,6 +90,19 @@ def miss_response(provider: str, key: str, nearest: tuple[str, dict, list[str]] 
     return status, fields, body
 
 
+def unavailable_response(provider: str, key: str) -> tuple[int, Fields, bytes]:
+    """The replay-mode answer when the store cannot be read at all (Redis down): whether a
+    recording exists is unknown, so a 503 the SDKs may retry, never the upstream."""
+    msg = (f"headroom replay: the response store is unavailable (Redis unreachable), so the "
+           f"recording for this request (key {key}) cannot be read; replay mode never contacts "
+           "the upstream. Headroom reconnects by itself when Redis answers again.")
+    status, fields, body = errors.provider_error(provider, 503, msg,
+                                                 code="headroom_store_unavailable", retry=True)
+    fields = [*fields, (b"x-headroom-cache", b"unavailable"), (b"x-headroom-cache-key",
+                                                             key.encode())]
+    return status, fields, body
+
+
 def paced_frames(status: int, fields: Fields,
                  chunks: list[tuple[float, bytes]]) -> list[tuple[float, bytes]]:
     """A stored stream (its hit header `fields`) as HTTP/1.1 wire frames with send times (seconds from the first byte):

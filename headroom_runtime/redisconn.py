@@ -1,4 +1,4 @@
-"""The Redis connection shared by the Redis backends: URL parsing, redaction, pool, breaker, keys.
+"""The Redis connection shared by the Redis backends: pool, breaker, keys (URLs: `redisurl`).
 
 A dead or slow Redis costs one short timeout, then every call fails fast until a trial call after
 a cool-down succeeds; failures are reported per part through `Degradations`, never with the
@@ -13,157 +13,32 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from headroom_core.redisurl import SCHEMES, Target, URLError, parse_url, redact  # noqa: F401
+
 from .degrade import Degradations
 
 log = logging.getLogger("headroom.redis")
 
-SCHEMES = ("redis", "rediss", "unix")
 # One LAN round trip is well under a millisecond: a quarter second is a Redis that is not there
-# (or stalled), and that is all one request on the event loop may lose to it.
+# (or stalled), and that is all one request (in a worker thread: see runtime.offload_request)
+# may lose to it before the breaker opens.
 DEFAULT_CONNECT_TIMEOUT = 0.25
 DEFAULT_SOCKET_TIMEOUT = 0.25
 # After a connection error or timeout, calls fail at once for this long; then one trial call.
 DEFAULT_COOLDOWN = 1.0
 
 PREFIX = "headroom"
-# Options a URL may carry besides the address; everything else (timeouts, retries) is ours.
-_QUERY = frozenset({"db", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"})
-_CERT_REQS = ("none", "optional", "required")
 # Tenant ids ("t:<hex>", "ns:<name>", "anon") go into keys as they are when they hold no glob or
 # hash-tag characters; anything else is hashed, so a key pattern can never match across tenants.
 _SAFE_TENANT = re.compile(r"[A-Za-z0-9_.:@/-]{1,160}")
 
 T = TypeVar("T")
-
-
-# --- URLs ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where Redis is, parsed from a `headroom_redis` URL. The password never shows in repr."""
-
-    scheme: str
-    host: str | None = None
-    port: int = 6379
-    path: str | None = None  # unix socket
-    db: int = 0
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    ssl: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def tls(self) -> bool:
-        return self.scheme == "rediss"
-
-    @property
-    def where(self) -> str:
-        """host:port or the socket path (no credentials): for log lines."""
-        return self.path or f"{self.host}:{self.port}"
-
-
-def redact(url: str) -> str:
-    """`url` with any password replaced by `***` (userinfo and a `password=` query alike).
-
-    Works on malformed URLs too (it never parses the rest): everything between the scheme and the
-    last "@" is userinfo, and its part after the first ":" is the password.
-    """
-    if not isinstance(url, str):
-        return "<not a string>"
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    at = rest.rfind("@")
-    if at >= 0:
-        user, colon, _ = rest[:at].partition(":")
-        if colon:
-            rest = f"{user}:***{rest[at:]}"
-    rest = re.sub(r"(?i)([?&](?:password|pass|pwd)=)[^&#]*", r"\1***", rest)
-    return f"{scheme}{sep}{rest}"
-
-
-def _fail(url: str, what: str) -> ValueError:
-    return ValueError(f"headroom_redis {redact(url)!r}: {what}")
-
-
-def parse_url(url: str) -> Target:
-    """`redis://[user:pass@]host[:port][/db]`, `rediss://…` (TLS) or
-    `unix://[user:pass@]/path/to.sock[?db=N]` -> Target. Raises ValueError naming what is wrong,
-    with the password redacted."""
-    if not isinstance(url, str) or not url.strip():
-        raise ValueError("headroom_redis: empty URL")
-    url = url.strip()
-    if any(ord(c) < 0x21 or ord(c) == 0x7f for c in url):
-        raise _fail(url, "spaces or control characters in the URL")
-    scheme = url.partition("://")[0].lower() if "://" in url else ""
-    if scheme not in SCHEMES:
-        raise _fail(url, "scheme must be redis://, rediss:// (TLS) or unix:// (a socket path)")
-    rest = url.split("://", 1)[1]
-    # Split userinfo at the last "@" ourselves: an unescaped "/" or "?" in a password would
-    # otherwise be read as the start of the path and the password echoed as a host.
-    at = rest.rfind("@")
-    userinfo, rest = (rest[:at], rest[at + 1:]) if at >= 0 else ("", rest)
-    username = password = None
-    if userinfo:
-        user, colon, pw = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(pw) if colon else None
-        if not colon and username is not None:
-            # redis-py reads a lone userinfo as the password; we make it explicit.
-            raise _fail(url, "userinfo without ':' (write user:password@ or :password@)")
-    parts = urlsplit(f"{scheme}://{rest}")
-    if parts.fragment:
-        raise _fail(url, "a '#fragment' is not allowed")
-    query: dict[str, str] = {}
-    for k, v in parse_qsl(parts.query, keep_blank_values=True):
-        if k.lower() in ("password", "pass", "pwd"):
-            raise _fail(url, "put the password in the userinfo (user:password@), not the query")
-        if k not in _QUERY:
-            raise _fail(url, f"unknown query option {k!r} (allowed: {', '.join(sorted(_QUERY))})")
-        query[k] = v
-    if scheme == "unix":
-        if parts.netloc:
-            raise _fail(url, "unix:// takes a socket path: unix:///path/to/redis.sock")
-        if not parts.path.startswith("/") or parts.path == "/":
-            raise _fail(url, "unix:// needs an absolute socket path: unix:///path/to/redis.sock")
-        db = _db(url, query.pop("db", "0"))
-        if query:
-            raise _fail(url, "ssl options need rediss://")
-        return Target(scheme, path=unquote(parts.path), db=db, username=username,
-                      password=password)
-    try:
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        raise _fail(url, "port must be a number from 1 to 65535") from None
-    if not host:
-        raise _fail(url, "no host (redis://host:6379/0)")
-    if port is not None and not 0 < port < 65536:
-        raise _fail(url, "port must be a number from 1 to 65535")
-    path = parts.path.strip("/")
-    if path and "db" in query:
-        raise _fail(url, "database given twice (path and ?db=)")
-    db = _db(url, path or query.pop("db", "0"))
-    query.pop("db", None)
-    if query and scheme != "rediss":
-        raise _fail(url, "ssl options need rediss://")
-    if query.get("ssl_cert_reqs", "required") not in _CERT_REQS:
-        raise _fail(url, f"ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}")
-    return Target(scheme, host=host, port=port or 6379, db=db, username=username,
-                  password=password, ssl=query)
-
-
-def _db(url: str, value: str) -> int:
-    if not value.isdigit() or int(value) > 1 << 20:
-        raise _fail(url, f"database must be a number (/0, /1, ...), not {value[:20]!r}")
-    return int(value)
 
 
 # --- keys ------------------------------------------------------------------------------------
@@ -290,8 +165,9 @@ class RedisConn:
 
     def __init__(
         self,
-        url: str,
+        url: str | Target,
         *,
+        password: str | None = None,
         degrade: Degradations | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
@@ -300,9 +176,15 @@ class RedisConn:
         probe: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Raises ValueError for a bad URL (password redacted)."""
-        self.target = parse_url(url)
-        self.url = redact(url.strip())
+        """`url`: a `headroom_redis` URL or its parsed `Target`; `password` (from a file or the
+        environment) replaces the URL's. Raises ValueError for a bad URL (password redacted)."""
+        target = url if isinstance(url, Target) else parse_url(url)
+        if password is not None:
+            target = target.with_password(password)
+        self.target = target
+        self.url = target.display  # never the password: this is what log lines show
+        # Called (in the prober's thread) when Redis answers again after an outage.
+        self.on_reconnect: list[Callable[[], None]] = []
         self.degrade = degrade if degrade is not None else Degradations()
         self.breaker = Breaker(cooldown, clock, caller_trials=not probe)
         self.probe = probe
@@ -316,13 +198,15 @@ class RedisConn:
         self.client = redis.Redis(connection_pool=self.pool)
 
     def call(self, part: str, effect: str, fn: Callable[[redis.Redis], T]) -> T:
-        """`fn(client)`, or the exception it raised (CircuitOpen while Redis is down)."""
+        """`fn(client)`, or the exception it raised (CircuitOpen while Redis is down). A raised
+        exception has been reported already (once a minute per part, through `Degradations`) and
+        says so (`reported`): callers log it at debug level only."""
         try:
             trial = self.breaker.before()
         except CircuitOpen as e:
             self._report(part, e.cause, effect)
             self._start_probe()  # a no-op while one runs
-            raise
+            raise _reported(e)
         try:
             result = fn(self.client)
         except NETWORK_ERRORS as e:
@@ -330,7 +214,7 @@ class RedisConn:
             if self.breaker.failure(kind):
                 self._opened(kind)
             self._report(part, kind, effect)
-            raise
+            raise _reported(e)
         except BaseException as e:
             if trial:
                 self.breaker.release()
@@ -338,6 +222,7 @@ class RedisConn:
                 # Redis answered (e.g. a ResponseError: out of memory, wrong type).
                 self._closed_again()
                 self._report(part, type(e).__name__, effect)
+                _reported(e)
             raise
         self._closed_again()
         if part in self._degraded:
@@ -380,11 +265,18 @@ class RedisConn:
             return
 
     def _closed_again(self) -> None:
-        if self.breaker.success() or "redis" in self._degraded:
+        reopened = self.breaker.success()
+        if reopened or "redis" in self._degraded:
             with self._lock:
                 self._degraded.discard("redis")
             self.degrade.ok("redis")
             log.info("redis_reconnected %s", self.target.where)
+        if reopened:
+            for callback in list(self.on_reconnect):
+                try:
+                    callback()
+                except Exception as e:  # a callback must not keep the others from running
+                    log.warning("redis reconnect callback failed: %s", type(e).__name__)
 
     def _report(self, part: str, kind: str, effect: str) -> None:
         with self._lock:
@@ -433,6 +325,20 @@ class RedisConn:
 
     def __repr__(self) -> str:
         return f"RedisConn({self.url!r})"
+
+
+def _reported(e: BaseException) -> BaseException:
+    """Mark `e` as logged through `Degradations` (`headroom_core.rewrite` then logs it at debug
+    level, not once per request)."""
+    try:
+        e.reported = True  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+    return e
+
+
+def reported(e: BaseException) -> bool:
+    return getattr(e, "reported", False) is True
 
 
 def _pool_kwargs(t: Target, connect_timeout: float, socket_timeout: float) -> dict:

@@ -2,25 +2,26 @@
 
 The sans-IO engine (`headroom_core.engine`) decides; this layer builds its parts (response store
 and `Recorder`, ledger, originals and `Rewriter`, sticky-beta memory, local endpoints, the event
-sink), runs per-flow accounting in one background thread, holds the one rule for what is too big
-to handle on mitmproxy's event loop (HTTP bodies and WebSocket messages alike), and on an option
-change rebuilds only the parts that option shapes. No mitmproxy here: the adapter moves bytes
-between flows and this.
+sink), runs per-flow accounting in one background thread, holds the one rule for what leaves
+mitmproxy's event loop (bodies too big to handle there, and with Redis every request that would
+wait on it), and on an option change rebuilds only the parts that option shapes. No mitmproxy
+here: the adapter moves bytes between flows and this.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from headroom_core import beta, labels
+from headroom_core import beta, labels, routing
 from headroom_core.dashboard import Dashboard
 from headroom_core.engine import Engine
 from headroom_core.figures import Figures
-from headroom_core.flow import FlowState
+from headroom_core.flow import FlowState, RequestIn
 from headroom_core.labels import SessionLabels
 from headroom_core.local import LocalEndpoints
 from headroom_core.options import BETAS, ENGINE, EVENTS, OPTIONS, REWRITE, STATE, STORE, Config
@@ -35,7 +36,8 @@ from .background import Background
 from .degrade import Degradations
 from .eventlog import EventLog
 from .metrics import Metrics
-from .state import State, open_rewrite_state, open_state, open_store
+from .state import State, WaitingStore, attach_redis_parts, open_redis_rewrite_state, \
+    open_redis_store, open_rewrite_state, open_state, open_store
 
 log = logging.getLogger("headroom.runtime")
 
@@ -43,6 +45,11 @@ log = logging.getLogger("headroom.runtime")
 # parsing and compressing them would stall other flows. Everything smaller stays inline: a thread
 # hand-off costs more latency (~0.6 ms) than the work.
 OFFLOAD_BODY = 256 << 10
+
+
+# With Redis, a request that reads the store, the ledger or the sticky betas waits a network round
+# trip (and up to a socket timeout before the breaker opens): it goes to a worker thread whatever
+# its size. Measured cost of the hand-off: scripts/bench_redis.py ("offload").
 
 
 def offload(size: int, encoded: bool = False) -> bool:
@@ -73,6 +80,9 @@ class Runtime:
         self._health = health
         self.degrade = Degradations()
         self.stats = Stats()
+        # Held while parts are rebuilt: by `reconfigure` (event loop) and when the shared salt
+        # arrives from Redis (a daemon thread). Rebuilding does no I/O.
+        self._lock = threading.RLock()
         # The dashboard's figures, fed by the event sink in the background batch.
         self.labels = SessionLabels()
         # WebSocket connections whose session has no settled name yet: flow id -> (handshake
@@ -82,16 +92,47 @@ class Runtime:
         self.metrics = Metrics(self.figures, extra=self._metric_extras)
         self.dashboard = Dashboard(self.figures, health=self._dashboard_health,
                                    metrics=self.metrics.exposition)
-        self.state: State = open_state(config, self.degrade)
+        self.state: State = open_state(config, self.degrade, self._salt_arrived)
         self.events = self._eventlog(config)
         # Accounting and store writes: off the event loop, batched, in arrival order.
         self.background = Background(interval=config.flush_interval)
-        self.betas = beta.StickyBetas(config.beta_max_sessions, config.beta_deny)
+        self.betas = beta.StickyBetas(config.beta_max_sessions, config.beta_deny,
+                                      memory=self._beta_memory())
         self.recorder = self._recorder()
         self.rewriter = self._rewriter()
         self.engine = self._engine()
 
     # -- parts
+
+    def _beta_memory(self) -> beta.BetaMemory | None:
+        """Sticky betas in Redis when the state is there (shared by every instance); None: this
+        process's own memory."""
+        conn = self.state.redis
+        if conn is None:
+            return None
+        from .redisbetas import RedisBetaMemory  # the redis client loads only when used
+
+        return RedisBetaMemory(conn)
+
+    def _salt_arrived(self, state: State, salt: bytes) -> None:
+        """The shared tenant salt loaded after start (or Redis holds another one than ours):
+        adopt it and rebuild what holds the salt. Called from the state's salt watcher."""
+        with self._lock:
+            if state is not self.state:
+                return
+            was_pending = state.salt_pending
+            state.salt = salt
+            attach_redis_parts(state, self.config, self.degrade)
+            self.degrade.ok("salt")
+            self.recorder = self._recorder()
+            self.rewriter = self._rewriter()
+            self.engine = self._engine()
+        if was_pending:
+            log.info("headroom: shared tenant salt loaded from redis: store, ledger and "
+                     "originals on")
+        else:
+            log.warning("headroom: redis holds another tenant salt than this process used; "
+                        "adopted it (tenant ids changed)")
 
     def _recorder(self) -> Recorder | None:
         c = self.config
@@ -123,6 +164,11 @@ class Runtime:
         """Apply a new configuration, rebuilding only what the changed options shape: sticky
         betas, stats and pending store entries survive a change elsewhere. Returns the parts
         rebuilt."""
+        with self._lock:
+            return self._reconfigure(config, retrieval_base, local_hosts)
+
+    def _reconfigure(self, config: Config, retrieval_base: str | None,
+                     local_hosts: frozenset[str] | None) -> set[str]:
         parts = parts_changed(self.config, config)
         if config.prices != self.config.prices:  # first: a bad file changes nothing
             self.figures.prices = pricefile.load(config.prices)
@@ -137,23 +183,29 @@ class Runtime:
             return parts
         self.flush()  # what is queued lands with the parts it was queued for
         old, self.config = self.config, config
+        fresh_memory = False
         if STATE in parts:
+            was_redis = self.state.redis is not None
             self.state.close()
-            self.state = open_state(config, self.degrade)
+            self.state = open_state(config, self.degrade, self._salt_arrived)
             parts |= {STORE, REWRITE}
+            if was_redis or self.state.redis is not None:
+                parts.add(BETAS)  # the sticky betas live with the state
+                fresh_memory = True
         else:
             if STORE in parts:
                 self._reopen_store(old)
             if REWRITE in parts and (old.compress == "off" or (
-                    old.ledger_size, old.originals_size, old.originals_ttl) != (
-                    config.ledger_size, config.originals_size, config.originals_ttl)):
+                    old.ledger_size, old.ledger_ttl, old.originals_size, old.originals_ttl) != (
+                    config.ledger_size, config.ledger_ttl, config.originals_size,
+                    config.originals_ttl)):
                 self._reopen_rewrite_state()
         if EVENTS in parts:
             self.events.close()
             self.events = self._eventlog(config)
             self.background.interval = config.flush_interval
         if BETAS in parts:
-            memory = self.betas.memory
+            memory = self._beta_memory() if fresh_memory else self.betas.memory
             if hasattr(memory, "max_sessions"):
                 memory.max_sessions = config.beta_max_sessions
             self.betas = beta.StickyBetas(config.beta_max_sessions, config.beta_deny,
@@ -167,25 +219,35 @@ class Runtime:
         return parts
 
     def _reopen_store(self, old: Config) -> None:
-        if self.state.store is not None:
-            self.state.store.close()
-        self.state.store = open_store(self.config, self.degrade) \
-            if self.config.store_mode != "off" else None
+        st, c = self.state, self.config
+        if st.store is not None:
+            st.store.close()
+        if st.redis is None:
+            st.store = open_store(c, self.degrade) if c.store_mode != "off" else None
+        elif st.salt_pending:
+            st.store = WaitingStore() if c.store_mode != "off" else None
+        else:
+            st.store = open_redis_store(c, self.degrade, st.redis)
 
     def _reopen_rewrite_state(self) -> None:
-        for part in (self.state.ledger, self.state.originals):
+        st, c = self.state, self.config
+        for part in (st.ledger, st.originals):
             if part is not None:
                 part.close()
-        self.state.ledger, self.state.originals = (
-            open_rewrite_state(self.config, self.degrade) if self.config.compress != "off"
-            else (None, None))
+        if st.redis is None:
+            st.ledger, st.originals = (open_rewrite_state(c, self.degrade)
+                                       if c.compress != "off" else (None, None))
+        elif st.salt_pending:
+            st.ledger, st.originals = None, None  # until the shared salt loads
+        else:
+            st.ledger, st.originals = open_redis_rewrite_state(c, self.degrade, st.redis)
 
     # -- flows
 
     def health(self) -> dict:
         return {"status": "ok", "store_mode": self.config.store_mode,
-                "uptime_s": round(time.time() - self.started, 1), "state": dict(self.degrade.status),
-                "memory": self.holds()}
+                "backend": self.state.backend, "uptime_s": round(time.time() - self.started, 1),
+                "state": dict(self.degrade.status), "memory": self.holds()}
 
     def holds(self) -> dict[str, float]:
         """What Headroom keeps in memory, all bounded: conversations' previous turns, sticky
@@ -264,6 +326,41 @@ class Runtime:
             log.warning("session_label_failed %s", type(e).__name__)
         if self.labels.settled(state.session.id) or state.session.id is None:
             self._ws_unlabelled.pop(record["flow_id"], None)
+
+    def offload_request(self, req: RequestIn, encoded: bool | None = None) -> bool:
+        """Whether `Engine.handle_request` for `req` belongs in a worker thread: a big body
+        (`encoded`: it carries a content-encoding; None: look), or (with Redis) a request whose
+        handling reads Redis."""
+        if req.body is not None:
+            if encoded is None:
+                encoded = any(n.lower() == b"content-encoding" for n, _ in req.fields)
+            if offload(len(req.body), encoded):
+                return True
+        return self.state.redis is not None and self._reads_redis(req)
+
+    def _reads_redis(self, req: RequestIn) -> bool:
+        """Whether handling `req` may wait on Redis: the store, the ledger and originals, the
+        sticky betas. A cheap over-estimate (routing only): a needless hand-off costs a little
+        latency, a missed one could stall every flow for a socket timeout."""
+        engine = self.engine
+        if req.body is None and not req.websocket_upgrade:
+            return False  # a streamed body passes through uninspected
+        kind = engine.local.kind(req.method, req.host, req.port, routing.normalize_path(req.path),
+                                 to_listener=req.reverse or req.to_self)
+        if kind is not None:
+            return kind == "ccr" and engine.local.originals is not None
+        route = engine.route_of(req.method, req.host, req.path, reverse=req.reverse,
+                                websocket_upgrade=req.websocket_upgrade)
+        if route is None or not route.inspect:
+            # only record and replay look such requests up (on API hosts)
+            return engine.recorder is not None and self.config.store_mode in ("record", "replay")
+        return (engine.recorder is not None or engine.rewriter is not None
+                or (self.config.beta_sticky and engine.betas.memory.shared))
+
+    def offload_message(self, state: FlowState, size: int) -> bool:
+        """Whether a client's WebSocket message is handled in a worker thread: a big one, or
+        (with Redis) one the rewriter may look up in the ledger."""
+        return offload(size) or (self.state.redis is not None and state.compress)
 
     def finish_later(self, state: FlowState, **kwargs: Any) -> None:
         """The flow's accounting (usage, store write, event line) in the background thread; the

@@ -47,3 +47,20 @@ def redis_unix(tmp_path):
     server = RedisServer(tmp_path / "redis-unix", unix=True).start()
     yield server
     server.close()
+
+
+@pytest.fixture
+def redis_factory(tmp_path):
+    """`make(password=None)`: a redis-server of this test's own, not started yet (fault tests
+    that need Redis down at first, or a password); stopped at the end."""
+    _need_redis()
+    servers = []
+
+    def make(**kwargs) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis-{len(servers)}", **kwargs)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()

@@ -53,5 +53,19 @@ def test_local_copy_when_redis_is_down(redis_proc, tmp_path):
 def test_a_new_shared_salt_replaces_the_copy(redis_url, tmp_path):
     path = tmp_path / "redis-salt"
     path.write_bytes(b"stale-salt-from-another-redis")
+    redis.Redis.from_url(redis_url).set(SALT_KEY, b"the-shared-salt-0123")
     salt = load_salt(RedisConn(redis_url), cache_path=path)
-    assert path.read_bytes() == salt != b"stale-salt-from-another-redis"
+    assert path.read_bytes() == salt == b"the-shared-salt-0123"
+
+
+def test_a_redis_that_lost_its_data_gets_the_salt_in_use_back(redis_url, tmp_path):
+    # Running instances keep their salt when Redis restarts empty: the copy (or the salt a
+    # process uses) is put back, not a new random one that would change every tenant id.
+    path = tmp_path / "redis-salt"
+    conn = RedisConn(redis_url)
+    salt = load_salt(conn, cache_path=path)
+    redis.Redis.from_url(redis_url).flushall()
+    assert load_salt(conn, cache_path=path) == salt
+    redis.Redis.from_url(redis_url).flushall()
+    assert load_salt(conn, prefer=b"p" * 16) == b"p" * 16
+    assert redis.Redis.from_url(redis_url).get(SALT_KEY) == b"p" * 16

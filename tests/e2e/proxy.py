@@ -32,7 +32,7 @@ class Mitmdump:
 
     def __init__(self, *, mode: str, headroom: bool = True, options: dict | None = None,
                  redirect_to: int | None = None, extra_args: list[str] | None = None,
-                 workdir: Path | None = None) -> None:
+                 workdir: Path | None = None, env: dict[str, str] | None = None) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="headroom-e2e-"))
         self.confdir = self.workdir / "conf"
         self.headroom_dir = self.workdir / "headroom"
@@ -46,6 +46,7 @@ class Mitmdump:
                         **(options or {})}
         self.redirect_to = redirect_to
         self.extra_args = extra_args or []
+        self.env = env or {}
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -81,7 +82,7 @@ class Mitmdump:
         return a + self.extra_args
 
     def start(self) -> "Mitmdump":
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         if self.redirect_to:
             env["HEADROOM_TEST_UPSTREAM"] = f"127.0.0.1:{self.redirect_to}"
         self.workdir.mkdir(parents=True, exist_ok=True)
