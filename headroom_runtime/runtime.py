@@ -29,7 +29,7 @@ from headroom_core.stats import Stats
 from .background import Background
 from .degrade import Degradations
 from .eventlog import EventLog
-from .state import State, open_rewrite_state, open_state, open_store
+from .state import State, open_rewrite_state, open_state, open_store, resolved_mode, wants_store
 
 log = logging.getLogger("headroom.runtime")
 
@@ -68,6 +68,7 @@ class Runtime:
         self.degrade = Degradations()
         self.stats = Stats()
         self.state: State = open_state(config, self.degrade)
+        self.store_mode = resolved_mode(config, self.state.store)  # `once` decided, for the engine
         self.events = EventLog(config.events_path, interval=config.flush_interval,
                                degrade=self.degrade)
         # Accounting and store writes: off the event loop, batched, in arrival order.
@@ -81,10 +82,11 @@ class Runtime:
 
     def _recorder(self) -> Recorder | None:
         c = self.config
-        if self.state.store is None or c.store_mode == "off":
+        if self.state.store is None or self.store_mode == "off":
             return None
-        return Recorder(self.state.store, mode=c.store_mode, exclude=c.store_exclude,
-                        pace=c.store_pace, stream_limit=c.store_stream_limit)
+        return Recorder(self.state.store, mode=self.store_mode, exclude=c.store_exclude,
+                        pace=c.store_pace, stream_limit=c.store_stream_limit,
+                        tenant=getattr(self.state.store, "fixed_tenant", None))
 
     def _rewriter(self) -> Rewriter | None:
         c, st = self.config, self.state
@@ -95,6 +97,8 @@ class Runtime:
 
     def _engine(self) -> Engine:
         c = self.config
+        if c.store_mode != self.store_mode:
+            c = c.replace(store_mode=self.store_mode)
         local = LocalEndpoints(
             clients=c.local_clients,
             local_hosts=self.local_hosts | {urlsplit(self.retrieval_base).netloc.lower()},
@@ -144,6 +148,7 @@ class Runtime:
             self.betas = beta.StickyBetas(config.beta_max_sessions, config.beta_deny,
                                           memory=memory)
         if STORE in parts:
+            self.store_mode = resolved_mode(config, self.state.store)
             self.recorder = self._recorder()
         if REWRITE in parts:
             self.rewriter = self._rewriter()
@@ -155,7 +160,7 @@ class Runtime:
         if self.state.store is not None:
             self.state.store.close()
         self.state.store = open_store(self.config, self.degrade) \
-            if self.config.store_mode != "off" else None
+            if wants_store(self.config) else None
 
     def _reopen_rewrite_state(self) -> None:
         for part in (self.state.ledger, self.state.originals):
@@ -168,7 +173,7 @@ class Runtime:
     # -- flows
 
     def health(self) -> dict:
-        return {"status": "ok", "store_mode": self.config.store_mode,
+        return {"status": "ok", "store_mode": self.store_mode,
                 "uptime_s": round(time.time() - self.started, 1), "state": dict(self.degrade.status)}
 
     def _record(self, record: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ import diskcache
 from headroom_core.options import Config
 
 from . import private, salt as salts
+from .cassettestore import open_cassette
 from .degrade import Degradations
 from .diskledger import Ledger
 from .diskoriginals import Originals
@@ -53,7 +54,7 @@ def open_state(config: Config, degrade: Degradations) -> State:
         degrade.report("dir", e, "state folder not writable: features that write state are off",
                        path=str(d), status="read-only")
     state = State(salt=_salt(d, degrade))
-    if config.store_mode != "off":
+    if wants_store(config):
         state.store = open_store(config, degrade)
     else:
         degrade.ok("store", "off")
@@ -77,7 +78,28 @@ def _salt(d: os.PathLike[str], degrade: Degradations) -> bytes:
         return salts.new_salt()
 
 
+def wants_store(config: Config) -> bool:
+    """A cassette is used whatever the mode (with `off` it replays)."""
+    return config.store_mode != "off" or config.cassette is not None
+
+
+def resolved_mode(config: Config, store) -> str:
+    """The mode the engine runs: `once` is replay when the store holds recordings and record
+    when it is empty; a cassette with mode `off` replays."""
+    mode = config.store_mode
+    if mode == "off":
+        return "replay" if config.cassette is not None else "off"
+    if mode != "once":
+        return mode
+    if store is None:
+        return "record"
+    has = getattr(store, "has_files", None)
+    return "replay" if (has if has is not None else next(iter(store.keys()), None)) else "record"
+
+
 def open_store(config: Config, degrade: Degradations) -> ResponseStore | None:
+    if config.cassette is not None:
+        return open_cassette(config, degrade)
     path = str(config.store_dir)
     try:
         store = ResponseStore(config.store_dir, config.store_size, config.store_ttl)
