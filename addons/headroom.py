@@ -377,7 +377,7 @@ def _unconverted(opt, value):
     raw = getattr(value, "val", None)  # mitmproxy's _UnconvertedStrings
     if raw is None:
         return value
-    if opt.type is Sequence[str]:
+    if opt.type == Sequence[str]:  # a new GenericAlias each time: `is` never holds
         return list(raw)
     if not raw:  # `--set name` alone: true for a flag
         return ""

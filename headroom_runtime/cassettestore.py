@@ -140,9 +140,9 @@ class CassetteStore:
         except OSError as e:
             _warn("cassette_file_skipped", file=str(path), error=type(e).__name__)
             return _File(stat, error=f"unreadable ({type(e).__name__})")
-        meta = entry_meta(entry)
-        meta.update(created=stat[0] / 1e9, file=name)
-        return _File(stat, key, entry, meta)
+        entry.meta = entry_meta(entry)
+        entry.meta.update(created=stat[0] / 1e9, file=name)
+        return _File(stat, key, entry, entry.meta)
 
     def _index(self) -> None:
         """key -> file, leaving out (and reporting) keys that several files claim."""
@@ -234,9 +234,9 @@ class CassetteStore:
                   error=type(e).__name__)
             return False
         # What a reader of the file gets back (`prepare` makes `decode(encode(kept))` equal it).
-        f = _File((st.st_mtime_ns, st.st_size), key, kept)
-        f.meta = entry_meta(kept)
-        f.meta.update(created=st.st_mtime_ns / 1e9, file=name)
+        kept.meta = entry_meta(kept)
+        kept.meta.update(created=st.st_mtime_ns / 1e9, file=name)
+        f = _File((st.st_mtime_ns, st.st_size), key, kept, kept.meta)
         with self._lock:
             self._files[name] = f
             self._index()
