@@ -1,0 +1,4 @@
+"""Headroom's pytest plugin: agent test suites against recorded model-API answers (cassettes).
+
+Registered as the `headroom` pytest11 entry point; see `plugin.py` for the fixture and options.
+"""
