@@ -106,7 +106,13 @@ def _decode_chunks(chunks: list[tuple[float, bytes]], coding: str) -> list[tuple
 
 
 def _ms(chunks: list[tuple[float, bytes]]) -> list[tuple[float, bytes]]:
-    return [(round(t * 1000) / 1000, c) for t, c in chunks]
+    """Non-empty chunks at whole milliseconds, never earlier than the chunk before."""
+    out, last = [], 0
+    for t, c in chunks:
+        if c:
+            last = max(last, round(t * 1000))
+            out.append((last / 1000, c))
+    return out
 
 
 def _events(chunks: list[tuple[float, bytes]]) -> list[tuple[float, bytes]]:
@@ -125,9 +131,9 @@ def _events(chunks: list[tuple[float, bytes]]) -> list[tuple[float, bytes]]:
     for end in cuts:
         if end > start:
             t = times[min(bisect.bisect_left(ends, end), len(times) - 1)]
-            pieces.append((round(t * 1000) / 1000, body[start:end]))
+            pieces.append((t, body[start:end]))
             start = end
-    return pieces
+    return _ms(pieces)
 
 
 def encode(key: str, entry: Entry) -> bytes:
@@ -135,63 +141,76 @@ def encode(key: str, entry: Entry) -> bytes:
     (an SSE event per line), ending in a newline."""
     if not isinstance(entry.request, dict):
         raise ValueError("a cassette entry needs its canonical request")
-    hdrs = [f"{n.decode('latin-1')}: {v.decode('latin-1')}" for n, v in entry.headers]
-    lines = [
-        "{",
-        f'  "format": "{FORMAT}",',
-        f'  "key": {_str(key)},',
-        '  "request": ' + _pretty(entry.request, 1, sort=True) + ",",
-        '  "response": {',
-        '    "body": ' + _body(entry, 2) + ",",
-        '    "headers": ' + ("[]" if not hdrs else "[\n" + ",\n".join(
-            "      " + _str(h) for h in hdrs) + "\n    ]") + ",",
-        f'    "status": {int(entry.status)}',
-        "  }",
-        "}",
-        "",
-    ]
-    return "\n".join(lines).encode("utf-8")
+    hdrs = [_str(f"{n.decode('latin-1')}: {v.decode('latin-1')}") for n, v in entry.headers]
+    return b"\n".join((
+        b"{",
+        b'  "format": "%s",' % FORMAT.encode(),
+        b'  "key": %s,' % _str(key),
+        b'  "request": %s,' % _pretty(entry.request, 1, sort=True),
+        b'  "response": {',
+        b'    "body": %s,' % _body(entry, 2),
+        b'    "headers": %s,' % (b"[]" if not hdrs else b"[\n      " + b",\n      ".join(hdrs)
+                                  + b"\n    ]"),
+        b'    "status": %d' % int(entry.status),
+        b"  }",
+        b"}",
+        b"",
+    ))
 
 
-def _str(s: str) -> str:
-    return orjson.dumps(s).decode("utf-8")
+def _str(s: str) -> bytes:
+    return orjson.dumps(s)
 
 
-def _pretty(value: Any, level: int, *, sort: bool) -> str:
+def _pretty(value: Any, level: int, *, sort: bool) -> bytes:
     try:
         text = orjson.dumps(value, option=orjson.OPT_INDENT_2 | (
-            orjson.OPT_SORT_KEYS if sort else 0)).decode("utf-8")
+            orjson.OPT_SORT_KEYS if sort else 0))
     except TypeError:  # an integer beyond 64 bits or a lone surrogate: the stdlib writes those
-        text = json.dumps(value, indent=2, sort_keys=sort, ensure_ascii=True, allow_nan=False)
-    return text.replace("\n", "\n" + "  " * level)
+        text = json.dumps(value, indent=2, sort_keys=sort, ensure_ascii=True,
+                          allow_nan=False).encode("ascii")
+    return text.replace(b"\n", b"\n" + b"  " * level)
 
 
 # How a JSON text is written again from its value: (indent, ascii). Tried in this order; the
 # first that gives back the recorded bytes exactly is kept, else the body stays text. `ascii` is
-# orjson's text with every non-ASCII character escaped (`\\u00e9`, surrogate pairs beyond the BMP),
-# as Python's json module writes it by default.
+# orjson's text with every non-ASCII character escaped (`\\u00e9`, surrogate pairs beyond the
+# BMP), as Python's json module writes it by default.
 _STYLES = ((0, False), (2, False), (0, True), (2, True))
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_ESCAPES: dict[str, str] = {}
 
 
 def _escape(m: re.Match) -> str:
-    c = ord(m.group())
-    if c < 0x10000:
-        return f"\\u{c:04x}"
-    c -= 0x10000
-    return f"\\u{0xd800 | (c >> 10):04x}\\u{0xdc00 | (c & 0x3ff):04x}"
+    ch = m.group()
+    out = _ESCAPES.get(ch)
+    if out is None:
+        c = ord(ch)
+        if c < 0x10000:
+            out = f"\\u{c:04x}"
+        else:
+            c -= 0x10000
+            out = f"\\u{0xd800 | (c >> 10):04x}\\u{0xdc00 | (c & 0x3ff):04x}"
+        if len(_ESCAPES) < 4096:
+            _ESCAPES[ch] = out
+    return out
+
+
+def _ascii(text: bytes) -> bytes:
+    """UTF-8 JSON text with every non-ASCII character escaped."""
+    if text.isascii():
+        return text
+    return _NON_ASCII.sub(_escape, text.decode("utf-8")).encode("ascii")
 
 
 def _dump(value: Any, indent: int, ascii_: bool) -> bytes:
     out = orjson.dumps(value, option=orjson.OPT_INDENT_2 if indent else 0)
-    if ascii_ and not out.isascii():
-        out = _NON_ASCII.sub(_escape, out.decode("utf-8")).encode("ascii")
-    return out
+    return _ascii(out) if ascii_ else out
 
 
 def _json_style(raw: bytes) -> tuple[Any, int, bool, bool] | None:
     """(value, indent, ascii, newline) when `raw` is a JSON text one of `_STYLES` writes."""
-    if not raw or raw[:1] not in b"{[":
+    if raw[:1] not in (b"{", b"["):
         return None
     try:
         value = orjson.loads(raw)
@@ -208,40 +227,92 @@ def _json_style(raw: bytes) -> tuple[Any, int, bool, bool] | None:
     return None
 
 
-def _body(entry: Entry, level: int) -> str:
-    pad = "  " * level
+def _body(entry: Entry, level: int) -> bytes:
+    pad = b"  " * level
     if entry.chunks is not None:
         return _events_doc(entry.chunks, level)
     body = entry.body
     style = _json_style(body)
     if style is not None:
         value, indent, ascii_, newline = style
-        flags = ['"ascii": true'] if ascii_ else []
+        doc = [b'"ascii": true'] if ascii_ else []
         if indent:
-            flags.append(f'"indent": {indent}')
-        doc = [*flags, '"json": ' + _pretty(value, level + 1, sort=False)]
+            doc.append(b'"indent": %d' % indent)
+        doc.append(b'"json": ' + _pretty(value, level + 1, sort=False))
         if newline:
-            doc.append('"newline": true')
-        return "{\n" + ",\n".join(pad + "  " + d for d in doc) + "\n" + pad + "}"
-    try:
-        return "{\n" + pad + '  "text": ' + _str(body.decode("utf-8")) + "\n" + pad + "}"
-    except UnicodeDecodeError:
-        return "{\n" + pad + '  "base64": ' + _str(base64.b64encode(body).decode("ascii")) \
-            + "\n" + pad + "}"
+            doc.append(b'"newline": true')
+    else:
+        try:
+            doc = [b'"text": ' + _str(body.decode("utf-8"))]
+        except UnicodeDecodeError:
+            doc = [b'"base64": "%s"' % base64.b64encode(body)]
+    return b"{\n" + b",\n".join(pad + b"  " + d for d in doc) + b"\n" + pad + b"}"
 
 
-def _events_doc(chunks: list[tuple[float, bytes]], level: int) -> str:
-    pad = "  " * level
+def _events_doc(chunks: list[tuple[float, bytes]], level: int) -> bytes:
+    """`{"events": [...]}`, one event per line. The loop is the recording cost of a stream
+    (thousands of events per MB), so it is kept tight: one regex match, one JSON parse and one
+    serialisation per event."""
+    pad = b"  " * level
+    lead = pad + b"    "
     ascii_ = _stream_ascii(chunks)
+    names: dict[bytes | None, bytes | None] = {None: b""}  # event name -> its JSON field
+    match, loads, dumps = _EVENT.fullmatch, orjson.loads, orjson.dumps
     lines, last = [], 0
-    lead = (pad + "    ").encode()
     for t, piece in chunks:
         ms = round(t * 1000)
-        lines.append(lead + _event_line(piece, max(0, ms - last), ascii_))
+        delay = ms - last if ms > last else 0
         last = max(last, ms)
-    flag = pad + '  "ascii": true,\n' if ascii_ else ""
-    inner = "[]" if not lines else "[\n" + b",\n".join(lines).decode("utf-8") + "\n" + pad + "  ]"
-    return "{\n" + flag + pad + '  "events": ' + inner + "\n" + pad + "}"
+        line = None
+        m = match(piece)
+        if m is not None:
+            name, data = m.group(1, 2)
+            ev = names.get(name, False)
+            if ev is False:
+                try:
+                    ev = b', "event": ' + _bstr(name)
+                except UnicodeDecodeError:
+                    ev = None
+                names[name] = ev
+            if ev is not None:
+                shown = None
+                if data[:1] in (b"{", b"["):
+                    try:
+                        out = dumps(loads(data))
+                    except (orjson.JSONDecodeError, TypeError):
+                        out = None
+                    if out is not None and (out == data and (not ascii_ or out.isascii())
+                                            or ascii_ and _ascii(out) == data):
+                        shown = out
+                if shown is not None:
+                    line = b'%s{"delay_ms": %d%s, "json": %s}' % (lead, delay, ev, shown)
+                else:
+                    try:
+                        line = b'%s{"data": %s, "delay_ms": %d%s}' % (lead, _bstr(data), delay,
+                                                                       ev)
+                    except UnicodeDecodeError:
+                        pass
+        if line is None:
+            try:
+                line = b'%s{"delay_ms": %d, "text": %s}' % (lead, delay, _bstr(piece))
+            except UnicodeDecodeError:
+                line = b'%s{"base64": "%s", "delay_ms": %d}' % (lead, base64.b64encode(piece),
+                                                                 delay)
+        lines.append(line)
+    flag = pad + b'  "ascii": true,\n' if ascii_ else b""
+    inner = b"[]" if not lines else b"[\n" + b",\n".join(lines) + b"\n" + pad + b"  ]"
+    return b"{\n" + flag + pad + b'  "events": ' + inner + b"\n" + pad + b"}"
+
+
+def _event_json(data: bytes, ascii_: bool) -> bool:
+    """Whether `_dump` in the stream's style gives back exactly `data`."""
+    if data[:1] not in (b"{", b"["):
+        return False
+    try:
+        out = orjson.dumps(orjson.loads(data))
+    except (orjson.JSONDecodeError, TypeError):
+        return False
+    return out == data and (not ascii_ or out.isascii()) or ascii_ and _ascii(out) == data
 
 
 def _stream_ascii(chunks: list[tuple[float, bytes]]) -> bool:
@@ -254,53 +325,17 @@ def _stream_ascii(chunks: list[tuple[float, bytes]]) -> bool:
         data = m.group(2)
         if not data.isascii():
             return False
-        if b"\\u" in data and _event_json(data, False) is None:
-            return _event_json(data, True) is not None
+        if b"\\u" in data and not _event_json(data, False):
+            return _event_json(data, True)
     return False
-
-
-def _event_json(data: bytes, ascii_: bool) -> bytes | None:
-    """The event's data as shown in the file (UTF-8 JSON), or None when `_dump` in the stream's
-    style would not give back exactly `data` (then it stays text)."""
-    if not data or data[:1] not in b"{[":
-        return None
-    try:
-        out = orjson.dumps(orjson.loads(data))
-    except (orjson.JSONDecodeError, TypeError):
-        return None
-    if out == data and (not ascii_ or out.isascii()):
-        return out
-    if ascii_ and _NON_ASCII.sub(_escape, out.decode("utf-8")).encode("ascii") == data:
-        return out
-    return None
 
 
 _PLAIN = re.compile(rb"[A-Za-z0-9_.:/-]*")
 
 
-def _bstr(s: bytes) -> bytes:
+def _bstr(s: bytes | None) -> bytes:
     """A JSON string literal for UTF-8 `s` (raises UnicodeDecodeError)."""
     return b'"' + s + b'"' if _PLAIN.fullmatch(s) else orjson.dumps(s.decode("utf-8"))
-
-
-def _event_line(piece: bytes, delay: int, ascii_: bool) -> bytes:
-    """One event as one line: its delay, then its name and data (JSON when it is reproducible,
-    else text), or the raw event text, or base64 for bytes that are not UTF-8."""
-    m = _EVENT.fullmatch(piece)
-    if m is not None:
-        try:
-            name, data = m.group(1), m.group(2)
-            ev = b"" if name is None else b', "event": ' + _bstr(name)
-            shown = _event_json(data, ascii_)
-            if shown is not None:
-                return b'{"delay_ms": %d%s, "json": %s}' % (delay, ev, shown)
-            return b'{"data": %s, "delay_ms": %d%s}' % (_bstr(data), delay, ev)
-        except UnicodeDecodeError:
-            pass
-    try:
-        return b'{"delay_ms": %d, "text": %s}' % (delay, _bstr(piece))
-    except UnicodeDecodeError:
-        return b'{"base64": "%s", "delay_ms": %d}' % (base64.b64encode(piece), delay)
 
 
 # --- document -> entry ---------------------------------------------------------------------

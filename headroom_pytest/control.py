@@ -15,8 +15,7 @@ import json
 from mitmproxy import ctx, exceptions, http
 
 from headroom_core import routing
-
-PREFIX = "/__headroom_pytest__/"
+from headroom_pytest import PREFIX
 
 
 def _answer(status: int, doc: dict) -> http.Response:

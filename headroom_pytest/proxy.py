@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .control import PREFIX
+from . import PREFIX
 
 HERE = Path(__file__).resolve().parent
 CONTROL = HERE / "control.py"
