@@ -11,7 +11,6 @@ checks every field and says which line is wrong. Pure: entries and bytes in, byt
 from __future__ import annotations
 
 import base64
-import bisect
 import json
 import re
 from collections.abc import Iterator
@@ -116,24 +115,28 @@ def _ms(chunks: list[tuple[float, bytes]]) -> list[tuple[float, bytes]]:
 
 
 def _events(chunks: list[tuple[float, bytes]]) -> list[tuple[float, bytes]]:
-    """Chunks re-cut at SSE event ends; an event's time is when its last byte arrived."""
+    """Chunks re-cut at SSE event ends; an event's time is when its last byte arrived (whole
+    milliseconds, never earlier than the event before)."""
     body = b"".join(c for _, c in chunks)
-    ends, times, pos = [], [], 0  # where each chunk ends in `body`, and when it arrived
+    ends, times, pos = [], [], 0  # where each chunk ends in `body`, and when it arrived (ms)
     for t, c in chunks:
         if c:
             pos += len(c)
             ends.append(pos)
-            times.append(t)
+            times.append(round(t * 1000))
     cuts = [m.end() for m in _EVENT_END.finditer(body)]
     if not cuts or cuts[-1] != len(body):
         cuts.append(len(body))  # an unterminated tail is a piece of its own
-    pieces, start = [], 0
+    pieces, start, i, last, n = [], 0, 0, 0, len(ends) - 1
     for end in cuts:
         if end > start:
-            t = times[min(bisect.bisect_left(ends, end), len(times) - 1)]
-            pieces.append((t, body[start:end]))
+            while i < n and ends[i] < end:  # the chunk that holds the event's last byte
+                i += 1
+            if times[i] > last:
+                last = times[i]
+            pieces.append((last / 1000, body[start:end]))
             start = end
-    return _ms(pieces)
+    return pieces
 
 
 def encode(key: str, entry: Entry) -> bytes:

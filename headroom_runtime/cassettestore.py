@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from headroom_core import cassette
 from headroom_core.cassette import CassetteError
 from headroom_core.store import Entry, nearest, refusal
 
+from .cassettewriter import Helper, HelperError, digest, shared, write_file
 from .diskstore import entry_meta
 
 log = logging.getLogger("headroom.cassette")
@@ -39,6 +39,7 @@ class _File:
     entry: Entry | None = None
     meta: dict | None = None
     error: str | None = None  # why the file is skipped
+    answer: bytes | None = None  # `cassettewriter.digest` of the entry, once asked for
 
 
 def _warn(event: str, **fields) -> None:
@@ -56,9 +57,13 @@ class CassetteStore:
 
     def __init__(self, directory: str | os.PathLike[str], *, read_only: bool = False,
                  rescan_interval: float = RESCAN_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 helper: Helper | None = None) -> None:
+        """`helper`: the process that encodes and writes files (`cassettewriter`); None writes
+        them in this process (tools)."""
         self.directory = Path(directory)
         self.read_only = read_only
+        self.helper = helper
         self.rescan_interval = rescan_interval
         self._clock = clock
         self._lock = threading.Lock()  # guards _files and _keys
@@ -220,27 +225,31 @@ class CassetteStore:
             log.debug("cassette refused %s: %s", key, why)
             return False
         try:
-            kept = cassette.prepare(entry)
             old = self._found(key)
-            if old is not None and (old.entry.status, old.entry.headers, old.entry.body) == (
-                    kept.status, kept.headers, kept.body):
-                return True
-            data = cassette.encode(key, kept)
-            name = self._name_for(key, kept.request)
-            self._write(name, data)
-            st = os.stat(self.directory / name)
+            if old is not None and old.answer is None:
+                old.answer = digest(old.entry)
+            name = self._name_for(key, entry.request)
+            args = (self.directory, name, key, entry, old.answer if old else None)
+            try:
+                if self.helper is None:
+                    raise HelperError("inline")
+                kept, stat = self.helper.write(*args)
+            except HelperError:
+                kept, stat = write_file(*args)
         except Exception as e:
             _warn("cassette_write_failed", key=key, dir=str(self.directory),
                   error=type(e).__name__)
             return False
+        if kept is None:  # the same answer as recorded: the file stays as it is
+            return True
         # What a reader of the file gets back (`prepare` makes `decode(encode(kept))` equal it).
         kept.meta = entry_meta(kept)
-        kept.meta.update(created=st.st_mtime_ns / 1e9, file=name)
-        f = _File((st.st_mtime_ns, st.st_size), key, kept, kept.meta)
+        kept.meta.update(created=stat[0] / 1e9, file=name)
+        f = _File(stat, key, kept, kept.meta)
         with self._lock:
             self._files[name] = f
             self._index()
-        log.debug("cassette wrote %s: %d bytes", name, len(data))
+        log.debug("cassette wrote %s: %d bytes", name, stat[1])
         return True
 
     def _name_for(self, key: str, request: dict) -> str:
@@ -253,25 +262,6 @@ class CassetteStore:
         if other is not None and other.key != key:
             name = cassette.file_name(key, request, long=True)  # 48-bit prefixes collided
         return name
-
-    def _write(self, name: str, data: bytes) -> None:
-        """Atomically: a file is always whole, for a reader in another process too. Files take
-        the user's umask (they are fixtures to commit, not private state)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)
-            os.replace(tmp, self.directory / name)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
 
     def delete(self, key: str, *, tenant: str | None = None) -> bool:
         if self.read_only or (tenant is not None and tenant != self.fixed_tenant):
@@ -332,7 +322,7 @@ def open_cassette(config, degrade) -> CassetteStore:
     `off`, which replays a cassette) never write; `once` writes only into a cassette without
     files. A cassette that cannot be written where it should be is reported, never fatal."""
     mode = config.store_mode
-    store = CassetteStore(config.cassette, read_only=True)
+    store = CassetteStore(config.cassette, read_only=True, helper=shared())
     if mode in ("record", "cache") or (mode == "once" and not store.has_files):
         store.read_only = False
     path = str(config.cassette)

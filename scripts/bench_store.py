@@ -11,8 +11,8 @@ client, one request at a time on a keep-alive connection. Cases: a ~100 KB JSON 
 SSE stream (recorded chunks replayed as fast as possible). The fake upstream answers on loopback
 with no model latency, so the miss column is the proxy + store-write path, not a real API's.
 
-The same is measured at the same time with a cassette (`headroom_cassette`) instead of diskcache
-(the two proxies take turns, request by request, so load changes hit both alike); then a fresh
+The same is measured with a cassette (`headroom_cassette`) instead of diskcache (the two proxies
+take turns in blocks of 10 requests, so a drift in machine load hits both alike); then a fresh
 mitmdump in `replay` mode opens the cassette (the first `--cassette-entries` recordings per case:
 a cassette is held in memory once read) from disk and serves those recordings again, round robin,
 `--requests` times: the CI path.
@@ -69,32 +69,36 @@ def timed(client: httpx.Client, url: str, body: bytes, scenario: str) -> tuple[f
     return (time.perf_counter() - t) * 1000, n, state
 
 
-def measure(targets: dict[str, str], client: httpx.Client, n: int, up: FakeUpstream
+def measure(targets: dict[str, str], client: httpx.Client, n: int, up: FakeUpstream,
+            block: int = 10, settle: float = 0.5
             ) -> dict[str, list[tuple[str, int, list[float], list[float], list[bytes]]]]:
     """Per target and case: (name, bytes, miss ms, hit ms, request bodies). The targets take
-    turns request by request, so a change in machine load hits them alike."""
+    turns in blocks of `block` requests (a drift in machine load hits them alike), with a pause
+    between blocks so one proxy's background writes never land during another's requests; within
+    a block, a proxy's own writes compete with its next requests, as in real use."""
     out: dict[str, list] = {t: [] for t in targets}
     for name, (extra, scenario) in CASES.items():
-        runs = {t: ([], [], 0, []) for t in targets}
-        for i in range(n):
+        runs = {t: ([], [], [0], []) for t in targets}
+        for first in range(0, n, block):
             for tag, url in targets.items():
-                miss, hit, _, bodies = runs[tag]
-                body = json.dumps({"model": "claude-bench", "max_tokens": 10, "messages": [
-                    {"role": "user", "content": f"{tag} question {i}"}], **extra}).encode()
-                ms, size, state = timed(client, url, body, scenario)
-                if state != "miss":
-                    raise SystemExit(f"{tag}: expected a miss, got {state!r}")
-                miss.append(ms)
-                ms, n2, state = timed(client, url, body, scenario)
-                if state != "hit" or n2 != size:
-                    raise SystemExit(f"{tag}: expected an identical hit, got {state!r} "
-                                     f"({n2} vs {size} B)")
-                hit.append(ms)
-                bodies.append(body)
-                runs[tag] = (miss, hit, size, bodies)
-            up.clear()
+                time.sleep(settle)
+                miss, hit, size, bodies = runs[tag]
+                for i in range(first, min(n, first + block)):
+                    body = json.dumps({"model": "claude-bench", "max_tokens": 10, "messages": [
+                        {"role": "user", "content": f"{tag} question {i}"}], **extra}).encode()
+                    ms, size[0], state = timed(client, url, body, scenario)
+                    if state != "miss":
+                        raise SystemExit(f"{tag}: expected a miss, got {state!r}")
+                    miss.append(ms)
+                    ms, n2, state = timed(client, url, body, scenario)
+                    if state != "hit" or n2 != size[0]:
+                        raise SystemExit(f"{tag}: expected an identical hit, got {state!r} "
+                                         f"({n2} vs {size[0]} B)")
+                    hit.append(ms)
+                    bodies.append(body)
+                    up.clear()
         for tag, (miss, hit, size, bodies) in runs.items():
-            out[tag].append((name, size, miss, hit, bodies))
+            out[tag].append((name, size[0], miss, hit, bodies))
     return out
 
 

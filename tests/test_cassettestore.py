@@ -1,16 +1,20 @@
 """The cassette folder as a response store: load once, serve from memory, never churn, skip what is
 broken (loudly), write nothing when read-only."""
 
+import gzip
 import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from headroom_core import cachekey, cassette, options
 from headroom_core.store import Entry
 from headroom_runtime.cassettestore import CassetteStore, open_cassette
+from headroom_runtime.cassettewriter import Helper
 from headroom_runtime.degrade import Degradations
 from headroom_runtime.state import resolved_mode
 from tests.e2e.fake_upstream import anthropic_stream
@@ -208,3 +212,93 @@ def test_a_folder_that_cannot_be_written_is_reported(tmp_path, caplog):
         assert store.read_only and degrade.status["store"] == "read-only"
         assert not store.put(cachekey.request_key(canon()), entry(), complete=True)
     assert any("cassette not writable" in r.getMessage() for r in caplog.records)
+
+
+# -- the helper process that encodes and writes ---------------------------------------------------
+
+
+def test_the_helper_writes_what_inline_writing_writes(tmp_path):
+    helper = Helper()
+    try:
+        a, b = tmp_path / "a", tmp_path / "b"
+        gz = Entry(200, [*SSE, (b"content-encoding", b"gzip")], b"",
+                   [(0.0, gzip.compress(b"".join(anthropic_stream("claude-x", 3))))],
+                   canon("gz"))
+        for e in (entry("x"), gz):
+            key = cachekey.request_key(e.request)
+            assert CassetteStore(a, helper=helper).put(key, e, complete=True)
+            assert CassetteStore(b).put(key, e, complete=True)
+        assert snapshot_bytes(a) == snapshot_bytes(b)
+        proc = helper._proc
+        assert proc is not None and proc.poll() is None and helper.failed is None
+        # what is served right after the write is what a reader of the file gets
+        store = CassetteStore(a, helper=helper)
+        key = cachekey.request_key(gz.request)
+        served = store.get(key)
+        assert store.put(key, gz, complete=True)  # the same answer: nothing written
+        assert store.get(key) is served
+        store2 = CassetteStore(tmp_path / "c", helper=helper)
+        assert store2.put(key, gz, complete=True)
+        fresh, reread = store2.get(key), CassetteStore(tmp_path / "c").get(key)
+        assert (fresh.headers, fresh.body, fresh.chunks) == (
+            reread.headers, reread.body, reread.chunks)
+        assert b"content-encoding" not in dict(fresh.headers)
+    finally:
+        helper.close()
+    assert proc.poll() is not None
+
+
+def snapshot_bytes(d):
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def test_a_helper_that_died_is_started_again(tmp_path):
+    helper = Helper()
+    try:
+        store = CassetteStore(tmp_path / "c", helper=helper)
+        record(store, "first")
+        first = helper._proc
+        first.kill()
+        first.wait()
+        record(store, "second")
+        assert helper._proc is not first and helper.failed is None
+    finally:
+        helper.close()
+
+
+def test_a_helper_that_breaks_mid_write_leaves_the_writing_to_the_proxy(tmp_path, caplog,
+                                                                        monkeypatch):
+    helper = Helper()
+    # a helper that reads a little and exits without answering
+    monkeypatch.setattr(helper, "_start", lambda: subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.buffer.read(8)"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+    caplog.set_level(logging.WARNING)
+    store = CassetteStore(tmp_path / "c", helper=helper)
+    key, _ = record(store, "second")  # still recorded, in this process
+    assert helper.failed in ("EOFError", "BrokenPipeError")
+    assert CassetteStore(tmp_path / "c").get(key) is not None
+    assert [r.getMessage() for r in caplog.records
+            if "cassette_helper_unavailable" in r.getMessage()] == [
+        f"cassette_helper_unavailable {helper.failed}"]
+    record(store, "third")
+    assert len(list((tmp_path / "c").iterdir())) == 2
+
+
+def test_a_helper_that_cannot_start_leaves_the_writing_to_the_proxy(tmp_path, monkeypatch):
+    helper = Helper()
+    monkeypatch.setattr(helper, "_start", lambda: (_ for _ in ()).throw(OSError("no python")))
+    key, _ = record(CassetteStore(tmp_path / "c", helper=helper))
+    assert helper.failed == "OSError" and CassetteStore(tmp_path / "c").get(key) is not None
+
+
+def test_a_failed_write_in_the_helper_is_a_failed_write(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    helper = Helper()
+    try:
+        store = CassetteStore(tmp_path / "file" / "c", helper=helper)
+        e = entry()
+        assert not store.put(cachekey.request_key(e.request), e, complete=True)
+        assert helper.failed is None  # the helper is fine; the folder is not
+    finally:
+        helper.close()
