@@ -68,7 +68,8 @@ class HeadroomProxy:
         return f"http://127.0.0.1:{self.ports['openai']}/v1"
 
     def args(self) -> list[str]:
-        a = [mitmdump(), "--listen-host", "127.0.0.1", "-q"]
+        a = [mitmdump(), "--listen-host", "127.0.0.1", "--set", "flow_detail=0",
+             "--set", "termlog_verbosity=warn"]  # Headroom's warnings stay in the log
         for name, url in self.upstreams.items():
             a += ["--mode", f"reverse:{url}@{self.ports[name]}"]
         a += ["--set", f"confdir={self.workdir / 'conf'}", "--set", "connection_strategy=lazy",

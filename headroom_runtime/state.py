@@ -93,8 +93,10 @@ def resolved_mode(config: Config, store) -> str:
         return mode
     if store is None:
         return "record"
-    has = getattr(store, "has_files", None)
-    return "replay" if (has if has is not None else next(iter(store.keys()), None)) else "record"
+    has = getattr(store, "has_files", None)  # a cassette: any file, even a broken one
+    if has is None:
+        has = next(iter(store.entries()), None) is not None  # any backend of the Store protocol
+    return "replay" if has else "record"
 
 
 def open_store(config: Config, degrade: Degradations) -> ResponseStore | None:

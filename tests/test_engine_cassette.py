@@ -159,3 +159,17 @@ def test_reconfiguring_to_another_cassette(tmp_path):
     rt.reconfigure(rt.config.replace(cassette=None, store_mode="off"))
     assert rt.recorder is None and rt.state.store is None
     rt.close()
+
+
+def test_once_with_the_diskcache_store(tmp_path):
+    def make_disk(mode):
+        return rig(tmp_path / "hr", events="off", store_mode=mode, namespace="ci", compress="off")
+
+    rt = make_disk("once")
+    assert rt.store_mode == "record"
+    respond(rt, request(rt))
+    rt.close()
+    rt = make_disk("once")
+    assert rt.store_mode == "replay" and request(rt).response.body == SSE
+    assert request(rt, body=BODY.replace(b'"hi"', b'"x"')).response.status == 400
+    rt.close()
