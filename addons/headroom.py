@@ -119,6 +119,13 @@ class Headroom:
     def configure(self, updated: set[str]) -> None:
         if IMPORT_ERROR is not None:
             return
+        opts = ctx.options
+        if ("save_stream_file" in opts and opts.save_stream_file and "store_streamed_bodies" in opts
+                and not opts.store_streamed_bodies):
+            # A `-w` capture then holds the SSE bodies Headroom streams (`scripts/store.py
+            # import` takes them); mitmproxy keeps streamed bodies only when asked to.
+            opts.store_streamed_bodies = True
+            log.info("headroom: store_streamed_bodies set to true (for the -w capture)")
         if self.runtime is not None and not any(o.startswith(hoptions.PREFIX) for o in updated):
             return
         values = {o.name: getattr(ctx.options, o.name) for o in hoptions.OPTIONS}
@@ -160,7 +167,8 @@ class Headroom:
             "version": headroom_core.__version__,
             "error": self.failed,
             "modes": list(ctx.options.mode) if "mode" in ctx.options else [],
-            "store_mode": cfg.store_mode if cfg else None,
+            "store_mode": rt.store_mode if rt else None,
+            "cassette": str(cfg.cassette) if cfg and cfg.cassette else None,
             "compress": cfg.compress if cfg else None,
             "backend": rt.state.backend if rt else None,  # never a password
             "uptime_s": round(time.time() - self.started, 1),
@@ -517,7 +525,7 @@ def _unconverted(opt, value):
     raw = getattr(value, "val", None)  # mitmproxy's _UnconvertedStrings
     if raw is None:
         return value
-    if opt.type == Sequence[str]:
+    if opt.type == Sequence[str]:  # a new GenericAlias each time: `is` never holds
         return list(raw)
     if not raw:  # `--set name` alone: true for a flag
         return ""

@@ -218,11 +218,22 @@ def _strip_cache_control(body: dict) -> None:
 # --- the canonical request -------------------------------------------------------------------
 
 
-def _key_headers(fields: Iterable[tuple[bytes, bytes]]) -> dict[str, list[str]]:
+# `headroom_store_exclude` paths under this prefix name request headers, not body fields.
+HEADER_PATH = "headers."
+
+
+def header_exclusions(paths: Iterable[str]) -> frozenset[bytes]:
+    """The header names `headers.NAME` paths leave out of the key (lower case)."""
+    return frozenset(p[len(HEADER_PATH):].strip().lower().encode("latin-1") for p in paths
+                     if p[:len(HEADER_PATH)].lower() == HEADER_PATH)
+
+
+def _key_headers(fields: Iterable[tuple[bytes, bytes]],
+                 drop: frozenset[bytes] = frozenset()) -> dict[str, list[str]]:
     out: dict[str, set[str]] = {}
     for name, value in fields:
         n = name.lower()
-        if n in KEY_HEADERS:
+        if n in KEY_HEADERS and n not in drop:
             tokens = out.setdefault(n.decode("ascii"), set())
             tokens.update(t.strip() for t in value.decode("latin-1").split(","))
             tokens.discard("")
@@ -259,8 +270,12 @@ def canonical_request(
     `body` is the decoded body; anything that is not strict JSON is represented by its hash.
     `extra_exclude` paths (see `parse_path`) are removed from the body besides `DEFAULT_EXCLUDE`;
     validate them with `parse_path` at configuration time: invalid ones are skipped here.
+    `headers.NAME` removes a key header instead (`headers.anthropic-version`: recordings survive
+    an SDK upgrade); only `KEY_HEADERS` are ever keyed, so other names change nothing.
     Never raises.
     """
+    extra_exclude = tuple(extra_exclude)
+    dropped = header_exclusions(extra_exclude) if extra_exclude else frozenset()
     p, _, q = path.partition("?")
     canon: dict[str, Any] = {
         "v": VERSION,
@@ -271,7 +286,7 @@ def canonical_request(
         "host": host.lower().rstrip("."),
         "path": p,
         "query": sorted([k, _query_value(k, v)] for k, v in parse_qsl(q, keep_blank_values=True)),
-        "headers": _key_headers(fields),
+        "headers": _key_headers(fields, dropped),
         "stream": False,
     }
     body = body or b""
@@ -295,7 +310,7 @@ def canonical_request(
             _strip_billing(parsed)
             _strip_cache_control(parsed)
         paths = list(DEFAULT_EXCLUDE.get(provider, ()))
-        paths.extend(extra_exclude)
+        paths.extend(x for x in extra_exclude if x[:len(HEADER_PATH)].lower() != HEADER_PATH)
         for spec in paths:
             try:
                 _remove(parsed, parse_path(spec))

@@ -123,6 +123,11 @@ def _dir(option: str, value: Any) -> Path:
     return Path(v).expanduser()
 
 
+def _cassette(option: str, value: Any) -> Path | None:
+    v = parse_text(option, value).strip()
+    return Path(v).expanduser() if v else None
+
+
 def _events(option: str, value: Any) -> Path | str | None:
     """"" -> "" (default place, under headroom_dir); off -> None; else a path."""
     v = parse_text(option, value).strip()
@@ -194,6 +199,14 @@ def _include(option: str, value: Any) -> tuple[str, ...] | None:
 def _json_paths(option: str, value: Any) -> tuple[str, ...]:
     out = []
     for v in parse_list(option, value):
+        if v[:len(cachekey.HEADER_PATH)].lower() == cachekey.HEADER_PATH:
+            name = v[len(cachekey.HEADER_PATH):]
+            if not name or any(c in name for c in ' \t:()<>@,;\\"/[]?={}.') \
+                    or not name.isascii():
+                raise ConfigError(option, v, "expected headers.NAME with a header name, such as "
+                                  "headers.anthropic-version")
+            out.append(v)
+            continue
         try:
             cachekey.parse_path(v)
         except ValueError as e:
@@ -342,8 +355,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("headroom_store_mode", str, "off",
            "Response store: off; cache (serve hits locally, store misses); record (always "
            "forward, store); replay (serve recordings, never contact the upstream: a miss gets "
-           "a provider-shaped 400 naming the difference to the nearest recording).",
+           "a provider-shaped 400 naming the difference to the nearest recording); once (replay "
+           "when the store already holds recordings, record when it is empty).",
            choice(*storemode.MODES), (STORE,)),
+    Option("headroom_cassette", str, "",
+           "A folder of plain JSON recordings (one file per exchange, for git) used as the "
+           "response store instead of <headroom_dir>/store (or Redis). Its own tenant: recordings replay "
+           "with any credential or none. Replay never writes under it. Set with "
+           "headroom_store_mode=off, it replays. Empty: off.", _cassette, (STORE,)),
     Option("headroom_store_size", str, "2g",
            "Response store size bound on disk (oldest evicted first). With headroom_redis, "
            "headroom_store_ttl bounds it instead.", parse_size, (STORE,)),
@@ -353,7 +372,8 @@ OPTIONS: tuple[Option, ...] = (
            parse_duration, (STORE,)),
     Option("headroom_store_exclude", Sequence[str], [],
            "Extra JSON paths left out of the cache key (e.g. metadata.trace_id, "
-           "messages[*].content[0].citations), besides the built-in volatile fields.",
+           "messages[*].content[0].citations), besides the built-in volatile fields; "
+           "headers.NAME leaves a request header out (e.g. headers.anthropic-version).",
            _json_paths),
     Option("headroom_store_pace", bool, False,
            "Replay stored streams with their recorded timing instead of as fast as possible.",

@@ -39,8 +39,12 @@ class Hit:
 
 class Recorder:
     def __init__(self, store: Store, *, mode: str, exclude: tuple[str, ...] = (),
-                 pace: bool = False, stream_limit: int = 64 << 20) -> None:
+                 pace: bool = False, stream_limit: int = 64 << 20,
+                 tenant: str | None = None) -> None:
+        """`tenant`: the store's own fixed tenant (a cassette's), used for every request instead
+        of the request's; then requests without a credential use the store too."""
         self.store = store
+        self.tenant = tenant
         self.mode = mode
         self.exclude = exclude
         self.pace = pace
@@ -65,7 +69,7 @@ class Recorder:
         state.decisions["store"] = dec
         if not (acc.read or acc.write):
             return self._decide(state, acc.reason)
-        if state.tenant == tenant.ANONYMOUS:
+        if self.tenant is None and state.tenant == tenant.ANONYMOUS:
             # No credential Headroom recognises and no headroom_namespace: entries could not be
             # kept apart per user, so the store is not used at all.
             state.decisions["passthrough"] = ("no credential for the response store "
@@ -74,7 +78,7 @@ class Recorder:
         route = state.route
         canonical = cachekey.canonical_request(
             provider=route.provider, endpoint=route.endpoint, method=req.method, host=req.host,
-            path=req.path, fields=fields, body=decoded, tenant=state.tenant,
+            path=req.path, fields=fields, body=decoded, tenant=self.tenant or state.tenant,
             extra_exclude=self.exclude)
         key = cachekey.request_key(canonical)
         state.store_key = dec["key"] = key
@@ -109,7 +113,7 @@ class Recorder:
         with self._lock:
             entry = self._pending.get(key)
         if entry is None:
-            entry = self.store.get(key, with_request=False, tenant=state.tenant)
+            entry = self.store.get(key, with_request=False, tenant=self.tenant or state.tenant)
         if entry is None:
             return None
         stored_fields, body, chunks = entry.headers, entry.body, entry.chunks
@@ -138,7 +142,9 @@ class Recorder:
         # The differences go to the client only: they may quote short strings of the request.
         _warn("replay_miss", flow=state.flow_id, key=key, nearest=near[0] if near else None,
               differences=len(near[2]) if near else None)
-        return LocalResponse(*storemode.miss_response(state.route.provider, key, near))
+        note = getattr(self.store, "miss_note", None)
+        return LocalResponse(*storemode.miss_response(state.route.provider, key, near,
+                                                      note() if note is not None else None))
 
     # -- response side
 
@@ -174,7 +180,7 @@ class Recorder:
         entry.meta = {"usage": use.to_dict() if use else None, "session_id": state.session.id}
         try:
             # A failed write is the store's to report (once a minute, and in health).
-            self.store.put(key, entry, complete=True, tenant=state.tenant)
+            self.store.put(key, entry, complete=True, tenant=self.tenant or state.tenant)
         finally:
             with self._lock:
                 if self._pending.get(key) is pending:

@@ -3,7 +3,9 @@
 Modes are named after established record/replay tools: `off` (nothing read or written), `cache`
 (hit answers locally, miss forwards and stores), `record` (always forward, store/overwrite),
 `replay` (hit answers locally, miss never reaches upstream: a provider-shaped error explains the
-difference to the nearest recording). Pure decisions; the engine does the store I/O.
+difference to the nearest recording), `once` (vcrpy's: replay when the store already holds
+recordings, record when it is empty; the runtime resolves it when it opens the store, so the
+engine only ever sees the other four). Pure decisions; the engine does the store I/O.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from . import error_responses as errors
 from .headers import Controls, Fields
 
-MODES = ("off", "cache", "record", "replay")
+MODES = ("off", "cache", "record", "replay", "once")
 
 # Replay misses answer with this status: a client error no SDK retries (x-should-retry: false
 # too), so a CI run fails at once with the explanation instead of hanging in retries.
@@ -74,9 +76,10 @@ def hit_fields(stored: Fields, key: str, body_len: int) -> Fields:
     return out
 
 
-def miss_response(provider: str, key: str, nearest: tuple[str, dict, list[str]] | None
-                  ) -> tuple[int, Fields, bytes]:
-    """The replay-mode answer when nothing was recorded for `key`."""
+def miss_response(provider: str, key: str, nearest: tuple[str, dict, list[str]] | None,
+                  note: str | None = None) -> tuple[int, Fields, bytes]:
+    """The replay-mode answer when nothing was recorded for `key`; `note` is what the store
+    adds (a cassette's skipped files, an empty cassette)."""
     msg = f"headroom replay: no recorded response for this request (key {key})."
     if nearest is None:
         msg += " Nothing comparable is recorded (same tenant, provider, endpoint and model)."
@@ -84,6 +87,8 @@ def miss_response(provider: str, key: str, nearest: tuple[str, dict, list[str]] 
         near_key, _, diffs = nearest
         what = "; ".join(diffs) if diffs else "no structural difference (headers or query?)"
         msg += f" Nearest recording {near_key}: {what}."
+    if note:
+        msg += " " + note
     status, fields, body = errors.provider_error(provider, MISS_STATUS, msg,
                                                  code="headroom_replay_miss")
     fields = [*fields, (b"x-headroom-cache", b"miss"), (b"x-headroom-cache-key", key.encode())]

@@ -37,7 +37,7 @@ from .degrade import Degradations
 from .eventlog import EventLog
 from .metrics import Metrics
 from .state import State, WaitingStore, attach_redis_parts, open_redis_rewrite_state, \
-    open_redis_store, open_rewrite_state, open_state, open_store
+    open_redis_store, open_rewrite_state, open_state, open_store, resolved_mode, wants_store
 
 log = logging.getLogger("headroom.runtime")
 
@@ -93,6 +93,7 @@ class Runtime:
         self.dashboard = Dashboard(self.figures, health=self._dashboard_health,
                                    metrics=self.metrics.exposition)
         self.state: State = open_state(config, self.degrade, self._salt_arrived)
+        self.store_mode = resolved_mode(config, self.state.store)  # `once` decided, for the engine
         self.events = self._eventlog(config)
         # Accounting and store writes: off the event loop, batched, in arrival order.
         self.background = Background(interval=config.flush_interval)
@@ -124,6 +125,7 @@ class Runtime:
             state.salt = salt
             attach_redis_parts(state, self.config, self.degrade)
             self.degrade.ok("salt")
+            self.store_mode = resolved_mode(self.config, state.store)
             self.recorder = self._recorder()
             self.rewriter = self._rewriter()
             self.engine = self._engine()
@@ -136,10 +138,11 @@ class Runtime:
 
     def _recorder(self) -> Recorder | None:
         c = self.config
-        if self.state.store is None or c.store_mode == "off":
+        if self.state.store is None or self.store_mode == "off":
             return None
-        return Recorder(self.state.store, mode=c.store_mode, exclude=c.store_exclude,
-                        pace=c.store_pace, stream_limit=c.store_stream_limit)
+        return Recorder(self.state.store, mode=self.store_mode, exclude=c.store_exclude,
+                        pace=c.store_pace, stream_limit=c.store_stream_limit,
+                        tenant=getattr(self.state.store, "fixed_tenant", None))
 
     def _rewriter(self) -> Rewriter | None:
         c, st = self.config, self.state
@@ -150,6 +153,8 @@ class Runtime:
 
     def _engine(self) -> Engine:
         c = self.config
+        if c.store_mode != self.store_mode:
+            c = c.replace(store_mode=self.store_mode)
         local = LocalEndpoints(
             clients=c.local_clients,
             local_hosts=self.local_hosts | {urlsplit(self.retrieval_base).netloc.lower()},
@@ -211,6 +216,7 @@ class Runtime:
             self.betas = beta.StickyBetas(config.beta_max_sessions, config.beta_deny,
                                           memory=memory)
         if STORE in parts:
+            self.store_mode = resolved_mode(config, self.state.store)
             self.recorder = self._recorder()
         if REWRITE in parts:
             self.rewriter = self._rewriter()
@@ -222,8 +228,8 @@ class Runtime:
         st, c = self.state, self.config
         if st.store is not None:
             st.store.close()
-        if st.redis is None:
-            st.store = open_store(c, self.degrade) if c.store_mode != "off" else None
+        if st.redis is None or c.cassette is not None:
+            st.store = open_store(c, self.degrade) if wants_store(c) else None
         elif st.salt_pending:
             st.store = WaitingStore() if c.store_mode != "off" else None
         else:
@@ -245,7 +251,7 @@ class Runtime:
     # -- flows
 
     def health(self) -> dict:
-        return {"status": "ok", "store_mode": self.config.store_mode,
+        return {"status": "ok", "store_mode": self.store_mode,
                 "backend": self.state.backend, "uptime_s": round(time.time() - self.started, 1),
                 "state": dict(self.degrade.status), "memory": self.holds()}
 

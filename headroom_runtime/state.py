@@ -27,6 +27,7 @@ from headroom_core.options import Config, ConfigError
 from headroom_core.store import Entry
 
 from . import private, salt as salts
+from .cassettestore import CassetteStore, open_cassette
 from .degrade import Degradations
 from .diskledger import Ledger
 from .diskoriginals import Originals
@@ -157,7 +158,7 @@ def open_state(config: Config, degrade: Degradations,
     if config.redis is not None:
         return _open_redis_state(config, degrade, on_salt)
     state = State(salt=_salt(d, degrade))
-    if config.store_mode != "off":
+    if wants_store(config):
         state.store = open_store(config, degrade)
     else:
         degrade.ok("store", "off")
@@ -231,9 +232,12 @@ def _open_redis_state(config: Config, degrade: Degradations,
         salt, pending = salts.new_salt(), True
         degrade.report("salt", e, _SALT_WAIT, status="waiting for redis")
     state = State(salt=salt, redis=conn, salt_pending=pending)
-    if pending:
+    if pending and config.cassette is not None:  # its own tenant: no salt needed
+        state.store = open_cassette(config, degrade)
+    elif pending:
         state.store = WaitingStore() if config.store_mode != "off" else None
         degrade.ok("store", "off" if config.store_mode == "off" else "waiting for the salt")
+    if pending:
         for part in ("ledger", "originals"):
             degrade.ok(part, "off" if config.compress == "off" else "waiting for the salt")
     else:
@@ -252,14 +256,17 @@ def attach_redis_parts(state: State, config: Config, degrade: Degradations) -> N
     conn = state.redis
     assert conn is not None
     state.salt_pending = False
-    state.store = open_redis_store(config, degrade, conn)
+    if config.cassette is None or state.store is None:
+        state.store = open_redis_store(config, degrade, conn)
     state.ledger, state.originals = open_redis_rewrite_state(config, degrade, conn)
 
 
 def open_redis_store(config: Config, degrade: Degradations, conn: RedisConn
-                     ) -> RedisStore | None:
+                     ) -> RedisStore | CassetteStore | None:
     from .redisstore import RedisStore
 
+    if config.cassette is not None:  # a cassette is the store, whatever holds the rest
+        return open_cassette(config, degrade)
     if config.store_mode == "off":
         degrade.ok("store", "off")
         return None
@@ -300,7 +307,32 @@ def _salt(d: os.PathLike[str], degrade: Degradations) -> bytes:
         return salts.new_salt()
 
 
+def wants_store(config: Config) -> bool:
+    """A cassette is used whatever the mode (with `off` it replays)."""
+    return config.store_mode != "off" or config.cassette is not None
+
+
+def resolved_mode(config: Config, store) -> str:
+    """The mode the engine runs: `once` is replay when the store holds recordings and record
+    when it is empty; a cassette with mode `off` replays."""
+    mode = config.store_mode
+    if mode == "off":
+        return "replay" if config.cassette is not None else "off"
+    if mode != "once":
+        return mode
+    if store is None:
+        return "record"
+    if not getattr(store, "available", True):
+        return "replay"  # cannot tell yet (Redis without the salt): never forward meanwhile
+    has = getattr(store, "has_files", None)  # a cassette: any file, even a broken one
+    if has is None:
+        has = next(iter(store.entries()), None) is not None  # any backend of the Store protocol
+    return "replay" if has else "record"
+
+
 def open_store(config: Config, degrade: Degradations) -> ResponseStore | None:
+    if config.cassette is not None:
+        return open_cassette(config, degrade)
     path = str(config.store_dir)
     try:
         store = ResponseStore(config.store_dir, config.store_size, config.store_ttl,

@@ -1,10 +1,14 @@
 """Inspect and maintain a Headroom response store; move recordings to and from mitmproxy flows.
 
-    python scripts/store.py [--dir DIR] list | show KEY | diff KEY1 KEY2 | prune [--older-than 7d]
-        [--all] | import FLOWFILE [--namespace NS] | export FLOWFILE [KEY ...]
+    python scripts/store.py [--dir DIR | --cassette DIR] list | show KEY | diff KEY1 KEY2
+        | prune [--older-than 7d] [--all] | import FLOWFILE [--namespace NS]
+        | export FLOWFILE [KEY ...]
 
 KEY may be any unique prefix of a key. The store lives at `<headroom_dir>/store`; tenants of
-imported flows come from `--namespace` or from the salt at `<headroom_dir>/salt`.
+imported flows come from `--namespace` or from the salt at `<headroom_dir>/salt`. `--cassette`
+works on a cassette folder instead (`headroom_cassette`; its recordings have no other tenant).
+An exported flow carries the recording's canonical request and stream timing in its metadata,
+so exporting and importing again gives back the same recordings, byte for byte.
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ from mitmproxy import connection, http, io  # noqa: E402
 from headroom_core import cachekey, encoding, routing, structdiff, tenant  # noqa: E402
 from headroom_core.store import Entry  # noqa: E402
 from headroom_runtime import salt as salts  # noqa: E402
+from headroom_runtime.cassettestore import CassetteStore  # noqa: E402
 from headroom_runtime.diskstore import ResponseStore  # noqa: E402
 
 DEFAULT_DIR = "~/.headroom/store"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+META = "headroom"  # flow.metadata key: {"canonical": JSON bytes, "chunks": [[seconds, length]]}
 
 
 class CliError(Exception):
@@ -108,6 +114,8 @@ def cmd_show(store: ResponseStore, args: argparse.Namespace) -> int:
     meta = entry.meta
     created = float(meta.get("created") or 0)
     print(f"key:      {key}")
+    if meta.get("file"):
+        print(f"file:     {meta['file']}")
     print(f"created:  {datetime.datetime.fromtimestamp(created).isoformat(timespec='seconds')} "
           f"({human_age(time.time() - created)} ago)")
     print(f"status:   {entry.status}")
@@ -185,9 +193,35 @@ def _usage(body: bytes, sse: bool) -> dict | None:
     return usage or None
 
 
-def import_flow(store: ResponseStore, flow: http.HTTPFlow, *, salt: bytes | None,
-                namespace: str | None, exclude: list[str]) -> str:
-    """Store one flow; returns "stored" or why it was skipped."""
+def _recorded(flow: http.HTTPFlow, raw: bytes) -> tuple[dict | None, list | None]:
+    """The canonical request and stream timing an export left in the flow's metadata."""
+    meta = flow.metadata.get(META)
+    if not isinstance(meta, dict):
+        return None, None
+    canon = None
+    if isinstance(meta.get("canonical"), bytes):
+        try:
+            canon = cachekey.parse_json(meta["canonical"])
+        except ValueError:
+            canon = None
+    chunks = meta.get("chunks")
+    if isinstance(chunks, list) and all(isinstance(c, list) and len(c) == 2 for c in chunks) \
+            and sum(n for _, n in chunks) == len(raw):
+        out, pos = [], 0
+        for t, n in chunks:
+            out.append((float(t), raw[pos:pos + n]))
+            pos += n
+        chunks = out
+    else:
+        chunks = None
+    return (canon if isinstance(canon, dict) else None), chunks
+
+
+def import_flow(store, flow: http.HTTPFlow, *, salt: bytes | None,
+                namespace: str | None, exclude: list[str], fixed_tenant: str | None = None
+                ) -> str:
+    """Store one flow; returns "stored" or why it was skipped. `fixed_tenant`: the store's own
+    (a cassette's) instead of one from the flow's credentials."""
     req, resp = flow.request, flow.response
     if resp is None or flow.error is not None:
         return "no complete response"
@@ -201,15 +235,19 @@ def import_flow(store: ResponseStore, flow: http.HTTPFlow, *, salt: bytes | None
     if req.raw_content is None or resp.raw_content is None:
         return "body not recorded"
     fields = [(n, v) for n, v in req.headers.fields if not n.lower().startswith(b"x-headroom-")]
-    try:
-        body = encoding.decode(req.raw_content, req.headers.get("content-encoding"))
-    except encoding.EncodingError:
-        return "undecodable request body"
-    canon = cachekey.canonical_request(
-        provider=route.provider, endpoint=route.endpoint, method=req.method, host=req.host,
-        path=req.path, fields=fields, body=body,
-        tenant=tenant.tenant_id(fields, salt or b"", namespace), extra_exclude=exclude)
+    who = fixed_tenant or tenant.tenant_id(fields, salt or b"", namespace)
     raw = resp.raw_content
+    canon, timing = _recorded(flow, raw)
+    if canon is not None and not exclude:
+        canon["tenant"] = who  # as exported, bar the tenant: the same key again
+    else:
+        try:
+            body = encoding.decode(req.raw_content, req.headers.get("content-encoding"))
+        except encoding.EncodingError:
+            return "undecodable request body"
+        canon = cachekey.canonical_request(
+            provider=route.provider, endpoint=route.endpoint, method=req.method, host=req.host,
+            path=req.path, fields=fields, body=body, tenant=who, extra_exclude=exclude)
     sse = resp.headers.get("content-type", "").lower().startswith("text/event-stream")
     try:
         decoded = encoding.decode(raw, resp.headers.get("content-encoding"))
@@ -222,14 +260,16 @@ def import_flow(store: ResponseStore, flow: http.HTTPFlow, *, salt: bytes | None
         "usage": _usage(decoded, sse),
         "source": "import",
     }
-    # Timing inside a recorded stream is unknown: the whole stream is one chunk at offset 0.
-    entry = Entry(resp.status_code, list(resp.headers.fields),
-                  b"" if sse else raw, [(0.0, raw)] if sse else None, canon, meta)
+    # Without timing in the flow (a `mitmdump -w` capture), a stream is one chunk at offset 0.
+    chunks = (timing or [(0.0, raw)]) if sse else None
+    entry = Entry(resp.status_code, list(resp.headers.fields), b"" if sse else raw, chunks,
+                  canon, meta)
     return "stored" if store.put(cachekey.request_key(canon), entry, complete=True) else "refused"
 
 
-def cmd_import(store: ResponseStore, args: argparse.Namespace) -> int:
-    salt = None if args.namespace else salt_for(args.dir)
+def cmd_import(store, args: argparse.Namespace) -> int:
+    fixed = getattr(store, "fixed_tenant", None)
+    salt = None if args.namespace or fixed else salt_for(args.dir)
     counts: dict[str, int] = {}
     with open(args.flowfile, "rb") as f:
         for flow in io.FlowReader(f).stream():
@@ -237,7 +277,7 @@ def cmd_import(store: ResponseStore, args: argparse.Namespace) -> int:
                 outcome = "not HTTP"
             else:
                 outcome = import_flow(store, flow, salt=salt, namespace=args.namespace,
-                                      exclude=args.exclude)
+                                      exclude=args.exclude, fixed_tenant=fixed)
             counts[outcome] = counts.get(outcome, 0) + 1
     stored = counts.pop("stored", 0)
     skipped = ", ".join(f"{n} {why}" for why, n in sorted(counts.items()))
@@ -274,10 +314,13 @@ def entry_flow(entry: Entry) -> http.HTTPFlow | None:
     server = connection.Server(address=(host, 443))
     flow = http.HTTPFlow(client, server)
     flow.request, flow.response = req, resp
+    flow.metadata[META] = {"canonical": cachekey.canonical_bytes(canon)}
+    if entry.chunks is not None:
+        flow.metadata[META]["chunks"] = [[t, len(c)] for t, c in entry.chunks]
     return flow
 
 
-def cmd_export(store: ResponseStore, args: argparse.Namespace) -> int:
+def cmd_export(store, args: argparse.Namespace) -> int:
     keys = [resolve(store, k) for k in args.keys] if args.keys else list(store.keys())
     written = skipped = 0
     with open(args.flowfile, "wb") as f:
@@ -301,9 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dir", default=argparse.SUPPRESS,
                         help=f"store directory (default {DEFAULT_DIR})")
+    common.add_argument("--cassette", default=argparse.SUPPRESS, metavar="DIR",
+                        help="work on a cassette folder (headroom_cassette) instead of a store")
     parser = argparse.ArgumentParser(prog="store.py", description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default=DEFAULT_DIR,
                         help=f"store directory (default {DEFAULT_DIR})")
+    parser.add_argument("--cassette", default=None, metavar="DIR",
+                        help="work on a cassette folder (headroom_cassette) instead of a store")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", parents=[common], help="one line per entry").set_defaults(fn=cmd_list)
@@ -350,10 +397,18 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"store.py: --exclude: {e}", file=sys.stderr)
             return 2
-    if args.command != "import" and not os.path.isdir(args.dir):
-        print(f"store.py: no store at {args.dir}", file=sys.stderr)
+    where = os.path.expanduser(args.cassette) if args.cassette else args.dir
+    if args.command != "import" and not os.path.isdir(where):
+        print(f"store.py: no {'cassette' if args.cassette else 'store'} at {where}",
+              file=sys.stderr)
         return 1
-    store = ResponseStore(args.dir, size_limit_bytes=None, eviction_policy=None)
+    if args.cassette:
+        store = CassetteStore(where, read_only=args.command not in ("import", "prune"))
+        if store.problems:
+            print(f"store.py: {len(store.problems)} cassette file(s) skipped:\n  "
+                  + "\n  ".join(store.problems), file=sys.stderr)
+    else:
+        store = ResponseStore(args.dir, size_limit_bytes=None, eviction_policy=None)
     try:
         return args.fn(store, args)
     except CliError as e:

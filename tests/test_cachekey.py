@@ -454,3 +454,28 @@ def test_credential_query_values_are_hashed_not_kept():
     assert dict(a["query"])["api-key"].startswith("sha256:")
     assert request_key(a) != request_key(b)  # still distinct per credential
     assert "s3cr3t" not in str(canon("access_token=s3cr3t"))
+
+
+def test_header_exclusions_leave_a_keyed_header_out():
+    from headroom_core.cachekey import canonical_request, request_key
+
+    def key(version, beta=b"b1", exclude=()):
+        return request_key(canonical_request(
+            provider="anthropic", endpoint="messages", method="POST", host="api.anthropic.com",
+            path="/v1/messages", fields=[(b"Anthropic-Version", version),
+                                         (b"anthropic-beta", beta), (b"user-agent", version)],
+            body=b'{"model":"m","headers":{"anthropic-version":"kept"}}', tenant="t",
+            extra_exclude=exclude))
+
+    assert key(b"2023-06-01") != key(b"2024-10-22")
+    same = ("headers.anthropic-version",)
+    assert key(b"2023-06-01", exclude=same) == key(b"2024-10-22", exclude=same)
+    assert key(b"1", b"b1", same) != key(b"1", b"b2", same)  # only the named header goes
+    assert key(b"1", exclude=("HEADERS.Anthropic-Version",)) == key(b"2", exclude=same)
+    # user-agent is never keyed: leaving it out changes nothing
+    assert key(b"1", exclude=("headers.user-agent",)) == key(b"1")
+    canon = canonical_request(provider="anthropic", endpoint="messages", method="POST", host="h",
+                              path="/v1/messages", fields=[(b"anthropic-version", b"1")],
+                              body=b'{"headers":{"anthropic-version":"kept"}}', tenant="t",
+                              extra_exclude=same)
+    assert canon["headers"] == {} and canon["body"] == {"headers": {"anthropic-version": "kept"}}

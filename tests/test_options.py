@@ -46,7 +46,7 @@ def test_extra_hosts_normalised():
     ("headroom_compress_min_tokens", -1, "whole number >= 0"),
     ("headroom_beta_max_sessions", "0", "whole number >= 1"),
     ("headroom_stream_sse", "maybe", "true or false"),
-    ("headroom_store_mode", "cahce", "one of off, cache, record, replay"),
+    ("headroom_store_mode", "cahce", "one of off, cache, record, replay, once"),
     ("headroom_compress", "bogus", "one of off, auto, on"),
     ("headroom_compress_min_ratio", "1.5", "fraction"),
     ("headroom_store_ttl", "soon", "duration"),
@@ -55,6 +55,8 @@ def test_extra_hosts_normalised():
     ("headroom_ccr_host", "http://x", "host[:port]"),
     ("headroom_local_clients", ["everyone"], "address or network"),
     ("headroom_store_exclude", ["a..b"], "invalid JSON path"),
+    ("headroom_store_exclude", ["headers."], "expected headers.NAME"),
+    ("headroom_store_exclude", ["headers.anthropic-version[0]"], "expected headers.NAME"),
     ("headroom_compress_min_bytes", ["pdf=1k"], "kind=size"),
     ("headroom_dir", "  ", "directory path"),
 ])
@@ -100,3 +102,12 @@ def test_config_is_immutable_and_replaceable(tmp_path):
 def test_readme_options_table_is_generated_from_the_table():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert options.markdown_table() in readme
+
+
+def test_cassette_and_header_exclusions_parse():
+    c = from_options({"headroom_cassette": " ~/fixtures/llm ", "headroom_store_mode": "once",
+                      "headroom_store_exclude": ["headers.anthropic-version", "metadata.x"]})
+    assert c.cassette == Path("~/fixtures/llm").expanduser() and c.store_mode == "once"
+    assert c.store_exclude == ("headers.anthropic-version", "metadata.x")
+    assert from_options({}).cassette is None and from_options({"cassette": "  "}).cassette is None
+

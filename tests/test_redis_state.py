@@ -269,3 +269,43 @@ def test_no_password_in_health_logs_or_errors(tmp_path, caplog, redis_factory):
         assert events and SECRET not in events
     finally:
         server.close()
+
+
+# -- with a cassette ------------------------------------------------------------------------------
+
+
+def test_a_cassette_is_the_store_even_with_redis(tmp_path, redis_url):
+    from headroom_runtime.cassettestore import CassetteStore
+
+    cas = tmp_path / "cassette"
+    rt = runtime(tmp_path, "a", redis_url, store_mode="record", cassette=str(cas))
+    assert isinstance(rt.state.store, CassetteStore) and rt.state.ledger is not None
+    answer(rt, rt.engine.handle_request(req()))
+    assert list(cas.glob("*.json")), "recorded into the cassette"
+    assert not [k for k in redis.Redis.from_url(redis_url).keys("*") if b":store:" in k]
+    rt.close()
+    again = runtime(tmp_path, "b", redis_url, store_mode="replay", cassette=str(cas))
+    hit = again.engine.handle_request(req("g", [(b"x-api-key", b"sk-ant-api03-other"),
+                                                *FIELDS[1:]]))
+    assert hit.state.store_decision == "hit" and hit.response.body == RESP
+    again.close()
+
+
+def test_redis_down_at_start_a_cassette_still_replays_and_once_never_forwards(
+        tmp_path, redis_url, redis_factory):
+    cas = tmp_path / "cassette"
+    rec = runtime(tmp_path, "a", redis_url, store_mode="record", cassette=str(cas))
+    answer(rec, rec.engine.handle_request(req()))
+    rec.close()
+    server = redis_factory()  # never started: no salt for the run
+    rt = runtime(tmp_path, "b", server.url, store_mode="replay", cassette=str(cas))
+    assert rt.state.salt_pending
+    hit = rt.engine.handle_request(req("g"))
+    assert hit.state.store_decision == "hit" and hit.response.body == RESP
+    rt.close()
+    # `once` on a Redis store it cannot read yet: decided as replay, so nothing is forwarded
+    once = runtime(tmp_path, "c", server.url, store_mode="once", namespace="ci")
+    assert once.store_mode == "replay"
+    plan = once.engine.handle_request(req("h"))
+    assert plan.response is not None and plan.response.status == 503
+    once.close()

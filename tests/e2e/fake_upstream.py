@@ -13,6 +13,8 @@ header `x-test-scenario` (comma-separated):
   events:<n>    stream n text deltas (default 5)
   batch:<n>     write n events per chunk (default 1), like a busy upstream's TCP segments
   pad:<bytes>   make a buffered answer's text about this long
+  account:<v>   answer with account headers as the real APIs send them (a cookie, organization
+                and project ids, a request id), all carrying <v>
 """
 
 from __future__ import annotations
@@ -322,13 +324,23 @@ class FakeUpstream:
             body = chat_json(model)
         else:
             body = responses_json(model)
-        return self._send(h, 200, json.dumps(body).encode(), "application/json", coding)
+        return self._send(h, 200, json.dumps(body).encode(), "application/json", coding,
+                          opts.get("account"))
 
-    def _send(self, h, status: int, body: bytes, ctype: str, coding: str | None) -> None:
+    @staticmethod
+    def _account(h, value: str | None) -> None:
+        if value:
+            for name in ("Set-Cookie", "anthropic-organization-id", "openai-organization",
+                         "openai-project", "x-request-id"):
+                h.send_header(name, f"__cf_bm={value}" if name == "Set-Cookie" else value)
+
+    def _send(self, h, status: int, body: bytes, ctype: str, coding: str | None,
+              account: str | None = None) -> None:
         if coding:
             enc = _Encoder(coding)
             body = enc.chunk(body) + enc.end()
         h.send_response(status)
+        self._account(h, account)
         h.send_header("Content-Type", ctype)
         h.send_header("request-id", f"req_{time.monotonic_ns()}")
         if coding:
@@ -341,6 +353,7 @@ class FakeUpstream:
     def _stream(self, h, events: Iterable[bytes], opts: dict[str, str], coding: str | None) -> None:
         enc = _Encoder(coding)
         h.send_response(200)
+        self._account(h, opts.get("account"))
         h.send_header("Content-Type", "text/event-stream; charset=utf-8")
         h.send_header("Cache-Control", "no-cache")
         h.send_header("request-id", f"req_{time.monotonic_ns()}")
