@@ -20,7 +20,8 @@ from typing import Any
 
 import orjson
 
-from . import beta, encoding, headers, jsonutil, records, routing, session, storemode, tenant, usage
+from . import (beta, encoding, headers, jsonspan, jsonutil, records, routing, session, storemode,
+               tenant, usage)
 from .flow import FlowState, LocalResponse, RequestIn, RequestPlan, ResponsePlan
 from .headers import Controls, Fields
 from .local import LocalEndpoints
@@ -34,7 +35,6 @@ log = logging.getLogger("headroom.engine")
 
 TEE_BATCH = 32 << 10  # streamed bytes read on the side per batch (see StreamTee.batch_bytes)
 _INVALID = object()
-_MODEL_FIRST = re.compile(rb'\A\s*\{\s*"model"\s*:\s*"([^"\\\x00-\x1f]{1,200})"\s*[,}]')
 _BILLING_CCH = re.compile(rb"x-anthropic-billing-header:[^\"]*cch=")
 
 
@@ -284,8 +284,7 @@ class Engine:
         """The rewrite from the conversation's previous turn (no parse of the whole body), or
         None. Model, stream flag and session come from cheap reads that give what the parsed
         body would."""
-        model = _peek_model(decoded)
-        stream = _tail_stream(decoded)
+        model, stream = jsonspan.peek_model(decoded), jsonspan.peek_stream(decoded)
         if model is None or stream is None:
             return None
         sid = session.identify_index(state.route.provider, index, None, state.tenant)
@@ -354,7 +353,7 @@ class Engine:
         if not (state.compress or self.recorder is not None):
             # Nothing will rewrite or key this body: when the model is the first key and the
             # client names its session in a header, skip parsing the whole document.
-            state.model = _peek_model(decoded)
+            state.model = jsonspan.peek_model(decoded)
             if state.model is not None:
                 state.session = session.identify_index(provider, index, None, state.tenant)
                 if state.session.id is not None:
@@ -569,29 +568,6 @@ class Engine:
 
 def _passthrough_chunks(chunk: bytes) -> bytes:
     return chunk
-
-
-_TAIL_STREAM = re.compile(rb'[,{][ \t\n\r]*"stream"[ \t\n\r]*:[ \t\n\r]*(true|false)'
-                          rb'[ \t\n\r]*}[ \t\n\r]*\Z')
-
-
-def _tail_stream(data: bytes) -> bool | None:
-    """The top-level `stream` flag when it is the body's last key (Claude Code puts it there):
-    a key right before the closing brace of the outermost object. None when unsure."""
-    m = _TAIL_STREAM.search(data, max(0, len(data) - 64))
-    return None if m is None else m.group(1) == b"true"
-
-
-def _peek_model(data: bytes) -> str | None:
-    """The model when it is the body's first key (Claude Code and Codex put it there), without
-    parsing the rest; None when unsure."""
-    m = _MODEL_FIRST.match(data)
-    if m is None:
-        return None
-    try:
-        return m.group(1).decode("utf-8")
-    except UnicodeDecodeError:
-        return None
 
 
 def rewrite_summary(res: RewriteResult) -> dict[str, Any]:

@@ -424,3 +424,29 @@ def _literal_starts(raw: bytes, q: int) -> bool:
     while i >= 0 and raw[i] in b" \t\n\r":
         i -= 1
     return i >= 0 and raw[i] in b"{,"
+
+
+# --- cheap reads of a request body's first and last keys ---------------------------------
+
+_MODEL_FIRST = re.compile(rb'\A\s*\{\s*"model"\s*:\s*"([^"\\\x00-\x1f]{1,200})"\s*[,}]')
+_LAST_STREAM = re.compile(rb'[,{][ \t\n\r]*"stream"[ \t\n\r]*:[ \t\n\r]*(true|false)'
+                          rb'[ \t\n\r]*}[ \t\n\r]*\Z')
+
+
+def peek_stream(data: bytes) -> bool | None:
+    """The top-level `stream` flag when it is the body's last key (Claude Code puts it there):
+    a key right before the closing brace of the outermost object. None when unsure."""
+    m = _LAST_STREAM.search(data, max(0, len(data) - 64))
+    return None if m is None else m.group(1) == b"true"
+
+
+def peek_model(data: bytes) -> str | None:
+    """The model when it is the body's first key (Claude Code and Codex put it there), without
+    parsing the rest; None when unsure."""
+    m = _MODEL_FIRST.match(data)
+    if m is None:
+        return None
+    try:
+        return m.group(1).decode("utf-8")
+    except UnicodeDecodeError:
+        return None

@@ -360,9 +360,9 @@ OPTIONS: tuple[Option, ...] = (
            choice(*storemode.MODES), (STORE,)),
     Option("headroom_cassette", str, "",
            "A folder of plain JSON recordings (one file per exchange, for git) used as the "
-           "response store instead of <headroom_dir>/store (or Redis). Its own tenant: recordings replay "
-           "with any credential or none. Replay never writes under it. Set with "
-           "headroom_store_mode=off, it replays. Empty: off.", _cassette, (STORE,)),
+           "response store instead of <headroom_dir>/store (or Redis). Its own tenant: "
+           "recordings replay with any credential or none. Replay never writes under it. Set "
+           "with headroom_store_mode=off, it replays. Empty: off.", _cassette, (STORE,)),
     Option("headroom_store_size", str, "2g",
            "Response store size bound on disk (oldest evicted first). With headroom_redis, "
            "headroom_store_ttl bounds it instead.", parse_size, (STORE,)),
