@@ -4,8 +4,9 @@ mitmproxy 12 always sends its own HTML 502 page when the upstream cannot be reac
 TLS failure, reset, timeout before any response); SDK clients cannot parse that. This gives the
 `error` hook the semantics mitmproxy's PR #7999 proposes: a response an addon sets there is sent
 instead of the error page (only before any response byte reached the client: no response yet, or
-a buffered one cut short; streams cut midway stay cut). It patches one method, and only the exact version it was written against: on any
-other mitmproxy it does nothing and says so, and mitmproxy's own page is sent as before.
+a buffered one cut short; streams cut midway stay cut). It patches one method, and only the exact
+version it was written against: on any other mitmproxy it does nothing and says so, and
+mitmproxy's own page is sent as before.
 """
 
 from __future__ import annotations

@@ -447,8 +447,12 @@ class Rewriter:
         policy = self.policy
         if not livezone.tool_allowed(c.tool, policy.include, policy.exclude):
             return _Decision("excluded")
-        # len(str) <= UTF-8 length <= raw literal length: a short text is below every threshold.
-        if len(c.text) * 4 < policy.min_bytes:
+        # A compressor measures the UTF-8 length of the output (or of the smaller text inside
+        # its wrapper): below the lowest threshold, no compressor applies, and none is asked.
+        n = len(c.text)
+        if n * 4 < policy.min_bytes or (
+                n < policy.min_bytes
+                and len(c.text.encode("utf-8", "surrogatepass")) < policy.min_bytes):
             return _Decision("below-threshold")
         if c.is_error and len(c.text) * 12 + 2 <= policy.error_limit:
             return _Decision("error-kept")

@@ -955,14 +955,16 @@ def cpu_table(phases: list[tuple[str, list[Target], str]], md: bool) -> str:
 
 
 def ratio_lines(plain: Target, head: Target, plain_stream: Target | None,
-                do_load: bool, do_stream: bool, head_pt: Target | None = None) -> list[str]:
+                do_load: bool, do_stream: bool, head_pt: Target | None = None, *,
+                name: str = "Headroom (defaults: API-key traffic, live-zone scan on)",
+                base: str = "plain") -> list[str]:
     out = []
-    variants = [(head, "Headroom (defaults: API-key traffic, live-zone scan on)")]
+    variants = [(head, name)]
     if head_pt is not None:
         variants.insert(0, (head_pt, "Headroom (headroom_compress=off: pure passthrough)"))
     for h, name in variants if do_load else ():
         out.append(
-            f"{name} / plain: req/s "
+            f"{name} / {base}: req/s "
             f"{ratio(statistics.median(h.rounds_rps), statistics.median(plain.rounds_rps))}, "
             f"p50 {ratio(pct(h.lat_load, 50), pct(plain.lat_load, 50))}, "
             f"p95 {ratio(pct(h.lat_load, 95), pct(plain.lat_load, 95))}, "
@@ -1098,7 +1100,10 @@ def main(argv: list[str] | None = None) -> int:
             plain_p = Mitmdump(mode=mode, headroom=False)
             head_p = Mitmdump(mode=mode, headroom=True)
             pt_p = Mitmdump(mode=mode, headroom=True, options={"headroom_compress": "off"})
+            null_p = Mitmdump(mode=mode, headroom=False, extra_args=[
+                "-s", str(Path(__file__).resolve().parent / "null_addon.py")])
             specs = [("plain", "mitmdump", plain_p),
+                     ("null", "mitmdump + 4 empty hooks", null_p),
                      ("headroom_pt", "headroom, compress=off", pt_p),
                      ("headroom", "mitmdump -s headroom.py", head_p)]
             plain_stream = None
@@ -1114,7 +1119,7 @@ def main(argv: list[str] | None = None) -> int:
             plain, head = targets["plain"], targets["headroom"]
             head_pt = targets["headroom_pt"]
             plain_stream = targets.get("plainstream")
-            load_targets = [direct, plain, head_pt, head]
+            load_targets = [direct, plain, targets["null"], head_pt, head]
             stream_targets = [t for t in (direct, plain, plain_stream, head) if t is not None]
             # one set of result holders per chunking of the stream
             stream_sets = {b: [Target(t.key, t.label, t.port, t.pid, t.proxy)
@@ -1237,6 +1242,13 @@ def main(argv: list[str] | None = None) -> int:
         print()
         for line in ratio_lines(plain, head, None, do_load, False, head_pt):
             print(f"- {line}" if md else line)
+        if do_load:  # what any addon with per-request hooks costs, and Headroom beyond that
+            null = next(t for t in load_targets if t.key == "null")
+            for line in ratio_lines(plain, null, None, True, False, None, name="Empty hooks"):
+                print(f"- {line}" if md else line)
+            for line in ratio_lines(null, head_pt, None, True, False, None,
+                                    name="Headroom compress=off", base="empty hooks"):
+                print(f"- {line}" if md else line)
         for bsize, ts in stream_sets.items() if do_stream else ():
             by = {t.key: t for t in ts}
             for line in ratio_lines(by["plain"], by["headroom"], by.get("plainstream"), False,
