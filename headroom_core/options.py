@@ -272,8 +272,8 @@ def _networks(option: str, value: Any) -> tuple[str, ...]:
 # --- the table ------------------------------------------------------------------------------
 
 # Runtime parts an option shapes; `configure` rebuilds only the parts a change touches.
-STATE, EVENTS, BETAS, REWRITE, STORE, ENGINE = (
-    "state", "events", "betas", "rewrite", "store", "engine")
+STATE, EVENTS, BETAS, REWRITE, STORE, RECORDER, ENGINE = (
+    "state", "events", "betas", "rewrite", "store", "recorder", "engine")
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,10 +374,10 @@ OPTIONS: tuple[Option, ...] = (
            "Extra JSON paths left out of the cache key (e.g. metadata.trace_id, "
            "messages[*].content[0].citations), besides the built-in volatile fields; "
            "headers.NAME leaves a request header out (e.g. headers.anthropic-version).",
-           _json_paths),
+           _json_paths, (RECORDER,)),
     Option("headroom_store_pace", bool, False,
            "Replay stored streams with their recorded timing instead of as fast as possible.",
-           parse_bool),
+           parse_bool, (RECORDER,)),
     Option("headroom_replay_allow", Sequence[str], [],
            "In headroom_store_mode=replay, requests that may still go upstream: fnmatch patterns "
            "over host or host/path, e.g. 'github.com' or 'registry.npmjs.org/*'. Empty: none.",

@@ -24,7 +24,8 @@ from headroom_core.figures import Figures
 from headroom_core.flow import FlowState, RequestIn
 from headroom_core.labels import SessionLabels
 from headroom_core.local import LocalEndpoints
-from headroom_core.options import BETAS, ENGINE, EVENTS, OPTIONS, REWRITE, STATE, STORE, Config
+from headroom_core.options import BETAS, ENGINE, EVENTS, OPTIONS, RECORDER, REWRITE, STATE, STORE, \
+    Config
 from headroom_core.originals import DEFAULT_RETRIEVAL_BASE
 from headroom_core.recorder import Recorder
 from headroom_core.rewrite import Rewriter, RewritePolicy
@@ -218,6 +219,10 @@ class Runtime:
         if STORE in parts:
             self.store_mode = resolved_mode(config, self.state.store)
             self.recorder = self._recorder()
+        elif RECORDER in parts and self.recorder is not None:
+            # What the key leaves out and the replay pace: set in place, so responses waiting
+            # for their store write stay served.
+            self.recorder.exclude, self.recorder.pace = config.store_exclude, config.store_pace
         if REWRITE in parts:
             self.rewriter = self._rewriter()
         self.engine = self._engine()

@@ -22,6 +22,8 @@ def test_parts_changed_maps_options_to_parts(tmp_path):
     assert parts_changed(c, c.replace(compress_min_ratio=0.5)) == {"rewrite"}
     assert parts_changed(c, c.replace(beta_deny=("x",))) == {"betas"}
     assert parts_changed(c, c.replace(store_mode="cache")) == {"store"}
+    assert parts_changed(c, c.replace(store_exclude=("metadata.trace_id",))) == {"recorder"}
+    assert parts_changed(c, c.replace(store_pace=True)) == {"recorder"}
     assert "state" in parts_changed(c, c.replace(dir=tmp_path / "other"))
 
 
@@ -44,6 +46,33 @@ def test_a_compressor_setting_keeps_betas_stats_and_pending_store_entries(tmp_pa
     # the sticky tokens of the session survived: a turn without the header still gets them
     later = rt.engine.handle_request(req("h", [f for f in FIELDS if f[0] != b"anthropic-beta"]))
     assert later.state.decisions["beta"]["added"] == ["b1", "b2"]
+    rt.close()
+
+
+def test_a_live_store_exclude_change_applies_to_the_next_key_and_keeps_held_entries(tmp_path):
+    rt = Runtime(options.make(dir=str(tmp_path), store_mode="cache", flush_interval="60"))
+
+    def traced(fid, trace):
+        body = json.dumps({"model": "claude-x", "metadata": {"trace_id": trace},
+                           "messages": [{"role": "user", "content": "hi"}]}).encode()
+        return rt.engine.handle_request(req(fid, body=body))
+
+    def answer(plan):
+        rt.engine.mark_forwarded(plan.state)
+        rt.engine.hold_for_store(plan.state, 200, [(b"content-type", b"application/json")],
+                                 b"{}", None)
+
+    answer(traced("a", "t1"))
+    assert traced("b", "t2").response is None  # the trace id is part of the key
+    recorder, held = rt.recorder, rt.recorder.pending_count()
+    assert rt.reconfigure(rt.config.replace(store_exclude=("metadata.trace_id",))) == {"recorder"}
+    assert rt.recorder is recorder and recorder.pending_count() == held
+    assert recorder.exclude == ("metadata.trace_id",)
+    answer(traced("c", "t3"))
+    hit = traced("d", "t4")  # now left out: the answer held for "c" serves it
+    assert hit.response is not None and hit.state.store_decision == "hit"
+    rt.reconfigure(rt.config.replace(store_pace=True))
+    assert rt.recorder is recorder and recorder.pace is True
     rt.close()
 
 
