@@ -168,7 +168,7 @@ def test_catastrophic_pattern_is_a_quick_400_and_the_proxy_keeps_serving(reverse
     got, body = curl(f"{url_long}?grep={pattern}")
     took = time.monotonic() - t
     assert got == 400 and b"took longer" in body, body
-    assert took < 1.5
+    assert took < 3.0  # the regex stops at 0.25 s; unbounded, these patterns run for minutes
     t = time.monotonic()
     assert httpx.get(p.url + "/headroom/health", timeout=2).status_code == 200
     r = httpx.post(p.url + "/v1/messages", headers=KEY, timeout=2, content=json.dumps(
