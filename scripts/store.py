@@ -1,12 +1,14 @@
 """Inspect and maintain a Headroom response store; move recordings to and from mitmproxy flows.
 
-    python scripts/store.py [--dir DIR | --cassette DIR] list | show KEY | diff KEY1 KEY2
+    python scripts/store.py [--dir DIR | --cassette DIR | --redis URL] list | show KEY | diff KEY1 KEY2
         | prune [--older-than 7d] [--all] | import FLOWFILE [--namespace NS]
         | export FLOWFILE [KEY ...]
 
 KEY may be any unique prefix of a key. The store lives at `<headroom_dir>/store`; tenants of
 imported flows come from `--namespace` or from the salt at `<headroom_dir>/salt`. `--cassette`
-works on a cassette folder instead (`headroom_cassette`; its recordings have no other tenant).
+works on a cassette folder instead (`headroom_cassette`; its recordings have no other tenant),
+`--redis` on the store shared in Redis (`headroom_redis`; the password from
+HEADROOM_REDIS_PASSWORD, tenants from the shared salt there).
 An exported flow carries the recording's canonical request and stream timing in its metadata,
 so exporting and importing again gives back the same recordings, byte for byte.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import logging
 import os
 import re
 import sys
@@ -32,7 +35,11 @@ from headroom_core import cachekey, encoding, routing, structdiff, tenant  # noq
 from headroom_core.store import Entry  # noqa: E402
 from headroom_runtime import salt as salts  # noqa: E402
 from headroom_runtime.cassettestore import CassetteStore  # noqa: E402
+from headroom_runtime import redissalt  # noqa: E402
 from headroom_runtime.diskstore import ResponseStore  # noqa: E402
+from headroom_runtime.redisconn import CircuitOpen, RedisConn  # noqa: E402
+from headroom_runtime.redisstore import RedisStore  # noqa: E402
+from headroom_runtime.state import PASSWORD_ENV  # noqa: E402
 
 DEFAULT_DIR = "~/.headroom/store"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -269,7 +276,10 @@ def import_flow(store, flow: http.HTTPFlow, *, salt: bytes | None,
 
 def cmd_import(store, args: argparse.Namespace) -> int:
     fixed = getattr(store, "fixed_tenant", None)
-    salt = None if args.namespace or fixed else salt_for(args.dir)
+    salt = None
+    if not (args.namespace or fixed):
+        conn = getattr(store, "conn", None)
+        salt = redissalt.load_salt(conn) if conn is not None else salt_for(args.dir)
     counts: dict[str, int] = {}
     with open(args.flowfile, "rb") as f:
         for flow in io.FlowReader(f).stream():
@@ -346,11 +356,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"store directory (default {DEFAULT_DIR})")
     common.add_argument("--cassette", default=argparse.SUPPRESS, metavar="DIR",
                         help="work on a cassette folder (headroom_cassette) instead of a store")
+    common.add_argument("--redis", default=argparse.SUPPRESS, metavar="URL",
+                        help="work on the store in Redis (headroom_redis; password from "
+                             f"${PASSWORD_ENV})")
     parser = argparse.ArgumentParser(prog="store.py", description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default=DEFAULT_DIR,
                         help=f"store directory (default {DEFAULT_DIR})")
     parser.add_argument("--cassette", default=None, metavar="DIR",
                         help="work on a cassette folder (headroom_cassette) instead of a store")
+    parser.add_argument("--redis", default=None, metavar="URL",
+                        help="work on the store in Redis (headroom_redis; password from "
+                             f"${PASSWORD_ENV})")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", parents=[common], help="one line per entry").set_defaults(fn=cmd_list)
@@ -388,6 +404,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def open_redis(url: str) -> RedisStore:
+    """The shared store in Redis, checked with a PING so a wrong address fails here, once (the
+    proxy's "degraded" log lines are for a long-running proxy: this says it itself)."""
+    logging.getLogger("headroom.degrade").disabled = True
+    conn = RedisConn(url, password=os.environ.get(PASSWORD_ENV) or None, probe=False,
+                     connect_timeout=2.0, socket_timeout=10.0)
+    try:
+        conn.call("redis", "unavailable", lambda c: c.ping())
+    except Exception as e:
+        conn.close()
+        raise CliError(f"cannot reach {conn.url} ({type(e).__name__})") from None
+    return RedisStore(conn)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.dir = os.path.expanduser(args.dir)
@@ -397,12 +427,22 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"store.py: --exclude: {e}", file=sys.stderr)
             return 2
+    if args.cassette and args.redis:
+        print("store.py: --cassette and --redis name two different stores; give one",
+              file=sys.stderr)
+        return 2
     where = os.path.expanduser(args.cassette) if args.cassette else args.dir
-    if args.command != "import" and not os.path.isdir(where):
+    if args.redis:
+        try:
+            store = open_redis(args.redis)
+        except (ValueError, CliError) as e:
+            print(f"store.py: --redis: {e}", file=sys.stderr)
+            return 2
+    elif args.command != "import" and not os.path.isdir(where):
         print(f"store.py: no {'cassette' if args.cassette else 'store'} at {where}",
               file=sys.stderr)
         return 1
-    if args.cassette:
+    elif args.cassette:
         store = CassetteStore(where, read_only=args.command not in ("import", "prune"))
         if store.problems:
             print(f"store.py: {len(store.problems)} cassette file(s) skipped:\n  "
@@ -411,11 +451,16 @@ def main(argv: list[str] | None = None) -> int:
         store = ResponseStore(args.dir, size_limit_bytes=None, eviction_policy=None)
     try:
         return args.fn(store, args)
+    except CircuitOpen as e:
+        print(f"store.py: {e}", file=sys.stderr)
+        return 1
     except CliError as e:
         print(f"store.py: {e}", file=sys.stderr)
         return 1
     finally:
         store.close()
+        if isinstance(store, RedisStore):
+            store.conn.close()
 
 
 if __name__ == "__main__":

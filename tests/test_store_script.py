@@ -283,3 +283,76 @@ def test_parse_duration():
     assert cli.parse_duration("90") == 90 and cli.parse_duration("1.5h") == 5400
     with pytest.raises(Exception):
         cli.parse_duration("7 days")
+
+
+# -- --redis: the store a team gateway shares --------------------------------------------------
+
+
+def test_redis_store_import_list_show_diff_prune_export(redis_url, tmp_path, capsys):
+    flows = sample_flows()
+    ff = tmp_path / "in.flows"
+    write_flows(ff, flows.values())
+    code, out, _ = run(capsys, "--redis", redis_url, "import", ff, "--namespace", "ci")
+    assert code == 0 and out.startswith("imported 4 entries")
+    from headroom_runtime.redisconn import RedisConn
+    from headroom_runtime.redisstore import RedisStore
+    conn = RedisConn(redis_url)
+    store = RedisStore(conn)
+    want = {expected_key(flows[n], "ns:ci") for n in ("plain", "stream", "old", "codex")}
+    assert set(store.keys()) == want  # where a proxy with headroom_namespace=ci looks
+    stream = store.get(expected_key(flows["stream"], "ns:ci"), tenant="ns:ci")
+    assert stream.chunks == [(0.0, ANTHROPIC_SSE)]
+
+    code, out, _ = run(capsys, "--redis", redis_url, "list")
+    assert code == 0 and out.splitlines()[-1].startswith("4 entries")
+    plain, old = expected_key(flows["plain"], "ns:ci"), expected_key(flows["old"], "ns:ci")
+    code, out, _ = run(capsys, "show", plain[:10], "--redis", redis_url)
+    assert code == 0 and f"key:      {plain}" in out
+    assert run(capsys, "--redis", redis_url, "diff", plain, old)[1].splitlines() == [
+        "max_tokens changed: 100 -> 200"]
+    code, out, _ = run(capsys, "--redis", redis_url, "export", tmp_path / "out.flows")
+    assert code == 0 and out.strip() == "exported 4 flows"
+    assert run(capsys, "--redis", redis_url, "prune", "--older-than", "7d")[1].strip() == \
+        "removed 1 entries"
+    assert set(store.keys()) == want - {old}
+    # what came out of Redis goes into a disk store as the same recordings
+    d = tmp_path / "disk" / "store"
+    assert run(capsys, "--dir", d, "import", tmp_path / "out.flows", "--namespace", "ci")[0] == 0
+    with ResponseStore(d) as s:
+        assert set(s.keys()) == want
+    conn.close()
+
+
+def test_redis_import_without_namespace_uses_the_shared_salt(redis_url, tmp_path, capsys):
+    from headroom_runtime import redissalt
+    from headroom_runtime.redisconn import RedisConn
+    conn = RedisConn(redis_url)
+    salt = redissalt.load_salt(conn)  # what every instance sharing this Redis uses
+    flows = sample_flows()
+    write_flows(tmp_path / "in.flows", [flows["plain"]])
+    assert run(capsys, "--redis", redis_url, "import", tmp_path / "in.flows")[0] == 0
+    tid = tenant.tenant_id(flows["plain"].request.headers.fields, salt)
+    from headroom_runtime.redisstore import RedisStore
+    assert list(RedisStore(conn).keys()) == [expected_key(flows["plain"], tid)]
+    conn.close()
+
+
+def test_redis_password_from_the_environment_and_clear_failures(redis_factory, tmp_path,
+                                                                capfd, monkeypatch):
+    capsys = capfd  # stderr as a user sees it, log lines included
+    server = redis_factory(password="s3cret-pw").start()
+    bare = server.url.replace(":s3cret-pw@", "")
+    assert "s3cret" not in bare
+    monkeypatch.delenv("HEADROOM_REDIS_PASSWORD", raising=False)
+    code, out, err = run(capsys, "--redis", bare, "list")
+    assert code == 2 and "s3cret" not in out + err
+    assert err == f"store.py: --redis: cannot reach {bare} (AuthenticationError)\n"  # one line
+    monkeypatch.setenv("HEADROOM_REDIS_PASSWORD", "s3cret-pw")
+    code, out, err = run(capsys, "--redis", bare, "list")
+    assert code == 0 and out.splitlines()[-1].startswith("0 entries")
+    code, _, err = run(capsys, "--redis", "redis://127.0.0.1:1/0", "list")
+    assert code == 2 and "cannot reach redis://:***@127.0.0.1:1/0 (ConnectionError)" in err
+    code, _, err = run(capsys, "--redis", "http://nope", "list")
+    assert code == 2 and "--redis" in err
+    code, _, err = run(capsys, "--redis", bare, "--cassette", tmp_path, "list")
+    assert code == 2 and "give one" in err
