@@ -354,10 +354,31 @@ def array_elements(raw: bytes, key: str) -> tuple[int, list[Span], int] | None:
     return None
 
 
-def no_later_key(raw: bytes, pos: int, key: str) -> bool:
+def no_later_key(raw: bytes, pos: int, key: str,
+                 known: tuple[bytes, int] | None = None) -> bool:
     """True when no object key `key` can start at or after `pos` (the bytes hold neither its
-    plain spelling nor any \\u escape that could spell it)."""
-    return raw.find(orjson.dumps(key), pos) < 0 and raw.find(b"\\u", pos) < 0
+    plain spelling nor any \\u escape that could spell it).
+
+    `known`: bytes and a position for which this was already true (the conversation's previous
+    request). When `raw` ends with all but the first few KB of that tail (a request's tail is
+    mostly the same `system` and `tools` every turn), only the bytes before that shared end are
+    searched: a spelling inside it would have been inside the known tail too."""
+    lit = orjson.dumps(key)
+    end = len(raw)
+    if known is not None:
+        old, old_pos = known
+        for head in _KNOWN_HEADS:
+            same = min(end - pos, len(old) - old_pos) - head
+            if same > 0 and raw.endswith(memoryview(old)[len(old) - same:]):
+                # (a spelling that starts before the shared end may run into it)
+                end = end - same + len(lit) - 1
+                break
+    return raw.find(lit, pos, end) < 0 and raw.find(b"\\u", pos, end) < 0
+
+
+# How much of a request's tail may differ from the previous turn's for the shorter search: the
+# billing line at the start of `system` changes every request; a new system reminder, more.
+_KNOWN_HEADS = (4096, 32768)
 
 
 def locate_fast(raw: bytes, expected: Mapping[Path, str]) -> dict[Path, Span] | None:

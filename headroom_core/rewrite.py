@@ -249,7 +249,9 @@ class Rewriter:
                    memo_key: tuple) -> RewriteResult | None:
         j = turn.shared(body)
         tail = jsonspan.elements_after(body, turn.spans[j - 1][1]) if j else None
-        if tail is None or not jsonspan.no_later_key(body, tail[1], "messages"):
+        if tail is None or not jsonspan.no_later_key(
+                body, tail[1], "messages",
+                (turn.body, turn.tail_at) if turn.tail_at >= 0 else None):
             return None
         spans = tail[0]
         msgs = [loads(body[a:b]) for a, b in spans]
@@ -284,7 +286,7 @@ class Rewriter:
             return None
         for c in p.cands:
             self._apply(p, c, tenant)
-        self._remember_turn(memo_key, p, order, turn, j, spans, msgs)
+        self._remember_turn(memo_key, p, order, turn, j, spans, msgs, tail[1])
         if not p.manifest and not p.edits:
             return RewriteResult(None)
         return p.result()
@@ -346,10 +348,10 @@ class Rewriter:
             if found is None:
                 return
             p.spans.update(found)
-        self._remember_turn(key, p, p.cands, None, 0, where[1], messages)
+        self._remember_turn(key, p, p.cands, None, 0, where[1], messages, where[2])
 
     def _remember_turn(self, key: tuple, p: _Pass, order: list, turn: Turn | None, j: int,
-                       spans: list, msgs: list) -> None:
+                       spans: list, msgs: list, tail_at: int) -> None:
         known = []
         for item in order:
             if isinstance(item, Known):
@@ -376,7 +378,8 @@ class Rewriter:
             + [j + k for k, m in enumerate(msgs) if _role(m) == "assistant"],
             names=heads_names + [livezone.tool_uses(m) for m in msgs],
             known=known,
-            refreshed=turn.refreshed if turn is not None else self.memo.clock()))
+            refreshed=turn.refreshed if turn is not None else self.memo.clock(),
+            tail_at=tail_at))
 
     def _settle(self, p: _Pass, floor: int | None) -> list[Candidate]:
         """Decide what needs neither the body's bytes nor the compressor; the candidates left

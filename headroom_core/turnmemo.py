@@ -48,6 +48,9 @@ class Turn:
     names: list[list[tuple[str, str]]]  # the tool_use (id, name) pairs each message defines
     known: list[Known]  # every tool output, in document order
     refreshed: float  # when the ledger was last consulted for all of them
+    # Just after the messages array: no later `messages` key can start from here on
+    # (`jsonspan.no_later_key`); -1: not known.
+    tail_at: int = -1
 
     def shared(self, body: bytes) -> int:
         """How many leading messages `body` has byte for byte as this turn had them (the bytes

@@ -11,6 +11,7 @@ from headroom_core.jsonspan import (
     encode_literal,
     locate,
     locate_checked,
+    no_later_key,
     splice,
 )
 
@@ -250,3 +251,64 @@ def test_lone_surrogates_are_located_exactly(doc):
     assert spans is not None
     out = splice(raw, [(s, e, b'"r"') for s, e in spans.values()])
     assert json.loads(out) == {k: ["r"] * len(v) for k, v in doc.items()}
+
+
+# --- no_later_key with the previous turn's tail known ----------------------------------------
+
+_FILLER = b'{"name":"Bash","description":"Run a command. Quote paths; avoid cd.","x":[1,2]},' * 80
+
+
+def _pair(a: bytes, b: bytes, shared: bytes) -> tuple[bytes, bytes]:
+    """A previous request and a new one whose tails (after position 1) are `a + shared` and
+    `b + shared`."""
+    return b"[" + a + shared, b"[" + b + shared
+
+
+@pytest.mark.parametrize("new_head, clean", [
+    (b'"system":"cch=1234;"', True),
+    (b'"system":"x","messages":[]', False),  # a later key in the changed part
+    (b'"system":"\\u0041"', False),  # an escape that could spell one
+    (b'"system":"x","mess', False),  # runs into the shared end (completed by its "ages")
+    (b'"system":"x\\', False),  # a backslash whose "u" is the shared end's first byte
+])
+def test_no_later_key_searches_what_changed_since_the_known_tail(new_head, clean):
+    shared = (b'ages":0,' if new_head.endswith(b"mess") else
+              b"u0042" if new_head.endswith(b"\\") else b"") + _FILLER
+    old, new = _pair(b'"system":"cch=0000;",', new_head, shared)
+    assert no_later_key(old, 1, "messages")  # what the memo knows of the previous turn
+    assert no_later_key(new, 1, "messages") is clean
+    assert no_later_key(new, 1, "messages", (old, 1)) is clean
+
+
+def test_no_later_key_with_a_stale_known_tail_searches_everything():
+    old = b"[" + _FILLER
+    new = b"[" + _FILLER[:-200] + b'"messages":1' + _FILLER[-200:]  # inside the "shared" part?
+    assert not no_later_key(new, 1, "messages", (old, 1))  # no: the ends differ, full search
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=60), st.lists(st.sampled_from(
+           [b"x", b'"', b"\\", b"u", b'"messages"', b"mess", b'ages"', b"\\u00", b","]),
+           max_size=30),
+       st.integers(0, 9000), st.lists(st.sampled_from([b"x", b'"', b"\\", b"mess", b'ages"']),
+                                      max_size=6))
+def test_no_later_key_with_known_agrees_with_the_full_search(old_head, new_parts, pad, edge):
+    shared = b"".join(edge) + b"y" * pad
+    old, new = _pair(old_head, b"".join(new_parts), shared)
+    if not no_later_key(old, 1, "messages"):
+        return  # the memo only knows clean tails
+    assert no_later_key(new, 1, "messages", (old, 1)) == no_later_key(new, 1, "messages")
+
+
+@pytest.mark.parametrize("cut", range(1, 10))
+@pytest.mark.parametrize("needle", [b'"messages"', b"\\u"])
+def test_no_later_key_finds_a_spelling_that_runs_into_the_shared_end(needle, cut):
+    # Equal tail lengths: the bytes from 4096 on are compared, not searched. A spelling that
+    # starts before them and ends inside them is still found.
+    if cut >= len(needle):
+        return
+    rest = b"y" * 6000
+    old = b"[" + b"x" * (4096 - cut) + b"z" * cut + needle[cut:] + rest
+    new = b"[" + b"x" * (4096 - cut) + needle[:cut] + needle[cut:] + rest
+    assert no_later_key(old, 1, "messages")
+    assert not no_later_key(new, 1, "messages", (old, 1))
