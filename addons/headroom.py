@@ -40,6 +40,7 @@ try:
     from headroom_core.flow import FlowState, LocalResponse, RequestIn, RequestPlan
     from headroom_core.stats import format_table
     from headroom_core.websocket import WebSocketConversation
+    from headroom_runtime import heap as hheap
     from headroom_runtime import runtime as hruntime
     from headroom_runtime import state as hstate
     from headroom_runtime.pacer import Pacer
@@ -112,6 +113,7 @@ class Headroom:
     def running(self) -> None:
         self.is_running = True
         if self.runtime is not None and not self.failed:
+            hheap.freeze_startup()  # the startup heap out of the garbage collector's way
             host, port = _listener()
             log.info("headroom: dashboard at http://%s:%d/headroom/ (metrics: /headroom/metrics)",
                      host, port)
@@ -152,7 +154,10 @@ class Headroom:
                 self.runtime = hruntime.Runtime(cfg, retrieval_base=base,
                                                 local_hosts=local_hosts, health=self._health)
             else:
+                hheap.thaw()  # parts about to be dropped must be collectable
                 self.runtime.reconfigure(cfg, retrieval_base=base, local_hosts=local_hosts)
+                if self.is_running:
+                    hheap.freeze_startup()  # (collects what was dropped first)
         except hoptions.ConfigError as e:  # a file an option names (headroom_prices)
             if self.is_running:
                 raise exceptions.OptionsError(str(e)) from None
@@ -177,6 +182,8 @@ class Headroom:
         }
 
     def done(self) -> None:
+        if IMPORT_ERROR is None:
+            hheap.thaw()
         if self.pacer is not None:
             self.pacer.stop()
         if self.runtime is not None:

@@ -329,3 +329,30 @@ def test_a_bad_price_file_is_refused_live(ctx, tmp_path):
     bad.write_text("{}")
     with pytest.raises(exceptions.OptionsError, match="headroom_prices"):
         tctx.configure(addon, headroom_prices=str(bad))
+
+
+def test_the_startup_heap_is_frozen_while_running_refrozen_after_a_change_thawed_at_exit(
+        tmp_path, monkeypatch):
+    from headroom_runtime import heap
+    heap.thaw()
+    calls = []
+    for name in ("thaw", "freeze_startup"):
+        real = getattr(heap, name)
+        monkeypatch.setattr(mod.hheap, name,
+                            lambda real=real, name=name: (calls.append(name), real())[1])
+    addon = mod.Headroom()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, headroom_dir=str(tmp_path))
+        assert not heap.frozen() and calls == []  # not before mitmproxy runs
+        addon.running()
+        assert heap.frozen() and calls == ["freeze_startup"]
+        real_reconfigure = addon.runtime.reconfigure
+        monkeypatch.setattr(addon.runtime, "reconfigure", lambda *a, **k: (
+            calls.append("reconfigure"), real_reconfigure(*a, **k))[1])
+        calls.clear()
+        tctx.configure(addon, headroom_compress_min_tokens=300)  # parts rebuilt and dropped
+        # thawed before the old parts are dropped (cycles among them collectable), then the
+        # collection that freezing starts with takes them, and what is left is frozen again
+        assert calls == ["thaw", "reconfigure", "freeze_startup"] and heap.frozen()
+        addon.done()
+        assert not heap.frozen()
