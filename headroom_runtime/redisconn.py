@@ -189,6 +189,10 @@ class RedisConn:
         self.breaker = Breaker(cooldown, clock, caller_trials=not probe)
         self.probe = probe
         self._degraded: set[str] = set()
+        # Parts that have used this connection, and those shown as down only because Redis is
+        # (health then says so for every part, not just the ones called since it went down).
+        self._parts: set[str] = set()
+        self._down: set[str] = set()
         self._lock = threading.Lock()
         self._prober: threading.Thread | None = None
         self._stop = threading.Event()
@@ -201,6 +205,9 @@ class RedisConn:
         """`fn(client)`, or the exception it raised (CircuitOpen while Redis is down). A raised
         exception has been reported already (once a minute per part, through `Degradations`) and
         says so (`reported`): callers log it at debug level only."""
+        if part not in self._parts and part != "redis":
+            with self._lock:
+                self._parts.add(part)
         try:
             trial = self.breaker.before()
         except CircuitOpen as e:
@@ -236,6 +243,11 @@ class RedisConn:
                             f"retried every {self.breaker.cooldown:g}s")
         with self._lock:
             self._degraded.add("redis")
+            down = self._parts - self._degraded
+            self._down |= down
+            self._degraded |= down
+        for part in sorted(down):
+            self.degrade.ok(part, "unavailable (redis down)")  # said once, by the "redis" line
         self._start_probe()
 
     def _start_probe(self) -> None:
@@ -269,7 +281,11 @@ class RedisConn:
         if reopened or "redis" in self._degraded:
             with self._lock:
                 self._degraded.discard("redis")
+                down, self._down = self._down, set()
+                self._degraded -= down
             self.degrade.ok("redis")
+            for part in sorted(down):
+                self.degrade.ok(part)
             log.info("redis_reconnected %s", self.target.where)
         if reopened:
             for callback in list(self.on_reconnect):

@@ -366,3 +366,25 @@ def test_core_never_imports_redis():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        cwd=core.parent)
     assert r.returncode == 0, r.stderr
+
+
+def test_health_shows_every_part_down_while_redis_is_and_ok_again_after(redis_proc):
+    degrade = Degradations()
+    conn = RedisConn(redis_proc.url, degrade=degrade, cooldown=0.2)
+    for part in ("store", "ledger", "originals"):
+        conn.call(part, "-", lambda c: c.get("headroom:x"))
+    redis_proc.stop()
+    with pytest.raises(redis.exceptions.ConnectionError):
+        conn.call("store", "-", lambda c: c.get("headroom:x"))
+    # only the store was called, but the ledger and the originals are down just as much
+    assert degrade.status["redis"].startswith("unavailable")
+    assert degrade.status["store"] == "unavailable (ConnectionError)"
+    assert degrade.status["ledger"] == degrade.status["originals"] == "unavailable (redis down)"
+    redis_proc.start()
+    deadline = time.monotonic() + 5
+    while degrade.status["redis"] != "ok":  # the probe reconnects by itself
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert {p: degrade.status[p] for p in ("store", "ledger", "originals")} == {
+        "store": "ok", "ledger": "ok", "originals": "ok"}
+    conn.close()
