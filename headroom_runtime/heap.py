@@ -1,6 +1,6 @@
 """The process heap: what was built at startup is moved out of the cyclic garbage collector's way.
 
-mitmproxy and Headroom allocate a few hundred thousand objects while starting (modules, option
+mitmproxy and Headroom allocate about a hundred thousand objects while starting (modules, option
 tables, the price table, compiled patterns) that live as long as the process. CPython's full
 collections walk all of them again and again; with Headroom's own long-lived state beside them
 (the turn memo, the dashboard's figures) a full collection took ~60 ms and, under load, ~40 µs

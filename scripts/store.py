@@ -1,8 +1,8 @@
 """Inspect and maintain a Headroom response store; move recordings to and from mitmproxy flows.
 
-    python scripts/store.py [--dir DIR | --cassette DIR | --redis URL] list | show KEY | diff KEY1 KEY2
-        | prune [--older-than 7d] [--all] | import FLOWFILE [--namespace NS]
-        | export FLOWFILE [KEY ...]
+    python scripts/store.py [--dir DIR | --cassette DIR | --redis URL]
+        list | show KEY | diff KEY1 KEY2 | prune [--older-than 7d] [--all]
+        | import FLOWFILE [--namespace NS] | export FLOWFILE [KEY ...]
 
 KEY may be any unique prefix of a key. The store lives at `<headroom_dir>/store`; tenants of
 imported flows come from `--namespace` or from the salt at `<headroom_dir>/salt`. `--cassette`
@@ -34,8 +34,8 @@ from mitmproxy import connection, http, io  # noqa: E402
 from headroom_core import cachekey, encoding, routing, structdiff, tenant  # noqa: E402
 from headroom_core.store import Entry  # noqa: E402
 from headroom_runtime import salt as salts  # noqa: E402
-from headroom_runtime.cassettestore import CassetteStore  # noqa: E402
 from headroom_runtime import redissalt  # noqa: E402
+from headroom_runtime.cassettestore import CassetteStore  # noqa: E402
 from headroom_runtime.diskstore import ResponseStore  # noqa: E402
 from headroom_runtime.redisconn import CircuitOpen, RedisConn  # noqa: E402
 from headroom_runtime.redisstore import RedisStore  # noqa: E402
