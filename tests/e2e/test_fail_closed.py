@@ -29,6 +29,7 @@ from tests.e2e.adversary import (MARKER, StartupRun, fill, http_bytes, mitmdump_
                                  mount_problem, raw_request, readonly_view, status_of, tiny_tmpfs)
 from tests.e2e.counting_upstream import CountingUpstream
 from tests.e2e.proxy import ROOT, Mitmdump, free_port
+from tests.redis_server import eventually
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data" / "tool_outputs"))
 from tool_output_corpus import pytest_log  # noqa: E402
@@ -790,7 +791,10 @@ def test_full_disk_mid_run_traffic_continues(full_disk, tmp_path):
                 for body in (b, b, s):  # the same request twice: nothing could be stored
                     r = httpx.post(p.url + "/v1/messages", content=body, headers=H, timeout=10)
                     assert r.status_code == 200 and "answer #" in r.text
-                time.sleep(0.1)
+                    # (an answer waiting for its write is served from memory until the write
+                    # is tried; once it failed, nothing of it is left)
+                    eventually(lambda: httpx.get(p.url + "/headroom/health").json()[
+                        "memory"]["pending_store_entries"] == 0, timeout=10)
             assert up.snapshot()[2] - n == 12  # every one forwarded: store writes stopped
             r = httpx.post(p.url + "/v1/messages", headers=H, timeout=10, content=json.dumps(
                 {"model": "m", "max_tokens": 5, "messages": tool_turn(LOG + "\nfull")}).encode())
