@@ -813,7 +813,9 @@ def test_full_disk_store_degradation_said_once_and_shown_in_health(full_disk, tm
             for i in range(5):
                 httpx.post(p.url + "/v1/messages", headers=H, content=json.dumps(
                     {"model": "m", "messages": [{"role": "user", "content": f"{i}" * 5000}]}))
-            time.sleep(0.5)
+            eventually(lambda: httpx.get(p.url + "/headroom/health").json()["state"].get(
+                "store", "ok") != "ok", timeout=10)
+            time.sleep(0.5)  # later failed writes would be said now, if they were
             health = httpx.get(p.url + "/headroom/health").json()
             log = p.log()
     store_warnings = [line for line in log.splitlines()

@@ -198,6 +198,7 @@ def test_event_log_and_proxy_log_hold_no_credential_or_content(tenancy, original
     secret_key, secret_prompt = "sk-ant-api03-SECRETKEY-zz9", "PROMPT-SECRET-7c1f"
     heads = {"x-api-key": secret_key, "authorization": "Bearer BEARER-SECRET-42",
              "chatgpt-account-id": "ACCOUNT-SECRET-9", "x-headroom-note": "NOTE-SECRET-3"}
+    before = len(proxy.events())
     for endpoint in ENDPOINTS:
         for stream in (False, True):
             _ask(proxy, endpoint, _body(endpoint, f"{secret_prompt} {endpoint} {stream}", stream),
@@ -205,7 +206,9 @@ def test_event_log_and_proxy_log_hold_no_credential_or_content(tenancy, original
     httpx.post(proxy.url + "/v1/messages", content=b"{broken " + secret_prompt.encode(),
                headers=heads)
     httpx.get(original, headers=heads)
-    time.sleep(0.3)
+    # every line of this traffic written (they go to disk in background batches)
+    assert len(proxy.events(wait_for=before + 2 * len(ENDPOINTS), settle=0.3)) >= \
+        before + 2 * len(ENDPOINTS)
     events = proxy.events_path.read_text()
     log = proxy.log()
     assert events.count("\n") >= 8
