@@ -155,9 +155,11 @@ class Headroom:
                                                 local_hosts=local_hosts, health=self._health)
             else:
                 hheap.thaw()  # parts about to be dropped must be collectable
-                self.runtime.reconfigure(cfg, retrieval_base=base, local_hosts=local_hosts)
-                if self.is_running:
-                    hheap.freeze_startup()  # (collects what was dropped first)
+                try:
+                    self.runtime.reconfigure(cfg, retrieval_base=base, local_hosts=local_hosts)
+                finally:
+                    if self.is_running:
+                        hheap.freeze_startup()  # (collects what was dropped first)
         except hoptions.ConfigError as e:  # a file an option names (headroom_prices)
             if self.is_running:
                 raise exceptions.OptionsError(str(e)) from None

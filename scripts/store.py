@@ -278,8 +278,8 @@ def cmd_import(store, args: argparse.Namespace) -> int:
     fixed = getattr(store, "fixed_tenant", None)
     salt = None
     if not (args.namespace or fixed):
-        conn = getattr(store, "conn", None)
-        salt = redissalt.load_salt(conn) if conn is not None else salt_for(args.dir)
+        salt = (redissalt.load_salt(store.conn) if isinstance(store, RedisStore)
+                else salt_for(args.dir))
     counts: dict[str, int] = {}
     with open(args.flowfile, "rb") as f:
         for flow in io.FlowReader(f).stream():
@@ -405,9 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def open_redis(url: str) -> RedisStore:
-    """The shared store in Redis, checked with a PING so a wrong address fails here, once (the
-    proxy's "degraded" log lines are for a long-running proxy: this says it itself)."""
-    logging.getLogger("headroom.degrade").disabled = True
+    """The shared store in Redis, checked with a PING so a wrong address fails here, once."""
     conn = RedisConn(url, password=os.environ.get(PASSWORD_ENV) or None, probe=False,
                      connect_timeout=2.0, socket_timeout=10.0)
     try:
@@ -465,4 +463,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.stdout.reconfigure(errors="backslashreplace")
+    # The proxy's "degraded" lines are for a long-running proxy; this tool says it itself.
+    logging.getLogger("headroom.degrade").disabled = True
     sys.exit(main())

@@ -276,6 +276,10 @@ def test_runs_as_a_command(imported):
     missing = subprocess.run([sys.executable, str(SCRIPT), "--dir", str(d / "nope"), "list"],
                              capture_output=True, cwd="/")
     assert missing.returncode == 1 and b"no store at" in missing.stderr
+    down = subprocess.run([sys.executable, str(SCRIPT), "--redis", "redis://127.0.0.1:1/0",
+                           "list"], capture_output=True, cwd="/")
+    assert down.returncode == 2 and down.stderr == (  # one line, no "degraded" log lines
+        b"store.py: --redis: cannot reach redis://127.0.0.1:1/0 (ConnectionError)\n")
 
 
 def test_parse_duration():
@@ -339,7 +343,7 @@ def test_redis_import_without_namespace_uses_the_shared_salt(redis_url, tmp_path
 
 def test_redis_password_from_the_environment_and_clear_failures(redis_factory, tmp_path,
                                                                 capfd, monkeypatch):
-    capsys = capfd  # stderr as a user sees it, log lines included
+    capsys = capfd  # what reaches the file descriptors
     server = redis_factory(password="s3cret-pw").start()
     bare = server.url.replace(":s3cret-pw@", "")
     assert "s3cret" not in bare
