@@ -321,6 +321,46 @@ def elements_after(raw: bytes, pos: int) -> tuple[list[Span], int] | None:
         return None
 
 
+def parsed_tail(raw: bytes, pos: int, marker: bytes) -> tuple[list[Span], int, list] | None:
+    """`elements_after` with the elements parsed, in one parse and without scanning them in
+    Python, for compact bodies (JSON.stringify, orjson): the array is taken to end at the first
+    `marker` after `pos` (its closing bracket and what followed it in the conversation's previous
+    turn), and each element's span is proven by re-encoding it and comparing bytes. None when
+    that does not hold (then use `elements_after`).
+
+    A wrong guess cannot pass: the tail is lexed from `pos`, at the array's level, so a
+    successful parse means the marker's bracket closes the array; and the re-encoded elements
+    must cover its bytes exactly, commas included."""
+    if not marker.startswith(b"]"):
+        return None
+    q = raw.find(marker, pos)
+    if q < 0:
+        return None
+    if q == pos:
+        return [], q + 1, []
+    if raw[pos] != 0x2C:  # ","
+        return None
+    try:
+        items = orjson.loads(b"[" + raw[pos + 1:q] + b"]")
+        spans: list[Span] = []
+        cur = pos + 1
+        for item in items:
+            enc = orjson.dumps(item)
+            if spans:
+                if raw[cur] != 0x2C:
+                    return None
+                cur += 1
+            if not raw.startswith(enc, cur):
+                return None
+            spans.append((cur, cur + len(enc)))
+            cur += len(enc)
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError, IndexError):
+        return None
+    if cur != q or not spans:
+        return None
+    return spans, q + 1, items
+
+
 def array_elements(raw: bytes, key: str) -> tuple[int, list[Span], int] | None:
     """For the top-level object's array under `key`: the position just after its opening bracket,
     its elements' spans and the position just after its closing bracket. None when the document
@@ -381,11 +421,17 @@ def no_later_key(raw: bytes, pos: int, key: str,
 _KNOWN_HEADS = (4096, 32768)
 
 
-def locate_fast(raw: bytes, expected: Mapping[Path, str]) -> dict[Path, Span] | None:
+def locate_fast(raw: bytes, expected: Mapping[Path, str], lo: int = 0,
+                hi: int | None = None) -> dict[Path, Span] | None:
     """`locate_checked` by searching each text's compact encoding, for bodies written by compact
     serialisers (JSON.stringify, orjson): each occurrence must be an unescaped string literal right
     after its own key (`"key":`) or in an array, and each text must occur exactly as often as it
-    is expected, in document order. None when unsure: use `locate_checked`."""
+    is expected, in document order. None when unsure: use `locate_checked`.
+
+    With `lo`/`hi`, only `raw[lo:hi]` is searched: one JSON value (a message) whose texts these
+    are; the spans are positions in `raw`."""
+    if hi is None:
+        hi = len(raw)
     by_text: dict[str, list[Path]] = {}
     for path, text in expected.items():
         by_text.setdefault(text, []).append(path)
@@ -395,12 +441,12 @@ def locate_fast(raw: bytes, expected: Mapping[Path, str]) -> dict[Path, Span] | 
         if lit is None:
             return None
         hits = []
-        start = raw.find(lit)
+        start = raw.find(lit, lo, hi)
         while start >= 0:
             hits.append(start)
             if len(hits) > len(paths):
                 return None
-            start = raw.find(lit, start + len(lit))
+            start = raw.find(lit, start + len(lit), hi)
         if len(hits) != len(paths):
             return None
         for path, start in zip(paths, hits):

@@ -113,13 +113,19 @@ def tool_uses(msg: Any) -> list[tuple[str, str]]:
 
 
 def anthropic_candidates(messages: Sequence, *, last_assistant: int, start: int = 0,
-                         names: dict[str, str] | None = None) -> list[Candidate]:
+                         names: dict[str, str] | None = None,
+                         per_message: list[list[tuple[str, str]]] | None = None
+                         ) -> list[Candidate]:
     """The candidates of Anthropic `messages`, numbered from `start` (a tail of a conversation
-    whose earlier tool_use names are in `names`, which this updates)."""
+    whose earlier tool_use names are in `names`, which this updates). `per_message` gets, for
+    each message, what `tool_uses` gives for it."""
     names = {} if names is None else names
     out: list[Candidate] = []
     for k, msg in enumerate(messages):
         i = start + k
+        uses: list[tuple[str, str]] = []
+        if per_message is not None:
+            per_message.append(uses)
         if not isinstance(msg, dict):
             continue
         content = msg.get("content")
@@ -133,6 +139,7 @@ def anthropic_candidates(messages: Sequence, *, last_assistant: int, start: int 
             if btype == "tool_use":
                 if isinstance(block.get("id"), str) and isinstance(block.get("name"), str):
                     names[block["id"]] = block["name"]
+                    uses.append((block["id"], block["name"]))
                 continue
             # Only client tool results: server tool results, thinking, text typed by the user,
             # images and documents are never candidates.

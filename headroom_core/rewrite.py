@@ -248,18 +248,26 @@ class Rewriter:
     def _from_turn(self, turn: Turn, body: bytes, tenant: str,
                    memo_key: tuple) -> RewriteResult | None:
         j = turn.shared(body)
-        tail = jsonspan.elements_after(body, turn.spans[j - 1][1]) if j else None
-        if tail is None or not jsonspan.no_later_key(
-                body, tail[1], "messages",
-                (turn.body, turn.tail_at) if turn.tail_at >= 0 else None):
+        if not j:
             return None
-        spans = tail[0]
-        msgs = [loads(body[a:b]) for a, b in spans]
+        pos = turn.spans[j - 1][1]
+        tail = (jsonspan.parsed_tail(body, pos, turn.body[turn.tail_at - 1:turn.tail_at + 23])
+                if turn.tail_at > 0 else None)
+        if tail is None:
+            tail = jsonspan.elements_after(body, pos)
+            if tail is None:
+                return None
+            tail = (*tail, [loads(body[a:b]) for a, b in tail[0]])
+        spans, tail_at, msgs = tail
+        if not jsonspan.no_later_key(body, tail_at, "messages",
+                                     (turn.body, turn.tail_at) if turn.tail_at >= 0 else None):
+            return None
         tail_last = livezone.last_assistant(msgs, j)
         last_assistant = tail_last if tail_last >= 0 else turn.last_assistant_before(j)
         names = turn.names_before(j)
+        tail_names: list[list[tuple[str, str]]] = []
         tail_cands = livezone.anthropic_candidates(msgs, last_assistant=last_assistant, start=j,
-                                                   names=names)
+                                                   names=names, per_message=tail_names)
         floor = self.ledger.min_length()
         p = _Pass(body, [])
         order: list[Known | Candidate] = []  # the memo's next list: carried Knowns, candidates
@@ -286,7 +294,8 @@ class Rewriter:
             return None
         for c in p.cands:
             self._apply(p, c, tenant)
-        self._remember_turn(memo_key, p, order, turn, j, spans, msgs, tail[1])
+        self._remember_turn(memo_key, p, order, turn, j, spans, msgs, tail_at,
+                            tail_names, names)
         if not p.manifest and not p.edits:
             return RewriteResult(None)
         return p.result()
@@ -327,12 +336,14 @@ class Rewriter:
             by_message.setdefault(c.index, {})[(0, *c.path[2:])] = c.text
         for index, expected in by_message.items():
             a, b = spans[index - j]
-            sub = b"[" + p.body[a:b] + b"]"  # the message as a one-element array
-            found = jsonspan.locate_fast(sub, expected) or jsonspan.locate_checked(sub, expected)
+            found, off = jsonspan.locate_fast(p.body, expected, a, b), 0
             if found is None:
-                return False
+                sub = b"[" + p.body[a:b] + b"]"  # the message as a one-element array
+                found, off = jsonspan.locate_checked(sub, expected), a - 1
+                if found is None:
+                    return False
             for rel, (start, end) in found.items():
-                p.spans[("messages", index, *rel[1:])] = (a + start - 1, a + end - 1)
+                p.spans[("messages", index, *rel[1:])] = (off + start, off + end)
         return True
 
     def _remember(self, key: tuple, p: _Pass, doc: Any) -> None:
@@ -351,7 +362,12 @@ class Rewriter:
         self._remember_turn(key, p, p.cands, None, 0, where[1], messages, where[2])
 
     def _remember_turn(self, key: tuple, p: _Pass, order: list, turn: Turn | None, j: int,
-                       spans: list, msgs: list, tail_at: int) -> None:
+                       spans: list, msgs: list, tail_at: int,
+                       tail_names: list[list[tuple[str, str]]] | None = None,
+                       names_all: dict[str, str] | None = None) -> None:
+        """`tail_names`: the tool_use pairs each of `msgs` defines, when known; `names_all`:
+        every tool_use name of the request (what the next turn starts from when it shares all
+        of this one's messages)."""
         known = []
         for item in order:
             if isinstance(item, Known):
@@ -369,17 +385,16 @@ class Rewriter:
             old = p.known.get(id(c))
             user = old.user if old is not None else _role(msgs[c.index - j]) == "user"
             known.append(Known(c, (start, end), lit, entry, d if entry is None else None, user))
-        body = p.body
-        head = turn.spans[:j] if turn is not None else []
-        heads_names = turn.names[:j] if turn is not None else []
+        if tail_names is None:
+            tail_names = [livezone.tool_uses(m) for m in msgs]
         self.memo.put(key, Turn(
-            body=body, spans=head + list(spans),
-            assistants=[i for i in (turn.assistants if turn else []) if i < j]
+            body=p.body, spans=turn.spans[:j] + spans if turn is not None else list(spans),
+            assistants=(turn.assistants_before(j) if turn is not None else [])
             + [j + k for k, m in enumerate(msgs) if _role(m) == "assistant"],
-            names=heads_names + [livezone.tool_uses(m) for m in msgs],
+            names=turn.names[:j] + tail_names if turn is not None else tail_names,
             known=known,
             refreshed=turn.refreshed if turn is not None else self.memo.clock(),
-            tail_at=tail_at))
+            tail_at=tail_at, names_all=names_all))
 
     def _settle(self, p: _Pass, floor: int | None) -> list[Candidate]:
         """Decide what needs neither the body's bytes nor the compressor; the candidates left

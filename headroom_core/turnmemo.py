@@ -10,6 +10,7 @@ then worked out in full. Bounded by conversations and bytes, least recently used
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import OrderedDict
@@ -51,6 +52,9 @@ class Turn:
     # Just after the messages array: no later `messages` key can start from here on
     # (`jsonspan.no_later_key`); -1: not known.
     tail_at: int = -1
+    # Every tool_use (id -> name) of the request, as `names_before(len(spans))` gives it; None:
+    # not kept (then it is worked out from `names`). Never mutated once the turn is memoised.
+    names_all: dict[str, str] | None = None
 
     def shared(self, body: bytes) -> int:
         """How many leading messages `body` has byte for byte as this turn had them (the bytes
@@ -69,14 +73,17 @@ class Turn:
                 hi = mid
         return lo
 
+    def assistants_before(self, j: int) -> list[int]:
+        return self.assistants[:bisect.bisect_left(self.assistants, j)]
+
     def last_assistant_before(self, j: int) -> int:
-        best = -1
-        for i in self.assistants:
-            if i < j:
-                best = i
-        return best
+        k = bisect.bisect_left(self.assistants, j)
+        return self.assistants[k - 1] if k else -1
 
     def names_before(self, j: int) -> dict[str, str]:
+        """The tool_use names the first `j` messages define (a new dict, the caller's)."""
+        if j == len(self.spans) and self.names_all is not None:
+            return dict(self.names_all)
         names: dict[str, str] = {}
         for pairs in self.names[:j]:
             names.update(pairs)

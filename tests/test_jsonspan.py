@@ -11,7 +11,10 @@ from headroom_core.jsonspan import (
     encode_literal,
     locate,
     locate_checked,
+    locate_fast,
+    elements_after,
     no_later_key,
+    parsed_tail,
     splice,
 )
 
@@ -309,3 +312,77 @@ def test_no_later_key_finds_a_spelling_that_runs_into_the_shared_end(needle, cut
     new = b"[" + b"x" * (4096 - cut) + needle[:cut] + needle[cut:] + rest
     assert no_later_key(old, 1, "messages")
     assert not no_later_key(new, 1, "messages", (old, 1))
+
+
+# --- parsed_tail: the array's tail in one parse, proven by re-encoding ------------------------
+
+_AFTER = b'],"temperature":1,"system":[{"type":"text","text":"cch=1;"}],"stream":true}'
+_MARKER = _AFTER[:24]
+
+
+def _body(head: list, tail: list, after: bytes = _AFTER) -> tuple[bytes, int]:
+    """A compact body whose messages are `head + tail`, and the position just after `head`."""
+    start = b'{"model":"m","messages":['
+    pos = len(start) + len(orjson.dumps(head)) - 2 if head else len(start)
+    return start + orjson.dumps(head + tail)[1:-1] + after, pos
+
+
+def _slow(raw: bytes, pos: int):
+    tail = elements_after(raw, pos)
+    return None if tail is None else (tail[0], tail[1], [json.loads(raw[a:b]) for a, b in tail[0]])
+
+
+_MSG = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.text(max_size=20)
+    | st.sampled_from(["]", '],"temperature":1,"system":[{"ty', "\\", '"', "\u2028\u0000"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                  max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_MSG, min_size=1, max_size=3), st.lists(_MSG, max_size=4))
+def test_parsed_tail_agrees_with_scanning_or_says_it_cannot(head, tail):
+    raw, pos = _body(head, tail)
+    fast = parsed_tail(raw, pos, _MARKER)
+    slow = _slow(raw, pos)
+    assert slow is not None
+    if fast is not None:  # (None only when the marker occurs inside the tail)
+        assert fast == slow
+    else:
+        assert _MARKER in raw[pos:raw.rindex(_MARKER)]
+
+
+@pytest.mark.parametrize("tail_bytes", [
+    b',{"a":1, "b":2}',  # not compact: the re-encoding differs
+    b',{"a":1,"a":2}',  # a duplicate key (parsers keep the last)
+    b',{"a":1e5}',  # a number spelled another way
+    rb',{"a":"\u0041"}',  # an escape compact encoders would not write
+    rb',{"a":"\ud800"}',  # a lone surrogate (orjson refuses it)
+    b',{"t":[1],"temperature":1,"system":[{"ty":1}]}',  # the marker at another level
+    b' ,{"a":1}',  # whitespace before the comma
+])
+def test_parsed_tail_refuses_what_it_cannot_prove(tail_bytes):
+    raw = b'{"messages":[{"x":0}' + tail_bytes + _AFTER
+    pos = len(b'{"messages":[{"x":0}')
+    assert parsed_tail(raw, pos, _MARKER) is None
+    assert _slow(raw, pos) is not None  # the scan still reads it
+
+
+def test_parsed_tail_with_a_marker_that_is_gone_or_not_a_bracket():
+    raw, pos = _body([{"a": 1}], [{"b": 2}])
+    assert parsed_tail(raw, pos, b'],"temperature":2') is None  # the old ending is not there
+    assert parsed_tail(raw, pos, b',"temperature":1') is None
+    assert parsed_tail(raw, pos, _MARKER) == _slow(raw, pos)
+    empty, at = _body([{"a": 1}], [])
+    assert parsed_tail(empty, at, _MARKER) == ([], at + 1, []) == _slow(empty, at)
+
+
+def test_locate_fast_within_one_message_counts_only_its_bytes():
+    raw = b'[{"content":"out"},{"content":"out"},{"content":"other"}]'
+    second = (raw.index(b"},{") + 2, raw.index(b"},{", 20) + 1)
+    assert locate_fast(raw, {(0, "content"): "out"}) is None  # twice in the whole array
+    found = locate_fast(raw, {(0, "content"): "out"}, *second)
+    assert found == {(0, "content"): (second[0] + 11, second[0] + 16)}
+    assert raw[slice(*found[(0, "content")])] == b'"out"'
+    assert locate_fast(raw, {(0, "content"): "other"}, *second) is None  # not in this one

@@ -155,6 +155,27 @@ def test_a_growing_conversation_is_reused_and_identical(worlds):
     assert memo.turns >= 12  # every turn after the first came from the memo
 
 
+def test_a_compact_tail_is_read_in_one_parse(worlds, monkeypatch):
+    # The messages after the shared ones are parsed at once (`parsed_tail`); the slower scan is
+    # only for bodies it cannot prove, such as one with spaces after its commas.
+    full, memo = worlds
+    scans = []
+    real = jsonspan.elements_after
+    monkeypatch.setattr(jsonspan, "elements_after", lambda raw, pos: scans.append(pos) or
+                        real(raw, pos))
+    msgs = conversation(0)
+    for i in range(10):
+        out, tool, err = output_for(i)
+        msgs += tool_turn(i, out, tool, err)
+        same(full, memo, body(msgs, seq=i))
+        if i == 0:
+            scans.clear()  # (a full pass reads the whole array)
+    assert memo.turns == 9 and scans == []
+    spaced = body(msgs + tool_turn(10, "ok"), seq=10).replace(b'"text","text"', b'"text", "text"')
+    same(full, memo, spaced)
+    assert len(scans) == 1
+
+
 def test_rewritten_outputs_are_replayed_with_the_same_bytes_turn_after_turn(worlds):
     full, memo = worlds
     msgs = conversation(0)
