@@ -233,7 +233,10 @@ class Rewriter:
     def rewrite_turn(self, body: bytes, *, tenant: str, memo_key: tuple) -> RewriteResult | None:
         """`rewrite` of an Anthropic request from the conversation's previous turn: the messages
         it shares with that turn keep their decisions; only the messages after them are parsed
-        and decided. Same result as `rewrite`, byte for byte and entry for entry; None when the
+        and decided. Same result as `rewrite`, byte for byte and entry for entry, with one
+        deliberate exception: an output this conversation already forwarded unchanged as history
+        stays unchanged even if another conversation (a resumed copy) has since recorded a
+        rewrite of it, since the provider cached it as sent (docs/decisions.md). None when the
         turn cannot be used (then call `rewrite`). Never raises."""
         turn = self.memo.get(memo_key)
         if turn is None:
@@ -276,16 +279,16 @@ class Rewriter:
                 break
             live = k.cand.index > last_assistant and k.user
             if not live and k.entry is None:
-                order.append(k)  # history never rewritten: nothing to report, nothing to replace
+                order.append(k)  # history forwarded as sent: it stays so (no lookup)
                 continue
             c = k.cand if k.cand.live == live else dataclasses.replace(k.cand, live=live)
-            if not self._reuse(p, c, k, floor):
+            if not self._reuse(p, c, k, floor, turn):
                 return None
             order.append(c)
         p.cands.extend(tail_cands)
         order.extend(tail_cands)
         wanted = [c for c in tail_cands if self._wanted(p, c, floor)]
-        if not self._locate_in(p, tail_cands, spans, j):
+        if not self._locate_in(p, wanted, spans, j):
             return None
         for c in wanted:  # what a full pass would have located (and reports as such)
             start, end = p.spans[c.path]
@@ -300,7 +303,7 @@ class Rewriter:
             return RewriteResult(None)
         return p.result()
 
-    def _reuse(self, p: _Pass, c: Candidate, k: Known, floor: int | None) -> bool:
+    def _reuse(self, p: _Pass, c: Candidate, k: Known, floor: int | None, turn: Turn) -> bool:
         """Put an output the turn memo knows into the pass exactly as a full pass would have
         found it (located or not, in the ledger or not, settled or decided). False when the
         memo cannot say (then the request is worked out in full)."""
@@ -308,9 +311,16 @@ class Rewriter:
         located = (floor is not None and _may_reach(c.text, floor)) or (c.live and settled is None)
         if k.entry is not None and not located:
             return False  # the ledger's floor is unknown: only a full pass behaves the same
+        if located and k.span is None:
+            # Not needed until now: found inside its message, whose bytes this request shares.
+            if not self._locate_in(p, [c], turn.spans[c.index:c.index + 1], c.index):
+                return False
+            k.span = p.spans[c.path]
+            k.literal = p.body[k.span[0]:k.span[1]]
         p.cands.append(c)
         p.known[id(c)] = k
-        p.spans[c.path] = k.span
+        if k.span is not None:
+            p.spans[c.path] = k.span
         if located:
             p.literal[c.path] = k.literal
             if k.entry is not None:
@@ -352,13 +362,6 @@ class Rewriter:
         messages = doc.get("messages") if isinstance(doc, dict) else None
         if where is None or not isinstance(messages, list) or len(where[1]) != len(messages):
             return
-        missing = {c.path: c.text for c in p.cands if c.path not in p.spans}
-        if missing:
-            found = jsonspan.locate_fast(p.body, missing) or jsonspan.locate_checked(p.body,
-                                                                                      missing)
-            if found is None:
-                return
-            p.spans.update(found)
         self._remember_turn(key, p, p.cands, None, 0, where[1], messages, where[2])
 
     def _remember_turn(self, key: tuple, p: _Pass, order: list, turn: Turn | None, j: int,
@@ -374,17 +377,17 @@ class Rewriter:
                 known.append(item)
                 continue
             c = item
-            start, end = p.spans[c.path]
-            lit = p.body[start:end]
+            span = p.spans.get(c.path)  # (None: not located yet; the turn that needs it will)
+            lit = p.body[span[0]:span[1]] if span is not None else None
             d = p.outcome.get(id(c)) or p.settled.get(id(c))
             if d is not None and d.action in _TRANSIENT:
                 d = None  # not to be repeated: the next turn decides again
-            entry = p.hits.get((c.call_id, lit))
+            entry = p.hits.get((c.call_id, lit)) if lit is not None else None
             if entry is None and d is not None and d.forwarded is not None:
                 entry = Entry(d.forwarded, d.kind, d.tokens_before, d.tokens_after)
             old = p.known.get(id(c))
             user = old.user if old is not None else _role(msgs[c.index - j]) == "user"
-            known.append(Known(c, (start, end), lit, entry, d if entry is None else None, user))
+            known.append(Known(c, span, lit, entry, d if entry is None else None, user))
         if tail_names is None:
             tail_names = [livezone.tool_uses(m) for m in msgs]
         self.memo.put(key, Turn(

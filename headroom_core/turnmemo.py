@@ -34,8 +34,10 @@ class Known:
     """One tool output of a memoised request, and what was decided for it."""
 
     cand: Candidate  # as in that request (its `live` flag may change on the next turn)
-    span: Span  # of its literal in that request's body
-    literal: bytes
+    # Its literal and where it is in that request's body; None until a turn needed it (then
+    # found inside its message, whose bytes every later turn that reuses it shares).
+    span: Span | None
+    literal: bytes | None
     entry: Entry | None  # what the ledger holds for it (then it is replayed), if anything
     decision: Any  # for a live output not in the ledger: the rewriter's decision
     user: bool  # in a user message (only those are ever live)

@@ -190,6 +190,47 @@ def test_rewritten_outputs_are_replayed_with_the_same_bytes_turn_after_turn(worl
     assert all(lit in b for b in forwarded[1:])
 
 
+def test_history_forwarded_unchanged_stays_unchanged_when_another_session_rewrites_it(worlds):
+    # A resumed copy of a conversation (a new session id) forwards output X as history before
+    # the original session compresses X. The resumed conversation's provider cache holds X as
+    # it was sent: its memo keeps sending X so. (A full pass, with no memory of what this
+    # conversation sent, replays the ledger's rewrite: one cache miss; that is what the memo's
+    # periodic full pass and a restart do too.)
+    full, memo = worlds
+    x = tool_turn(1, BIG[0] + "\nfirst seen as history")
+    resumed = conversation(0) + x + tool_turn(2, "small output 2")
+    first = same(full, memo, body(resumed, seq=1), session="resumed")
+    assert first.body is None  # the ledger is empty: X is history, nothing to replay
+    original = same(full, memo, body(conversation(0) + x, seq=2), session="original")
+    assert original.body is not None  # X is live there: compressed, in the ledger
+    resumed += tool_turn(3, "small output 3")
+    sent = memo.send(body(resumed, seq=3), session="resumed")
+    assert memo.turns == 1 and sent.body is None
+    assert full.send(body(resumed, seq=3), session="resumed").manifest[0]["action"] == "replayed"
+
+
+def test_a_live_turn_sent_again_locates_what_it_did_not_need_before(worlds):
+    # The newest user turn holds a big log and a big Read output (excluded). With the ledger
+    # empty, the Read output is never looked for; the log's rewrite makes the ledger's floor
+    # reach it, so the same live turn sent again (a retry, then more typed by the user) must
+    # find its bytes from the memo exactly as a full pass does.
+    full, memo = worlds
+    read = "\n".join(f"{n:>6}\u2192line {n} of a long file" for n in range(3000))
+    msgs = conversation(0) + [
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "toolu_b", "name": "Bash", "input": {}},
+            {"type": "tool_use", "id": "toolu_r", "name": "Read", "input": {}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_b", "content": BIG[1]},
+            {"type": "tool_result", "tool_use_id": "toolu_r", "content": read}]}]
+    first = same(full, memo, body(msgs, cache_last=False, seq=1))
+    assert [e["action"] for e in first.manifest] == ["compressed", "excluded"]
+    same(full, memo, body(msgs, cache_last=False, seq=2))
+    msgs += [{"role": "user", "content": [{"type": "text", "text": "and the tests?"}]}]
+    again = same(full, memo, body(msgs, cache_last=False, seq=3))
+    assert memo.turns == 2 and again.manifest[1]["bytes_before"] > len(read)
+
+
 @pytest.mark.parametrize("edit", ["earlier output", "earlier text", "first message", "system"])
 def test_an_edited_history_is_worked_out_anew(worlds, edit):
     full, memo = worlds
