@@ -233,14 +233,23 @@ class StickyBetas:
         self.memory = memory if memory is not None else LocalBetaMemory(max_sessions)
         self.max_tokens_per_session = max_tokens_per_session
         self.deny = tuple(p.lower() for p in deny)
+        # One regex for the whole deny list (fnmatch's own syntax), and the verdict per token:
+        # clients send the same few tokens all day.
+        self._deny_re = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in self.deny)
+                                   or "(?!)")
+        self._denied: dict[str, bool] = {}
         # session key -> (the last request's (client tokens, required), its decision); valid
         # while the session's memory is unchanged (any change drops the entry). Local memory only.
         self._memo: dict[str, tuple[tuple, BetaDecision]] = {}
         self._lock = threading.Lock()
 
     def denied(self, token: str) -> bool:
-        t = token.lower()
-        return any(fnmatch.fnmatchcase(t, p) for p in self.deny)
+        verdict = self._denied.get(token)
+        if verdict is None:
+            verdict = self._deny_re.match(token.lower()) is not None
+            if len(self._denied) < 4096:
+                self._denied[token] = verdict
+        return verdict
 
     def apply(
         self,

@@ -16,8 +16,9 @@ import datetime
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from . import prices as hprices
@@ -145,10 +146,13 @@ class Turn:
         }
 
 
-def _rewrites(rewrite: Any) -> tuple[list[dict], dict[str, int], int, int, int, bool]:
+_NO_REWRITE: tuple = ((), MappingProxyType({}), 0, 0, 0, False)
+
+
+def _rewrites(rewrite: Any) -> tuple[Sequence[dict], Mapping[str, int], int, int, int, bool]:
     """(changed blocks, action counts, tokens saved, of them fresh, of them replayed, cch)."""
     if not isinstance(rewrite, dict):
-        return [], {}, 0, 0, 0, False
+        return _NO_REWRITE  # (shared: a Turn's blocks and actions are never changed)
     actions = rewrite.get("actions")
     actions = {str(k): _int(v) for k, v in actions.items()} if isinstance(actions, dict) else {}
     saved = _int(rewrite.get("tokens_saved"))
@@ -334,6 +338,7 @@ class Figures:
         self.turns_kept = turns_kept
         self.clock = clock
         self._lock = threading.Lock()
+        self._day_of: tuple[int, int] = (-1, 0)  # (minute, its local day): one lookup a minute
         self._reset()
 
     def _reset(self) -> None:
@@ -358,16 +363,21 @@ class Figures:
             self.add(r)
         return self
 
-    def add(self, record: Any) -> None:
+    def add(self, record: Any) -> Turn | None:
+        """Count one event record; returns it as read (None: not a record)."""
         if not isinstance(record, dict):
             self.ignored += 1
-            return
+            return None
         t = turn_of(record, self.prices, self.clock())
         sid = record.get("session_id")
         sid = sid if isinstance(sid, str) and sid else NO_SESSION
         label = record.get("session_label")
-        day = _local_day(t.t)
         minute = int(t.t // 60)
+        if self._day_of[0] == minute:
+            day = self._day_of[1]
+        else:
+            day = _local_day(t.t)
+            self._day_of = (minute, day)
         key = (t.provider or "unknown", t.model or "unknown", t.endpoint or "unknown")
         with self._lock:
             self.total.add(t)
@@ -406,6 +416,7 @@ class Figures:
                     key = (key[0], "other", key[2])
                 lf = self.labelsets.setdefault(key, LabelFigures())
             lf.add(t)
+        return t
 
     def _session(self, sid: str) -> Session:
         s = self.sessions.get(sid)

@@ -342,30 +342,44 @@ def parsed_tail(raw: bytes, pos: int, marker: bytes) -> tuple[list[Span], int, l
         return None
     try:
         items = orjson.loads(b"[" + raw[pos + 1:q] + b"]")
-        spans: list[Span] = []
-        cur = pos + 1
-        for item in items:
-            enc = orjson.dumps(item)
-            if spans:
-                if raw[cur] != 0x2C:
-                    return None
-                cur += 1
-            if not raw.startswith(enc, cur):
-                return None
-            spans.append((cur, cur + len(enc)))
-            cur += len(enc)
-    except (orjson.JSONDecodeError, orjson.JSONEncodeError, IndexError):
+    except orjson.JSONDecodeError:
         return None
-    if cur != q or not spans:
+    spans = proven_spans(raw, pos + 1, items)
+    if spans is None or not spans or spans[-1][1] != q:
         return None
     return spans, q + 1, items
 
 
-def array_elements(raw: bytes, key: str) -> tuple[int, list[Span], int] | None:
+def proven_spans(raw: bytes, pos: int, items: list) -> list[Span] | None:
+    """The spans of `items`, the parsed elements of a compact array whose first element starts
+    at `pos`, proven by re-encoding each one and comparing bytes (each element followed by a
+    comma, the last by the closing bracket): None when the bytes were written another way."""
+    spans: list[Span] = []
+    cur = pos
+    startswith = raw.startswith
+    try:
+        for item in items:
+            if spans:
+                if raw[cur] != 0x2C:  # ","
+                    return None
+                cur += 1
+            enc = orjson.dumps(item)
+            if not startswith(enc, cur):
+                return None
+            spans.append((cur, cur + len(enc)))
+            cur += len(enc)
+    except (orjson.JSONEncodeError, IndexError):
+        return None
+    return spans if raw[cur:cur + 1] == b"]" else None
+
+
+def array_elements(raw: bytes, key: str, items: list | None = None
+                   ) -> tuple[int, list[Span], int] | None:
     """For the top-level object's array under `key`: the position just after its opening bracket,
     its elements' spans and the position just after its closing bracket. None when the document
     is not an object with such an array, or when a later duplicate of `key` might exist (the one
-    parsers keep would then be another)."""
+    parsers keep would then be another). `items`: the array as parsed, when the caller has it
+    (a compact array's spans are then proven by re-encoding instead of scanned)."""
     token = orjson.dumps(key)
     try:
         pos = _WS.match(raw, 0).end()
@@ -379,7 +393,12 @@ def array_elements(raw: bytes, key: str) -> tuple[int, list[Span], int] | None:
             pos = m.end()
             if m.group(1) == token and raw[pos] == _LBRACK:
                 first = pos + 1
-                tail = elements_after(raw, first)
+                tail = None
+                if items:
+                    spans = proven_spans(raw, first, items)
+                    tail = None if spans is None else (spans, spans[-1][1] + 1)
+                if tail is None:
+                    tail = elements_after(raw, first)
                 if tail is None or not no_later_key(raw, tail[1], key):
                     return None
                 spans, end = tail

@@ -358,8 +358,9 @@ class Rewriter:
 
     def _remember(self, key: tuple, p: _Pass, doc: Any) -> None:
         """Keep the turn a full pass decided (needs every message's and output's bytes)."""
-        where = jsonspan.array_elements(p.body, "messages")
         messages = doc.get("messages") if isinstance(doc, dict) else None
+        where = jsonspan.array_elements(p.body, "messages",
+                                        messages if isinstance(messages, list) else None)
         if where is None or not isinstance(messages, list) or len(where[1]) != len(messages):
             return
         self._remember_turn(key, p, p.cands, None, 0, where[1], messages, where[2])

@@ -37,12 +37,13 @@ class Totals:
         total = self.total_input
         return self.cache_read_tokens / total if total else None
 
-    def add(self, usage: dict[str, int], error: bool, saved: int) -> None:
+    def add(self, tokens: tuple[int, int, int, int], error: bool, saved: int) -> None:
+        """`tokens`: input, output, cache read, cache creation."""
         self.requests += 1
-        self.input_tokens += usage["input_tokens"]
-        self.output_tokens += usage["output_tokens"]
-        self.cache_read_tokens += usage["cache_read_tokens"]
-        self.cache_creation_tokens += usage["cache_creation_tokens"]
+        self.input_tokens += tokens[0]
+        self.output_tokens += tokens[1]
+        self.cache_read_tokens += tokens[2]
+        self.cache_creation_tokens += tokens[3]
         self.errors += error
         self.tokens_saved += saved
 
@@ -90,14 +91,20 @@ class Stats:
             stats.add(record)
         return stats
 
-    def add(self, record: Any) -> None:
+    def add(self, record: Any, read: Any = None) -> None:
+        """`read`: the record as `figures.turn_of` read it (the proxy reads each record once
+        for the dashboard and these figures alike); None: read it here."""
         if not isinstance(record, dict):
             self.ignored += 1
             return
-        raw = record.get("usage")
-        raw = raw if isinstance(raw, dict) else {}
-        usage = {k: _count(raw.get(k)) for k in TOKEN_FIELDS}
-        error, saved = is_error(record), tokens_saved(record)
+        if read is not None:
+            tokens = (read.input, read.output, read.cache_read, read.cache_write)
+            error, saved = read.error, read.saved_tokens
+        else:
+            raw = record.get("usage")
+            raw = raw if isinstance(raw, dict) else {}
+            tokens = tuple(_count(raw.get(k)) for k in TOKEN_FIELDS)
+            error, saved = is_error(record), tokens_saved(record)
         session = record.get("session_id")
         key = session if isinstance(session, str) and session else NO_SESSION
         with self._lock:
@@ -106,8 +113,8 @@ class Stats:
                 if len(self.sessions) >= self.max_sessions:
                     key = OTHER
                 totals = self.sessions.setdefault(key, Totals())
-            totals.add(usage, error, saved)
-            self.total.add(usage, error, saved)
+            totals.add(tokens, error, saved)
+            self.total.add(tokens, error, saved)
             label = record.get("session_label")
             if key != OTHER and isinstance(label, str) and label:
                 self.labels[key] = label

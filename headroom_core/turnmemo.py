@@ -61,15 +61,15 @@ class Turn:
     def shared(self, body: bytes) -> int:
         """How many leading messages `body` has byte for byte as this turn had them (the bytes
         before the first message included). A binary search of prefix comparisons."""
-        spans = self.spans
-        if not spans or not body.startswith(self.body[:spans[0][1]]):
+        spans, old = self.spans, memoryview(self.body)  # (compared in place, never copied)
+        if not spans or not body.startswith(old[:spans[0][1]]):
             return 0
         lo, hi = 1, len(spans)
-        if body.startswith(self.body[:spans[hi - 1][1]]):
+        if body.startswith(old[:spans[hi - 1][1]]):
             return hi
         while hi - lo > 1:  # invariant: lo messages shared, hi not
             mid = (lo + hi) // 2
-            if body.startswith(self.body[:spans[mid - 1][1]]):
+            if body.startswith(old[:spans[mid - 1][1]]):
                 lo = mid
             else:
                 hi = mid

@@ -287,8 +287,7 @@ class Runtime:
     def _record(self, record: dict[str, Any]) -> None:
         if self._ws_unlabelled and record.get("transport") == "websocket":
             self._label_websocket(record)
-        self.stats.add(record)
-        self.figures.add(record)
+        self.stats.add(record, self.figures.add(record))
         label = record.get("session_label")
         if label and "“" in label:  # the prompt snippet stays in memory (the dashboard)
             record = {**record, "session_label": labels.for_log(label)}

@@ -395,3 +395,14 @@ def test_fold_forces_one_line_even_when_tokens_are_unchanged():
     assert apply_to_fields(fields, b"OpenAI-Beta", ["x=1", "y"]) is fields
     assert apply_to_fields(fields, b"OpenAI-Beta", ["x=1", "y"], fold=True) == [
         (b"OpenAI-Beta", b"x=1,y"), (b"A", b"1")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet="ab-*?[]!0", max_size=6), max_size=4),
+       st.lists(st.text(alphabet="aAbB-0[]*?!", max_size=6), max_size=6))
+def test_the_deny_list_matches_as_fnmatch_does(patterns, tokens):
+    import fnmatch
+    betas = StickyBetas(deny=patterns)
+    for token in tokens + tokens:  # (the second time from the verdict kept)
+        expected = any(fnmatch.fnmatchcase(token.lower(), p.lower()) for p in patterns)
+        assert betas.denied(token) is expected

@@ -173,6 +173,30 @@ def test_arbitrary_records_never_raise(records):
     format_table(s)
 
 
+_FIELD = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 10**6) | st.text(max_size=3)
+    | st.floats(allow_nan=True) | st.sampled_from([3.0, -2.0, "errored", "truncated", 404]),
+    lambda inner: st.dictionaries(
+        st.sampled_from(["input_tokens", "output_tokens", "cache_read_tokens",
+                         "cache_creation_tokens", "rewrite", "tokens_saved"]), inner, max_size=4),
+    max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(
+    st.sampled_from(["session_id", "usage", "status", "error", "stream_state", "decisions",
+                     "session_label"]), _FIELD, max_size=7), max_size=8))
+def test_a_record_read_once_for_the_dashboard_counts_the_same(records):
+    # The proxy hands Stats the record as the dashboard's figures read it (one reading each).
+    from headroom_core.figures import turn_of
+    direct, shared = Stats(), Stats()
+    for r in records:
+        direct.add(r)
+        shared.add(r, turn_of(r, None, 0.0))
+    assert shared.total == direct.total and shared.sessions == direct.sessions
+    assert shared.labels == direct.labels
+
+
 def test_sessions_are_bounded_and_adds_are_thread_safe():
     import threading
 
