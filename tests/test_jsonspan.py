@@ -7,6 +7,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from headroom_core.jsonspan import (
+    array_elements,
     decode_literal,
     encode_literal,
     locate,
@@ -386,3 +387,15 @@ def test_locate_fast_within_one_message_counts_only_its_bytes():
     assert found == {(0, "content"): (second[0] + 11, second[0] + 16)}
     assert raw[slice(*found[(0, "content")])] == b'"out"'
     assert locate_fast(raw, {(0, "content"): "other"}, *second) is None  # not in this one
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_MSG, max_size=5), st.sampled_from([(",", ":"), (", ", ": ")]),
+       st.booleans())
+def test_array_elements_from_the_parsed_array_agrees_with_scanning(msgs, seps, later_key):
+    doc = {"model": "m", "messages": msgs, "system": "s"}
+    raw = json.dumps(doc, separators=seps, ensure_ascii=False).encode()
+    if later_key:  # a second "messages" key: parsers keep the last; both ways refuse
+        raw = raw[:-1] + b',"messages":[]}'
+    assert array_elements(raw, "messages", json.loads(raw)["messages"] if not later_key
+                          else msgs) == array_elements(raw, "messages")
