@@ -50,15 +50,16 @@ class SSEParser:
     def __init__(self, max_event_bytes: int = 1 << 20,
                  skip_events: frozenset[str] = frozenset()) -> None:
         self.max_event_bytes = max_event_bytes
-        # Events named here (by a leading `event:` line) are checked for valid UTF-8 and counted
-        # in `skipped`, but not dispatched: a reader that only needs usage and completeness
-        # leaves the bulk of a stream (text deltas) unparsed.
+        # Events named here (by a leading `event:` line) are checked for valid UTF-8, but not
+        # dispatched: a reader that only needs usage and completeness leaves the bulk of a
+        # stream (text deltas) unparsed.
         self.skip_events = skip_events
-        # What a skippable event looks like at its start, after the previous event's blank line
-        # (the common LF-only form): lets whole batches of them be recognised by counting.
-        self._skip_marks = tuple(b"\n\nevent: " + name.encode() + b"\n"
-                                 for name in sorted(skip_events, key=_commonest))
-        self.skipped = 0
+        # A run of nothing but such events in the common LF-only form, each named on its first
+        # line: whole batches of them are recognised by one C-level match (possessive
+        # quantifiers: the engine never backtracks into a line).
+        names = b"|".join(re.escape(n.encode()) for n in sorted(skip_events))
+        self._skip_run = re.compile(rb"(?:event: (?:" + names + rb")\n(?:[^\n]++\n)*+\n)*+"
+                                    ) if skip_events else None
         self.errors = 0  # complete events skipped because they were not valid UTF-8
         self.overflowed = False
         self.failed = False  # an unexpected internal error stopped parsing
@@ -153,7 +154,7 @@ class SSEParser:
                     events.append(ev)
                 start = pos = end
         elif buf.find(b"\n\n", pos) >= 0:
-            if self._skip_marks and self._skip_all(buf):
+            if self._skip_run is not None and self._skip_all(buf):
                 pass  # every complete event was one to skip: counted, checked, dropped
             else:
                 # One C-level split instead of a find per event; left-to-right like the spec.
@@ -169,20 +170,15 @@ class SSEParser:
         return events
 
     def _skip_all(self, buf: bytearray) -> bool:
-        """When every complete event in `buf` starts with a skippable `event:` line and all of
-        it is valid UTF-8 (C-level counts and one decode, no split): count them as skipped,
-        drop them and return True. Anything else, or a count that does not add up: False,
-        and the events are split one by one as usual."""
+        """When every complete event in `buf` starts with a skippable `event: NAME` line and all
+        of it is valid UTF-8 (one C-level match and one decode, no split): drop them and return
+        True. Anything else: False, and the events are split one by one as usual (which skips
+        each of these the same way)."""
         end = buf.rfind(b"\n\n") + 2
         if end > self.max_event_bytes:
             return False  # one of them could be too large: the per-event path checks
-        n = buf.count(b"\n\n", 0, end)
-        k = 0
-        for m in self._skip_marks:  # the commonest first: usually one count settles it
-            k += buf.count(m, 0, end) + buf.startswith(m[2:])
-            if k >= n:
-                break
-        if k != n:
+        run = self._skip_run.match(buf, 0, end)  # type: ignore[union-attr]
+        if run is None or run.end() != end:
             return False
         if not buf.isascii():
             try:
@@ -190,7 +186,6 @@ class SSEParser:
                     codecs.decode(view[:end], "utf-8")
             except UnicodeDecodeError:
                 return False  # the per-event path counts which ones
-        self.skipped += n
         del buf[:end]
         return True
 
@@ -226,7 +221,6 @@ class SSEParser:
                 except UnicodeDecodeError:
                     pass  # counted below, like any event
                 else:
-                    self.skipped += 1
                     return None
         try:
             text = block.decode("utf-8")
@@ -267,12 +261,6 @@ class SSEParser:
             # Spec: a block without data (comments, pings, a lone `event:`) dispatches nothing.
             return None
         return SSEEvent(event, data[0] if len(data) == 1 else "\n".join(data), ev_id, retry, size)
-
-
-def _commonest(name: str) -> tuple[bool, str]:
-    """Sort key: text deltas (the bulk of every stream) first."""
-    return (not name.endswith("text_delta") and not name.endswith(".delta")
-            and name != "content_block_delta", name)
 
 
 def _has_field(block: bytearray) -> bool:

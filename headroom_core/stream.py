@@ -111,14 +111,12 @@ class StreamTee:
     def overflowed(self) -> bool:
         return self._parser.overflowed
 
-    def __call__(self, chunk: bytes) -> bytes:
-        """mitmproxy's `response.stream` callable: feed the chunk, hand it back unchanged."""
-        self.feed(chunk)
-        return chunk
-
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes) -> bytes:
+        """Read one chunk on the side; returns it unchanged. Also mitmproxy's `response.stream`
+        callable (`__call__`), run for every chunk: one call, nothing allocated but the list
+        entry that batches it."""
         if not chunk:
-            return
+            return chunk
         try:
             size = len(chunk)
             now = None
@@ -138,6 +136,9 @@ class StreamTee:
                     self._inspect(chunk)
         except Exception as e:
             self._fail(e)
+        return chunk
+
+    __call__ = feed
 
     def _keep(self, chunk: bytes, size: int, now: float) -> None:
         if self.kept_bytes + size > self.keep_bytes_limit:

@@ -272,3 +272,41 @@ def test_arbitrary_bytes_never_raise(chunks, limit):
             assert isinstance(ev.data, str)
     p.close()
     assert p.bytes_fed == sum(map(len, chunks))
+
+
+# --- skipping whole batches of events nobody reads ---------------------------------------------
+
+_SKIP = frozenset({"content_block_delta", "ping"})
+_BLOCK = st.sampled_from([
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","text":"a"}\n\n',
+    b"event: ping\ndata: {}\n\n",
+    b"event: ping\n\n",  # no data: dispatches nothing either way
+    b"event: content_block_delta\nid: 7\nretry: 9\ndata: x\ndata: y\n\n",
+    b"event: content_block_delta\ndata: \xc3\xa9\n\n",
+    b"event: content_block_delta\ndata: \xff\n\n",  # invalid UTF-8: counted, not skipped
+    b"event:content_block_delta\ndata: z\n\n",  # (no space)
+    b"event: content_block_deltas\ndata: z\n\n",  # another name
+    b'event: message_delta\ndata: {"usage":{"output_tokens":3}}\n\n',
+    b"data: unnamed\n\n",
+    b"id: 5\n\n",
+    b": comment\n\n",
+    b"\n",  # an extra blank line
+    b"event: ping\r\ndata: cr\r\n\r\n",
+])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_BLOCK, max_size=30), st.lists(st.integers(1, 400), max_size=8),
+       st.sampled_from([1 << 20, 60]))
+def test_a_batch_of_skippable_events_reads_as_the_event_by_event_path(blocks, cuts, limit):
+    data = b"".join(blocks)
+    offsets = sorted({c for c in cuts if c < len(data)})
+    fast_events, fast = parse(data, offsets, max_event_bytes=limit, skip_events=_SKIP)
+    slow = SSEParser(max_event_bytes=limit, skip_events=_SKIP)
+    slow._skip_run = None  # every event split and looked at one by one
+    slow_events = []
+    for a, b in pairwise([0, *offsets, len(data)]):
+        slow_events += slow.feed(data[a:b])
+    slow_events += slow.close()
+    assert fast_events == slow_events
+    assert state(fast) == state(slow) and slow.last_event_id == fast.last_event_id
