@@ -378,6 +378,10 @@ class Runtime:
         memory first, so an identical request right behind it is already a hit."""
         self.engine.hold_for_store(state, kwargs.get("status"), kwargs.get("fields") or [],
                                    kwargs.get("body"), kwargs.get("error"))
+        if state.label_input is not None and self.labels.settled(state.session.id):
+            # The session is named already: let the request body go now rather than keep it
+            # (tens of KB per flow) until the batch runs.
+            state.label_input = None
         self.background.submit(self._finish, state, kwargs)
 
     def _finish(self, state: FlowState, kwargs: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ import zlib
 import orjson
 
 from headroom_core.sse import SSEParser
+from headroom_core.engine import TEE_BATCH
 from headroom_core.stream import StreamTee
 
 WORDS = (
@@ -200,8 +201,8 @@ def main() -> None:
             p.feed(c)
         p.close()
 
-    def tee(chunks: list[bytes], coding: str | None = None) -> None:
-        t = StreamTee("anthropic", content_encoding=coding)
+    def tee(chunks: list[bytes], coding: str | None = None, **kw) -> None:
+        t = StreamTee("anthropic", content_encoding=coding, **kw)
         for c in chunks:
             t.feed(c)
         assert t.finish(True).state == "complete"
@@ -212,6 +213,9 @@ def main() -> None:
         for label, fn in (
             ("SSEParser.feed", lambda chunks=chunks: parser_only(chunks)),
             ("StreamTee (parse + reconstruct)", lambda chunks=chunks: tee(chunks)),
+            # what the proxy runs when no store records the stream: usage and completeness
+            ("StreamTee (accounting only)", lambda chunks=chunks: tee(
+                chunks, batch_bytes=TEE_BATCH, accounting_only=True)),
         ):
             s = best(fn, args.repeat)
             print(f"{label:<34}{size:>8}{len(data) / s / 1e6:>10.1f}{s:>8.3f}")

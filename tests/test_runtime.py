@@ -132,6 +132,20 @@ def test_records_carry_the_session_label_and_feed_the_dashboard(tmp_path):
     rt.close()
 
 
+def test_a_named_session_lets_the_request_body_go_before_the_batch_runs(tmp_path):
+    rt = Runtime(options.make(dir=str(tmp_path), compress="off", flush_interval="60"))
+    first = finish(rt, "f1")
+    assert first.label_input is not None  # not named yet: kept for the background to read
+    rt.flush()
+    assert rt.labels.settled(first.session.id)
+    second = finish(rt, "f2")
+    assert second.label_input is None  # named: nothing to read, the body is not held
+    rt.flush()
+    line = json.loads((tmp_path / "events.jsonl").read_text().splitlines()[-1])
+    assert line["flow_id"] == "f2" and line["session_label"] == "claude-code · ~/app"
+    rt.close()
+
+
 def test_a_prompt_snippet_names_the_session_in_memory_only(tmp_path):
     rt = Runtime(options.make(dir=str(tmp_path), compress="off"))
     body = json.dumps({"model": "claude-sonnet-4-5", "messages": [
