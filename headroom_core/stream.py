@@ -71,8 +71,10 @@ class StreamTee:
         self.kept_bytes = 0
         self.kept_complete = True
         self.first_chunk_at: float | None = None
-        self.bytes_seen = 0
-        self.chunks_seen = 0
+        self._done_bytes = 0  # of chunks no longer in `_pending`
+        self._done_chunks = 0
+        # The steady state (started, parsing in batches, nothing kept): `feed` only queues.
+        self._bulk = False
         self.decode_errors = 0
         self.failed = False  # an internal error disabled parsing for this stream
         self._clock = clock
@@ -98,6 +100,14 @@ class StreamTee:
             log.warning("stream not inspected: reason=unsupported_encoding shape=%s", shape)
 
     @property
+    def bytes_seen(self) -> int:
+        return self._done_bytes + self._pending_bytes
+
+    @property
+    def chunks_seen(self) -> int:
+        return self._done_chunks + len(self._pending)
+
+    @property
     def parse_errors(self) -> int:
         """Events skipped as unreadable: invalid UTF-8 (parser) or data that is not JSON."""
         return self._parser.errors + (self._recon.unreadable if self._recon else 0)
@@ -113,8 +123,18 @@ class StreamTee:
 
     def feed(self, chunk: bytes) -> bytes:
         """Read one chunk on the side; returns it unchanged. Also mitmproxy's `response.stream`
-        callable (`__call__`), run for every chunk: one call, nothing allocated but the list
-        entry that batches it."""
+        callable (`__call__`), run for every chunk: in the steady state it only queues the
+        chunk for the next batch."""
+        if self._bulk and chunk:
+            self._pending.append(chunk)
+            self._pending_bytes += len(chunk)
+            if self._pending_bytes >= self.batch_bytes:
+                try:
+                    self._inspect_pending()
+                except Exception as e:
+                    self._fail(e)
+                self._bulk = self._parsing
+            return chunk
         if not chunk:
             return chunk
         try:
@@ -122,18 +142,19 @@ class StreamTee:
             now = None
             if self.first_chunk_at is None:
                 self.first_chunk_at = now = self._clock()
-            self.bytes_seen += size
-            self.chunks_seen += 1
             if self.kept_complete:  # the clock is read per chunk only while chunks are kept
                 self._keep(chunk, size, self._clock() if now is None else now)
-            if self._parsing:
-                if self.batch_bytes:
-                    self._pending.append(chunk)
-                    self._pending_bytes += size
-                    if self._pending_bytes >= self.batch_bytes:
-                        self._inspect_pending()
-                else:
+            if self._parsing and self.batch_bytes:
+                self._pending.append(chunk)
+                self._pending_bytes += size
+                if self._pending_bytes >= self.batch_bytes:
+                    self._inspect_pending()
+            else:
+                self._done_bytes += size
+                self._done_chunks += 1
+                if self._parsing:
                     self._inspect(chunk)
+            self._bulk = self._parsing and bool(self.batch_bytes) and not self.kept_complete
         except Exception as e:
             self._fail(e)
         return chunk
@@ -157,6 +178,8 @@ class StreamTee:
 
     def _inspect_pending(self) -> None:
         data = b"".join(self._pending)
+        self._done_bytes += self._pending_bytes
+        self._done_chunks += len(self._pending)
         self._pending.clear()
         self._pending_bytes = 0
         self._inspect(data)
@@ -191,6 +214,7 @@ class StreamTee:
     def _disable(self) -> None:
         self.failed = True
         self._parsing = False
+        self._bulk = False
 
     def finish(self, ended_cleanly: bool) -> StreamResult:
         """The stream's outcome (same value on every call). Never raises."""

@@ -314,3 +314,27 @@ def test_accounting_only_still_catches_invalid_utf8_in_a_skipped_event():
     tee = StreamTee("anthropic", accounting_only=True)
     tee.feed(data)
     assert tee.finish(True).state != "complete"
+
+
+@pytest.mark.parametrize("path", FIXTURES[:4], ids=lambda p: p.stem)
+@settings(max_examples=30, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=12),
+       batch=st.sampled_from([1, 100, 32 << 10]), keep=st.sampled_from([0, 500, 64 << 20]),
+       lean=st.booleans())
+def test_counts_and_kept_chunks_do_not_depend_on_batching(path, cuts, batch, keep, lean):
+    # Empty chunks (mitmproxy's end marker) included; the steady state only queues chunks.
+    data = path.read_bytes()
+    cuts = sorted(c for c in cuts if c <= len(data))  # repeated cuts: empty chunks
+    tees = [StreamTee(shape_of(path), keep_bytes_limit=keep, batch_bytes=b,
+                      accounting_only=lean, clock=lambda: 1.0) for b in (0, batch)]
+    for t in tees:
+        for a, b in pairwise([0, *cuts, len(data)]):
+            assert t(data[a:b]) == data[a:b]
+    plain, batched = tees
+    pieces = [data[a:b] for a, b in pairwise([0, *cuts, len(data)]) if b > a]
+    assert batched.bytes_seen == plain.bytes_seen == len(data)
+    assert batched.chunks_seen == plain.chunks_seen == len(pieces)
+    assert batched.raw_chunks == plain.raw_chunks
+    assert batched.kept_complete == plain.kept_complete == (len(data) <= keep)
+    a, b = plain.finish(True), batched.finish(True)
+    assert (a.state, a.reason, a.usage, a.error) == (b.state, b.reason, b.usage, b.error)
