@@ -99,14 +99,17 @@ _NO_CONTROLS = Controls()
 
 def _index_only(fields: Sequence[tuple[bytes, bytes]], lows: list[bytes]
                 ) -> tuple[Fields, list[bytes], Controls, Index]:
-    index: Index = {}
-    for n, (_, value) in zip(lows, fields):
-        values = index.get(n)
-        if values is None:
-            index[n] = [value]
-        else:
-            values.append(value)
-    controls = Controls(no_store=True) if _no_store(index) else _NO_CONTROLS
+    index: Index = {n: [v] for n, (_, v) in zip(lows, fields)}
+    if len(index) != len(lows):  # a name repeated: its values in wire order
+        index = {}
+        for n, (_, value) in zip(lows, fields):
+            values = index.get(n)
+            if values is None:
+                index[n] = [value]
+            else:
+                values.append(value)
+    controls = Controls(no_store=True) if b"cache-control" in index and _no_store(index) \
+        else _NO_CONTROLS
     return (fields if isinstance(fields, list) else list(fields)), [], controls, index
 
 

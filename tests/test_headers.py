@@ -1,5 +1,5 @@
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headroom_core import headers
@@ -70,3 +70,15 @@ def test_strip_property(fields):
     assert all(not n.lower().startswith(b"x-headroom-") for n, _ in kept)
     assert kept == [f for f in fields if not f[0].lower().startswith(b"x-headroom-")]
     assert len(kept) + len(stripped) == len(fields)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([b"Accept", b"accept", b"X-Api-Key", b"Cache-Control",
+                                           b"cache-control", b"x-headroom-cache", b"A-B"]),
+                          st.sampled_from([b"1", b"no-store", b"x", b""])), max_size=8))
+def test_the_index_holds_every_kept_value_in_wire_order(fields):
+    kept, stripped, controls, index = headers.strip_and_read(fields, headers.StripRules())
+    assert index == headers.index(kept)
+    assert controls.no_store == any(
+        n.lower() == b"cache-control" and v == b"no-store" for n, v in kept)
+    assert [n for n, _ in fields if n.lower().startswith(b"x-headroom-")] == stripped
