@@ -357,7 +357,8 @@ class Rewriter:
         return True
 
     def _remember(self, key: tuple, p: _Pass, doc: Any) -> None:
-        """Keep the turn a full pass decided (needs every message's and output's bytes)."""
+        """Keep the turn a full pass decided (needs every message's span; outputs are located
+        when a later turn needs them)."""
         messages = doc.get("messages") if isinstance(doc, dict) else None
         where = jsonspan.array_elements(p.body, "messages",
                                         messages if isinstance(messages, list) else None)

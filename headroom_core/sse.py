@@ -55,11 +55,12 @@ class SSEParser:
         # stream (text deltas) unparsed.
         self.skip_events = skip_events
         # A run of nothing but such events in the common LF-only form, each named on its first
-        # line: whole batches of them are recognised by one C-level match (possessive
-        # quantifiers: the engine never backtracks into a line).
+        # line and only there: whole batches of them are recognised by one C-level match
+        # (possessive quantifiers: the engine never backtracks into a line).
         names = b"|".join(re.escape(n.encode()) for n in sorted(skip_events))
-        self._skip_run = re.compile(rb"(?:event: (?:" + names + rb")\n(?:[^\n]++\n)*+\n)*+"
-                                    ) if skip_events else None
+        self._skip_run = re.compile(
+            rb"(?:event: (?:" + names + rb")\n(?:(?!event)[^\n]++\n)*+\n)*+"
+        ) if skip_events else None
         self.errors = 0  # complete events skipped because they were not valid UTF-8
         self.overflowed = False
         self.failed = False  # an unexpected internal error stopped parsing
@@ -155,7 +156,7 @@ class SSEParser:
                 start = pos = end
         elif buf.find(b"\n\n", pos) >= 0:
             if self._skip_run is not None and self._skip_all(buf):
-                pass  # every complete event was one to skip: counted, checked, dropped
+                pass  # every complete event was one to skip: checked and dropped
             else:
                 # One C-level split instead of a find per event; left-to-right like the spec.
                 # Only runs when new bytes completed an event, so each byte is scanned a bounded
@@ -212,7 +213,9 @@ class SSEParser:
         return events
 
     def _event(self, block: bytes | bytearray, size: int) -> SSEEvent | None:
-        if self.skip_events and block.startswith(b"event:"):
+        # (only a block named once: per the spec a later `event:` line renames it)
+        if (self.skip_events and block.startswith(b"event:") and b"\nevent" not in block
+                and b"\revent" not in block):
             nl = block.find(b"\n")
             name = bytes(block[6:nl if nl >= 0 else len(block)]).strip(b" \r").decode("latin-1")
             if name in self.skip_events:

@@ -292,6 +292,8 @@ _BLOCK = st.sampled_from([
     b": comment\n\n",
     b"\n",  # an extra blank line
     b"event: ping\r\ndata: cr\r\n\r\n",
+    b'event: content_block_delta\nevent: message_delta\ndata: {"usage":{}}\n\n',  # renamed
+    b"event: ping\nevent\ndata: renamed to the default\n\n",
 ])
 
 
@@ -310,3 +312,10 @@ def test_a_batch_of_skippable_events_reads_as_the_event_by_event_path(blocks, cu
     slow_events += slow.close()
     assert fast_events == slow_events
     assert state(fast) == state(slow) and slow.last_event_id == fast.last_event_id
+
+
+def test_an_event_renamed_by_a_later_event_line_is_not_skipped():
+    data = (b"event: content_block_delta\ndata: a\n\n" * 3
+            + b"event: content_block_delta\nevent: message_delta\ndata: usage\n\n")
+    events, p = parse(data, skip_events=_SKIP)
+    assert [(e.event, e.data) for e in events] == [("message_delta", "usage")]
