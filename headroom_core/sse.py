@@ -54,12 +54,14 @@ class SSEParser:
         # dispatched: a reader that only needs usage and completeness leaves the bulk of a
         # stream (text deltas) unparsed.
         self.skip_events = skip_events
-        # A run of nothing but such events in the common LF-only form, each named on its first
-        # line and only there: whole batches of them are recognised by one C-level match
-        # (possessive quantifiers: the engine never backtracks into a line).
+        # A run of nothing but such events in the form providers send (LF only, the name on
+        # the first line, then `data:` lines): whole batches of them are recognised by one
+        # C-level match (possessive quantifiers: the engine never backtracks into a line). Any
+        # other form (an `id:` line, a comment, a second `event:` line) is split event by event,
+        # which skips these the same way.
         names = b"|".join(re.escape(n.encode()) for n in sorted(skip_events))
         self._skip_run = re.compile(
-            rb"(?:event: (?:" + names + rb")\n(?:(?!event)[^\n]++\n)*+\n)*+"
+            rb"(?:event: (?:" + names + rb")\n(?:data:[^\n]++\n)++\n)*+"
         ) if skip_events else None
         self.errors = 0  # complete events skipped because they were not valid UTF-8
         self.overflowed = False

@@ -294,6 +294,9 @@ _BLOCK = st.sampled_from([
     b"event: ping\r\ndata: cr\r\n\r\n",
     b'event: content_block_delta\nevent: message_delta\ndata: {"usage":{}}\n\n',  # renamed
     b"event: ping\nevent\ndata: renamed to the default\n\n",
+    b"event: ping\ndata:\n\n",  # an empty data line
+    b"event: content_block_delta\ndata: a\n: comment\ndata: b\n\n",
+    b"event: content_block_delta\ndata: a\nevent_x: unknown field\n\n",
 ])
 
 
@@ -319,3 +322,10 @@ def test_an_event_renamed_by_a_later_event_line_is_not_skipped():
             + b"event: content_block_delta\nevent: message_delta\ndata: usage\n\n")
     events, p = parse(data, skip_events=_SKIP)
     assert [(e.event, e.data) for e in events] == [("message_delta", "usage")]
+
+
+def test_deltas_as_providers_send_them_are_recognised_in_one_match():
+    deltas = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0}\n\n' * 50
+    p = SSEParser(skip_events=_SKIP)
+    assert p._skip_all(bytearray(deltas + b"event: ping\ndata: {}\n\n"))
+    assert not p._skip_all(bytearray(deltas + b'event: message_delta\ndata: {}\n\n'))
