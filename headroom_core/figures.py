@@ -157,7 +157,8 @@ def _rewrites(rewrite: Any) -> tuple[Sequence[dict], Mapping[str, int], int, int
     actions = {str(k): _int(v) for k, v in actions.items()} if isinstance(actions, dict) else {}
     saved = _int(rewrite.get("tokens_saved"))
     blocks, fresh, replayed = [], 0, 0
-    for b in rewrite.get("blocks") or ():
+    blocks_in = rewrite.get("blocks")
+    for b in blocks_in if isinstance(blocks_in, list) else ():
         if not isinstance(b, dict) or b.get("action") not in CHANGED:
             continue
         before, after = _int(b.get("tokens_before")), _int(b.get("tokens_after"))
@@ -176,28 +177,38 @@ def _rewrites(rewrite: Any) -> tuple[Sequence[dict], Mapping[str, int], int, int
     return blocks, actions, saved, fresh, replayed, rewrite.get("cch") is True
 
 
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
 def turn_of(record: dict[str, Any], prices: hprices.Prices | None, now: float) -> Turn:
+    """One record as the dashboard counts it; every field is checked (records also come from
+    the event log on disk, written by any version)."""
+    get = record.get
     t = Turn()
-    t.t = _epoch(record.get("ts"), now)
-    t.ts = record.get("ts") if isinstance(record.get("ts"), str) else None
-    t.provider = record.get("provider") if isinstance(record.get("provider"), str) else None
-    t.endpoint = record.get("endpoint") if isinstance(record.get("endpoint"), str) else None
-    t.model = record.get("model") if isinstance(record.get("model"), str) else None
-    status = record.get("status")
+    ts = get("ts")
+    t.t = _epoch(ts, now)
+    t.ts = _str(ts)
+    t.provider = _str(get("provider"))
+    t.endpoint = _str(get("endpoint"))
+    t.model = _str(get("model"))
+    status = get("status")
     t.status = status if type(status) is int else None
-    t.stream_state = record.get("stream_state") if isinstance(
-        record.get("stream_state"), str) else None
-    t.error = bool((t.status or 0) >= 400 or record.get("error")
+    t.stream_state = _str(get("stream_state"))
+    t.error = bool((t.status or 0) >= 400 or get("error")
                    or t.stream_state in ("errored", "truncated"))
-    t.local = record.get("local") is True
-    usage = record.get("usage")
+    t.local = get("local") is True
+    usage = get("usage")
     t.has_usage = isinstance(usage, dict)
-    usage = usage if t.has_usage else {}
-    t.input = _int(usage.get("input_tokens"))
-    t.output = _int(usage.get("output_tokens"))
-    t.cache_read = _int(usage.get("cache_read_tokens"))
-    t.cache_write = _int(usage.get("cache_creation_tokens"))
-    decisions = record.get("decisions")
+    if t.has_usage:
+        t.input = _int(usage.get("input_tokens"))
+        t.output = _int(usage.get("output_tokens"))
+        t.cache_read = _int(usage.get("cache_read_tokens"))
+        t.cache_write = _int(usage.get("cache_creation_tokens"))
+    else:
+        usage = {}
+        t.input = t.output = t.cache_read = t.cache_write = 0
+    decisions = get("decisions")
     decisions = decisions if isinstance(decisions, dict) else {}
     (t.rewrites, t.actions, t.saved_tokens, fresh, replayed,
      t.cch) = _rewrites(decisions.get("rewrite"))
@@ -207,17 +218,20 @@ def turn_of(record: dict[str, Any], prices: hprices.Prices | None, now: float) -
         t.saved_usd = hprices.saving(price, usage, fresh, replayed) if t.saved_tokens else 0.0
     else:
         t.cost = t.saved_usd = None
-    t.upstream_ms = _num(record.get("upstream_ms"))
-    t.ttfb_ms = _num(record.get("ttfb_ms"))
-    t.duration_ms = _num(record.get("duration_ms"))
+    t.upstream_ms = _num(get("upstream_ms"))
+    t.ttfb_ms = _num(get("ttfb_ms"))
+    t.duration_ms = _num(get("duration_ms"))
     store = decisions.get("store")
-    store = store if isinstance(store, dict) else {}
-    t.store = store.get("decision") if isinstance(store.get("decision"), str) else None
-    t.stored = store.get("stored") if isinstance(store.get("stored"), bool) else None
+    if isinstance(store, dict):
+        t.store = _str(store.get("decision"))
+        stored = store.get("stored")
+        t.stored = stored if isinstance(stored, bool) else None
+    else:
+        t.store = t.stored = None
     beta = decisions.get("beta")
     added = beta.get("added") if isinstance(beta, dict) else None
     t.betas_added = tuple(a for a in added if isinstance(a, str)) if isinstance(
-        added, list) else ()
+        added, list) and added else ()
     return t
 
 

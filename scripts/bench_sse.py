@@ -219,6 +219,23 @@ def main() -> None:
         ):
             s = best(fn, args.repeat)
             print(f"{label:<34}{size:>8}{len(data) / s / 1e6:>10.1f}{s:>8.3f}")
+    # One text block of nothing but deltas (bench_proxy's stream, 110 events per 16 KiB
+    # write): the side reader's one-match path for whole batches.
+    plain = b"".join([_event("message_start", {"type": "message_start", "message": {
+        "id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "content": [], "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+        _event("content_block_start", {"type": "content_block_start", "index": 0,
+                                       "content_block": {"type": "text", "text": ""}})]
+        + [_event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+            "type": "text_delta", "text": f"Hello {i} \u00e9 "}}) for i in range(60000)]
+        + [_event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+           _event("message_stop", {"type": "message_stop"})])
+    pchunks = chunked(plain, 16 * 1024)
+    s = best(lambda: tee(pchunks, batch_bytes=TEE_BATCH, accounting_only=True), args.repeat)
+    print(f"{'StreamTee (accounting only), text':<34}{16 * 1024:>8}"
+          f"{len(plain) / s / 1e6:>10.1f}{s:>8.3f}  ({s / len(pchunks) * 1e6:.1f} µs per chunk; "
+          f"{len(plain) / 1e6:.2f} MB of text deltas only)")
     wchunks = chunked(wire, 16 * 1024)
     s = best(lambda: tee(wchunks, "gzip"), args.repeat)
     print(

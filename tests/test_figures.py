@@ -194,6 +194,14 @@ def test_turn_of_tolerates_any_field_shape():
     assert t.t == NOW and t.status is None and not t.has_usage and t.betas_added == ()
 
 
+@pytest.mark.parametrize("blocks", [1, "abc", {"action": "compressed"}, True])
+def test_a_rewrite_whose_blocks_are_not_a_list_is_read_without_them(blocks):
+    # an event-log line from anywhere: the dashboard must not fail on it
+    t = turn_of({"usage": {"input_tokens": 3}, "decisions": {"rewrite": {
+        "tokens_saved": 7, "blocks": blocks, "actions": {"compressed": 1}}}}, PRICES, NOW)
+    assert t.rewrites == [] and t.saved_tokens == 7 and t.actions == {"compressed": 1}
+
+
 def test_series_merged_into_at_most_n_points():
     minute = NOW // 60 * 60
     f = figures().add_all([rec(t=minute - 60 * i) for i in range(100)])
