@@ -436,8 +436,10 @@ def no_later_key(raw: bytes, pos: int, key: str,
 
 
 # How much of a request's tail may differ from the previous turn's for the shorter search: the
-# billing line at the start of `system` changes every request; a new system reminder, more.
-_KNOWN_HEADS = (4096, 32768)
+# billing line at the start of `system` changes every request (a few hundred bytes in); a new
+# system reminder, more. A head that is too short costs one failed comparison, which stops at
+# the first differing byte; one too long costs a search of the bytes it spans.
+_KNOWN_HEADS = (512, 4096, 32768)
 
 
 def locate_fast(raw: bytes, expected: Mapping[Path, str], lo: int = 0,

@@ -67,6 +67,9 @@ class Turn:
         lo, hi = 1, len(spans)
         if body.startswith(old[:spans[hi - 1][1]]):
             return hi
+        # Usually all but the last: the client moved its cache marker off that message.
+        if hi > 2 and body.startswith(old[:spans[hi - 2][1]]):
+            return hi - 1
         while hi - lo > 1:  # invariant: lo messages shared, hi not
             mid = (lo + hi) // 2
             if body.startswith(old[:spans[mid - 1][1]]):
@@ -84,7 +87,9 @@ class Turn:
 
     def names_before(self, j: int) -> dict[str, str]:
         """The tool_use names the first `j` messages define (a new dict, the caller's)."""
-        if j == len(self.spans) and self.names_all is not None:
+        # The messages from `j` on usually define none (the one a new turn changes is the
+        # previous user message, whose cache marker moved): then they are all of them.
+        if self.names_all is not None and not any(self.names[j:]):
             return dict(self.names_all)
         names: dict[str, str] = {}
         for pairs in self.names[:j]:

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from headroom_core import jsonspan
 from headroom_core.jsonspan import (
     array_elements,
     decode_literal,
@@ -303,14 +304,15 @@ def test_no_later_key_with_known_agrees_with_the_full_search(old_head, new_parts
     assert no_later_key(new, 1, "messages", (old, 1)) == no_later_key(new, 1, "messages")
 
 
-@pytest.mark.parametrize("needle, cut", [(n, c) for n in (b'"messages"', b"\\u")
-                                          for c in range(1, len(n))])
-def test_no_later_key_finds_a_spelling_that_runs_into_the_shared_end(needle, cut):
-    # Equal tail lengths: the bytes from 4096 on are compared, not searched. A spelling that
-    # starts before them and ends inside them is still found.
-    rest = b"y" * 6000
-    old = b"[" + b"x" * (4096 - cut) + b"z" * cut + needle[cut:] + rest
-    new = b"[" + b"x" * (4096 - cut) + needle[:cut] + needle[cut:] + rest
+@pytest.mark.parametrize("needle, cut, head", [
+    (n, c, h) for n in (b'"messages"', b"\\u") for c in range(1, len(n))
+    for h in jsonspan._KNOWN_HEADS])
+def test_no_later_key_finds_a_spelling_that_runs_into_the_shared_end(needle, cut, head):
+    # Equal tail lengths: the bytes from `head` on are compared, not searched (the first head
+    # whose end is shared). A spelling that starts before them and ends inside them is found.
+    rest = b"y" * 40000
+    old = b"[" + b"x" * (head - cut) + b"z" * cut + needle[cut:] + rest
+    new = b"[" + b"x" * (head - cut) + needle[:cut] + needle[cut:] + rest
     assert no_later_key(old, 1, "messages")
     assert not no_later_key(new, 1, "messages", (old, 1))
 

@@ -385,6 +385,48 @@ def test_shared_counts_identical_leading_messages():
     assert t.shared(b'{"model":"other"}') == 0
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d"]),
+                                   st.sampled_from(["Bash", "Read", "Grep"])), max_size=3),
+                max_size=6), st.data())
+def test_names_before_is_the_fold_of_the_messages_names(names, data):
+    """Whatever the messages define (nothing after `j`, repeated ids, names in the messages a
+    turn drops): the names of the first `j` messages, as folding them one by one gives."""
+    names_all: dict[str, str] = {}
+    for pairs in names:
+        names_all.update(pairs)
+    t = Turn(body=b"", spans=[(0, 0)] * len(names), assistants=[], names=names, known=[],
+             refreshed=0.0, names_all=data.draw(st.sampled_from([names_all, None])))
+    for j in range(len(names) + 1):
+        expected: dict[str, str] = {}
+        for pairs in names[:j]:
+            expected.update(pairs)
+        got = t.names_before(j)
+        assert got == expected
+        got["zz"] = "x"  # the caller's own dict: the turn is never changed through it
+    assert t.names_all in (names_all, None) and "zz" not in (t.names_all or {})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 7), st.integers(0, 15), st.booleans(), st.integers(0, 3))
+def test_shared_is_the_count_of_identical_leading_messages(turns, edit_at, cache_last, more):
+    """Against counting message by message: an edit anywhere (or none), the cache marker
+    moved or not, messages appended or not."""
+    msgs = conversation(turns)
+    t = _turn(body(msgs, seq=1))
+    new = json.loads(json.dumps(msgs)) + tool_turn(50, "x") * more
+    if edit_at < len(new):
+        new[edit_at]["content"].insert(0, {"type": "text", "text": "edited"})
+    new_body = body(new, seq=2, cache_last=cache_last)
+    _, new_spans, _ = jsonspan.array_elements(new_body, "messages")
+    expected = 0
+    for (a, b), (c, d) in zip(t.spans, new_spans):
+        if t.body[a:b] != new_body[c:d]:
+            break
+        expected += 1
+    assert t.shared(new_body) == expected
+
+
 def test_the_memo_is_bounded_by_sessions_and_bytes():
     m = TurnMemo(max_sessions=3, max_bytes=1000, clock=lambda: 0.0)
     for i in range(5):
