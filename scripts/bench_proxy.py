@@ -957,7 +957,7 @@ def cpu_table(phases: list[tuple[str, list[Target], str]], md: bool) -> str:
 def ratio_lines(plain: Target, head: Target, plain_stream: Target | None,
                 do_load: bool, do_stream: bool, head_pt: Target | None = None, *,
                 name: str = "Headroom (defaults: API-key traffic, live-zone scan on)",
-                base: str = "plain") -> list[str]:
+                base: str = "plain", read_stream: Target | None = None) -> list[str]:
     out = []
     variants = [(head, name)]
     if head_pt is not None:
@@ -972,7 +972,8 @@ def ratio_lines(plain: Target, head: Target, plain_stream: Target | None,
             f"one at a time: p50 {ratio(pct(h.lat_serial, 50), pct(plain.lat_serial, 50))}, "
             f"p95 {ratio(pct(h.lat_serial, 95), pct(plain.lat_serial, 95))}")
     if do_stream and head.stream_mbps and plain.stream_mbps:
-        for other, name in ((plain, "plain"), (plain_stream, "plain+stream_large_bodies")):
+        for other, name in ((plain, "plain"), (plain_stream, "plain+stream_large_bodies"),
+                            (read_stream, "mitmdump reading the request, streaming the response")):
             if other is None or not other.stream_mbps:
                 continue
             out.append(
@@ -1109,11 +1110,15 @@ def main(argv: list[str] | None = None) -> int:
                      ("frozen", "mitmdump, startup heap frozen", frozen_p),
                      ("headroom_pt", "headroom, compress=off", pt_p),
                      ("headroom", "mitmdump -s headroom.py", head_p)]
-            plain_stream = None
+            plain_stream = read_stream = None
             if do_stream and not args.no_plain_streaming:
                 ps_p = Mitmdump(mode=mode, headroom=False,
                                 extra_args=["--set", "stream_large_bodies=1"])
                 specs.insert(1, ("plainstream", "mitmdump stream_large_bodies=1", ps_p))
+                # What any addon that reads the request and streams the response gets.
+                rs_p = Mitmdump(mode=mode, headroom=False, extra_args=[
+                    "-s", str(Path(__file__).resolve().parent / "stream_addon.py")])
+                specs.insert(2, ("readstream", "mitmdump, request read, SSE via a callable", rs_p))
             targets = {"direct": direct}
             for key, label, p in specs:
                 proxies.append(p)
@@ -1122,8 +1127,10 @@ def main(argv: list[str] | None = None) -> int:
             plain, head = targets["plain"], targets["headroom"]
             head_pt = targets["headroom_pt"]
             plain_stream = targets.get("plainstream")
+            read_stream = targets.get("readstream")
             load_targets = [direct, plain, targets["null"], targets["frozen"], head_pt, head]
-            stream_targets = [t for t in (direct, plain, plain_stream, head) if t is not None]
+            stream_targets = [t for t in (direct, plain, plain_stream, read_stream, head)
+                              if t is not None]
             # one set of result holders per chunking of the stream
             stream_sets = {b: [Target(t.key, t.label, t.port, t.pid, t.proxy)
                                for t in stream_targets] for b in args.stream_batches}
@@ -1262,7 +1269,7 @@ def main(argv: list[str] | None = None) -> int:
         for bsize, ts in stream_sets.items() if do_stream else ():
             by = {t.key: t for t in ts}
             for line in ratio_lines(by["plain"], by["headroom"], by.get("plainstream"), False,
-                                    True):
+                                    True, read_stream=by.get("readstream")):
                 print(f"- {line} ({bsize} event(s) per chunk)" if md
                       else f"{line} ({bsize} event(s) per chunk)")
 
@@ -1279,7 +1286,10 @@ def main(argv: list[str] | None = None) -> int:
     if do_stream:
         print("- Plain mitmdump buffers a response until it is complete (its first event arrives "
               "with the last); Headroom streams text/event-stream (headroom_stream_sse), as does "
-              "plain mitmdump with stream_large_bodies=1.")
+              "plain mitmdump with stream_large_bodies=1, which also streams the request body "
+              "upstream as it arrives; 'request read, SSE via a callable' (scripts/stream_addon.py) "
+              "reads the whole request first, as Headroom must, and streams the response through "
+              "a callable, as Headroom does.")
         first = stream_sets[args.stream_batches[0]]
         per_event = (next((t.stream_bytes for t in first if t.stream_bytes), 0)
                      / args.stream_events)
@@ -1290,8 +1300,8 @@ def main(argv: list[str] | None = None) -> int:
     tracebacks = head_log.count("Traceback")
     if tracebacks:
         print(f"- WARNING: the Headroom mitmdump log has {tracebacks} tracebacks.")
-    errors = {t.label: t.errors for t in [direct, plain, head_pt, head, *([plain_stream] if plain_stream else [])]
-              if t.errors}
+    errors = {t.label: t.errors for t in [direct, plain, head_pt, head, plain_stream, read_stream]
+              if t is not None and t.errors}
     for label, errs in errors.items():
         status = 1
         print(f"- ERRORS for {label}: {len(errs)}, e.g. {errs[0]}")

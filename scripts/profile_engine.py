@@ -62,7 +62,7 @@ STEPS = [
     ("header index, internal headers off", engine.Engine, "strip_headers", 1),
     ("flow state", engine.Engine, "_new_state", 1),
     ("tenant", tenant.Tenants, "identify", 1),
-    ("session id (inside one of the next two)", session, "identify_index", 1),
+    ("session id (inside the next two)", session, "identify_index", 1),
     ("body parse (no turn memo)", engine.Engine, "_read_body", 1),
     ("turn memo: this turn from the last", engine.Engine, "_turn", 1),
     ("live-zone rewrite, full pass", rewrite.Rewriter, "rewrite", 1),
