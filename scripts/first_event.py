@@ -9,7 +9,9 @@ Claude-Code-shaped streaming requests as `bench_proxy.py`, one at a time, the ta
 This file is also loaded into each mitmdump as a probe addon (after Headroom), which times every
 stream's path: the request's arrival, the hooks, the upstream (which stamps the moment it sent
 its response head into `request-id`, on the same monotonic clock), the response head and the
-first chunk handed on. Prints quartiles (p10, p25, p50, p75, p90, ms) of each part.
+first chunk handed on. Prints quantiles (p10, p25, p50, p75, p90, ms) of each part. With
+`stream_large_bodies=1` the request body goes upstream as it arrives, so the upstream may answer
+before the request hooks have run: that part can be below 0.
 """
 
 from __future__ import annotations

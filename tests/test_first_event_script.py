@@ -21,4 +21,7 @@ def test_every_part_is_timed_for_every_target():
         assert len(rows) == 6, s  # the upstream's stamp was read: no part left out
         for row in rows:
             qs = [float(x) for x in row.split()[-9::2]]
-            assert qs == sorted(qs) and qs[0] >= -0.05, row  # quantiles, in order
+            assert qs == sorted(qs), row  # quantiles, in order
+        # (a part may be below 0: with the request body streamed, the upstream can answer
+        # before mitmproxy's request hooks have run)
+        assert rows[-1].startswith("  total") and float(rows[-1].split()[-9]) > 0
