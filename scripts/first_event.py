@@ -5,7 +5,8 @@
 Runs three mitmdumps against the local fake upstream (`mitmdump --set stream_large_bodies=1`;
 mitmdump with `scripts/stream_addon.py`, which reads the request and streams the response through
 a callable; `mitmdump -s addons/headroom.py` with its defaults) and sends each the same
-Claude-Code-shaped streaming requests as `bench_proxy.py`, one at a time, the targets in turn.
+Claude-Code-shaped streaming requests through `bench_proxy.py`'s own streaming exchange, one at a
+time, the targets in turn.
 This file is also loaded into each mitmdump as a probe addon (after Headroom), which times every
 stream's path: the request's arrival, the hooks, the upstream (which stamps the moment it sent
 its response head into `request-id`, on the same monotonic clock), the response head and the
@@ -97,40 +98,32 @@ def main() -> None:
                 "-s", str(root / "scripts" / "stream_addon.py"), "-s", me]),
             "mitmdump -s headroom.py": dict(headroom=True, extra_args=["-s", me]),
         }
-        targets, outs, firsts = {}, {}, {}
+        proxies, outs = {}, {}
         for i, (label, kw) in enumerate(specs.items()):
             outs[label] = Path(d) / f"{i}.jsonl"
-            targets[label] = Mitmdump(mode=mode, env={PROBE_OUT: str(outs[label])}, **kw)
-            firsts[label] = []
+            proxies[label] = Mitmdump(mode=mode, env={PROBE_OUT: str(outs[label])}, **kw)
+        # bench_proxy's own streaming exchange: a priming request, then the stream, checked
+        bench = bp.Bench(argparse.Namespace(stream_events=args.events), work, up)
+        targets = {}
         try:
-            for t in targets.values():
-                t.start()
-            small = bp._dumps({"model": bp.MODEL, "max_tokens": 1, "stream": False,
-                               "messages": [{"role": "user", "content": "ping"}]})
+            for label, p in proxies.items():
+                p.start()
+                targets[label] = bp.Target(label, label, p.port, p.proc.pid, p)
             for i in range(args.streams + 3):  # the first 3 rounds warm up
-                for label, t in targets.items():
-                    host = f"127.0.0.1:{t.port}"
-                    tp = work.stream_templates[i % len(work.turns)]
-                    head = bp._head(host, f"{work.sessions[0]}-0", tp.size, stream=True,
-                                    scenario=f"events:{args.events},batch:{args.batch}")
-                    s = bp.connect(t.port)
-                    try:
-                        bp.exchange(s, bp._head(host, work.sessions[0], len(small), stream=False,
-                                                scenario=None) + small)
-                        t0, resp = bp.exchange(s, head + tp.body(i))
-                    finally:
-                        s.close()
-                    if i >= 3 and resp.t_first is not None:
-                        firsts[label].append((resp.t_first - t0) * 1e3)
+                for t in targets.values():
+                    bench.stream(t, i, record=i >= 3, batch=args.batch)
         finally:
-            for t in targets.values():
-                t.stop()
+            for p in proxies.values():
+                p.stop()
+        for t in targets.values():
+            if t.errors:
+                sys.exit(f"{t.label}: {len(t.errors)} failed streams, e.g. {t.errors[0]}")
         print(f"{args.streams} streams per target of {args.events} events, {args.batch} per "
               "upstream write; ms, p10 / p25 / p50 / p75 / p90")
         for label in specs:
             recs = [json.loads(line) for line in outs[label].read_text().splitlines()][3:]
             print(f"\n{label}: first event at the client, p50 "
-                  f"{statistics.median(firsts[label]):.2f} ms")
+                  f"{statistics.median(targets[label].first_event) * 1e3:.2f} ms")
             for part in (recs[0] if recs else {}):
                 v = sorted(r[part] * 1e3 for r in recs if r[part] is not None)
                 if v:
