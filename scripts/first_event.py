@@ -18,6 +18,7 @@ before the request hooks have run: that part can be below 0.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -92,16 +93,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d, bp.Upstream() as up:
         mode = f"reverse:http://127.0.0.1:{up.port}"
         specs = {
-            "mitmdump stream_large_bodies=1": dict(headroom=False, extra_args=[
-                "--set", "stream_large_bodies=1", "-s", me]),
-            "mitmdump, request read, SSE via a callable": dict(headroom=False, extra_args=[
-                "-s", str(root / "scripts" / "stream_addon.py"), "-s", me]),
-            "mitmdump -s headroom.py": dict(headroom=True, extra_args=["-s", me]),
+            "mitmdump stream_large_bodies=1": functools.partial(
+                Mitmdump, mode=mode, headroom=False,
+                extra_args=["--set", "stream_large_bodies=1", "-s", me]),
+            "mitmdump, request read, SSE via a callable": functools.partial(
+                Mitmdump, mode=mode, headroom=False,
+                extra_args=["-s", str(root / "scripts" / "stream_addon.py"), "-s", me]),
+            "mitmdump -s headroom.py": functools.partial(
+                bp.headroom_proxy, mode, extra_args=["-s", me]),
         }
         proxies, outs = {}, {}
-        for i, (label, kw) in enumerate(specs.items()):
+        for i, (label, make) in enumerate(specs.items()):
             outs[label] = Path(d) / f"{i}.jsonl"
-            proxies[label] = Mitmdump(mode=mode, env={PROBE_OUT: str(outs[label])}, **kw)
+            proxies[label] = make(env={PROBE_OUT: str(outs[label])})
         # bench_proxy's own streaming exchange: a priming request, then the stream, checked
         bench = bp.Bench(argparse.Namespace(stream_events=args.events), work, up)
         targets = {}
