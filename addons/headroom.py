@@ -59,8 +59,10 @@ class Headroom:
         # What `requestheaders` stripped and read, until `request` (or `error`) takes it.
         self.header_plans: dict[str, HeaderPlan] = {}
         self.pacer = Pacer() if IMPORT_ERROR is None else None
-        # Local addresses of this proxy's own upstream connections: a request arriving from one
-        # of them is the proxy talking to itself (a loop), never a client.
+        # This proxy's own upstream connections, as (local end, remote end): a client connection
+        # with the same two ends, seen from the other side, is the proxy talking to itself (a
+        # loop). Both ends count: the kernel may give one local port to connections to
+        # different places at once, and a client on that port is no loop.
         self.own_outbound: set[tuple] = set()
         # Replay mode: upstream connections a flow was deliberately let through for
         # (x-headroom-cache: bypass, headroom_replay_allow), by client connection and address.
@@ -236,7 +238,8 @@ class Headroom:
         if self.failed or engine is None:
             flow.response = _refusal(self.failed or "not configured", flow)
             return
-        if flow.client_conn.peername in self.own_outbound:
+        if self.own_outbound and _connection(flow.client_conn.peername,
+                                             flow.client_conn.sockname) in self.own_outbound:
             flow.response = _loop_refusal()
             return
         hp = engine.strip_headers(list(flow.request.headers.fields))
@@ -393,11 +396,12 @@ class Headroom:
         data.server.error = REPLAY_BLOCK
 
     def server_connected(self, data) -> None:
-        if data.server.sockname:
-            self.own_outbound.add(data.server.sockname)
+        key = _connection(data.server.sockname, data.server.peername)
+        if key is not None:
+            self.own_outbound.add(key)
 
     def server_disconnected(self, data) -> None:
-        self.own_outbound.discard(data.server.sockname)
+        self.own_outbound.discard(_connection(data.server.sockname, data.server.peername))
 
     def client_disconnected(self, client) -> None:
         if self.permitted:
@@ -493,6 +497,22 @@ def _failure_kind(flow: http.HTTPFlow, message: str) -> str:
     connected = conn.timestamp_tcp_setup is not None
     tls = flow.request.scheme == "https" and conn.timestamp_tls_setup is None
     return herrors.upstream_failure(message, connected=connected, tls=tls)
+
+
+def _connection(near, far) -> tuple | None:
+    """A TCP connection's two ends, as `(host, port)` pairs seen from `near`'s side (IPv4-mapped
+    IPv6 addresses as plain IPv4, as a dual-stack listener reports them), or None while either
+    end is unknown."""
+    if not near or not far:
+        return None
+    return _end(near), _end(far)
+
+
+def _end(addr) -> tuple:
+    host = str(addr[0]).lower()
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, addr[1]
 
 
 def _loop_refusal() -> http.Response:

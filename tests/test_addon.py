@@ -356,3 +356,43 @@ def test_the_startup_heap_is_frozen_while_running_refrozen_after_a_change_thawed
         assert calls == ["thaw", "reconfigure", "freeze_startup"] and heap.frozen()
         addon.done()
         assert not heap.frozen()
+
+
+def _connected(addon, local, remote):
+    data = tflow.tserver_conn()
+    data.sockname, data.peername = local, remote
+    addon.server_connected(type("Data", (), {"server": data})())
+    return data
+
+
+def _arrives_from(addon, peer, local):
+    f = llm_flow()
+    f.client_conn.peername, f.client_conn.sockname = peer, local
+    addon.requestheaders(f)
+    return f
+
+
+def test_a_connection_to_itself_is_refused_as_a_loop(ctx):
+    tctx, addon = ctx
+    listen = ("127.0.0.1", 8080)
+    out = _connected(addon, ("127.0.0.1", 50123), listen)  # the proxy dials its own listener
+    f = _arrives_from(addon, ("127.0.0.1", 50123), listen)
+    assert f.response is not None and f.response.status_code == 508
+    # a dual-stack listener reports the same connection with IPv4-mapped addresses
+    f = _arrives_from(addon, ("::ffff:127.0.0.1", 50123, 0, 0), ("::ffff:127.0.0.1", 8080, 0, 0))
+    assert f.response is not None and f.response.status_code == 508
+    addon.server_disconnected(type("Data", (), {"server": out})())
+    f = _arrives_from(addon, ("127.0.0.1", 50123), listen)
+    assert f.response is None  # that connection is gone: the port is a client's now
+
+
+def test_a_client_sharing_a_local_port_with_an_upstream_connection_is_served(ctx):
+    """Linux hands one local port to connections to different places at once: the proxy's
+    connection 127.0.0.1:50123 -> upstream :9999 and a client's 127.0.0.1:50123 -> proxy :8080
+    coexist, and the client is no loop."""
+    tctx, addon = ctx
+    _connected(addon, ("127.0.0.1", 50123), ("127.0.0.1", 9999))
+    f = _arrives_from(addon, ("127.0.0.1", 50123), ("127.0.0.1", 8080))
+    assert f.response is None
+    run(tctx, addon.request(f))
+    assert f.response is None and f.request.host == "api.anthropic.com"  # forwarded

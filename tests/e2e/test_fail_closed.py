@@ -1058,3 +1058,23 @@ def test_health_methods(replay_reverse, counting):
     assert httpx.get(replay_reverse.url + "/headroom/health/").status_code == 200
     assert httpx.get(replay_reverse.url + "/HEADROOM/%68ealth").status_code == 200
     _no_connection(counting, before)
+
+
+def test_a_reverse_proxy_pointed_at_itself_answers_508_at_once(tmp_path):
+    """The proxy's own upstream connection arrives back at its listener: refused as a loop
+    (not forwarded again and again until connections or file descriptors run out). mitmproxy
+    itself refuses `127.0.0.1:<its port>`; another spelling of this machine (here 127.0.0.2,
+    listening on all addresses) reaches the listener and is Headroom's to catch."""
+    port = free_port()
+    p = Mitmdump(mode=f"reverse:http://127.0.0.2:{port}", workdir=tmp_path,
+                 extra_args=["--listen-host", "0.0.0.0"])
+    p.port = port
+    with p:
+        t0 = time.monotonic()
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/messages", timeout=30,
+                       headers={"x-api-key": "sk-ant-placeholder"},
+                       json={"model": "m", "max_tokens": 1, "messages": []})
+        assert r.status_code == 508 and b"to itself" in r.content
+        assert time.monotonic() - t0 < 10
+        # and the listener still serves its own endpoints afterwards
+        assert httpx.get(f"http://127.0.0.1:{port}/headroom/health", timeout=10).status_code == 200
