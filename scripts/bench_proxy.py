@@ -81,6 +81,7 @@ def headroom_proxy(mode: str, options: dict | None = None, **kw) -> Mitmdump:
     return Mitmdump(mode=mode, headroom=True,
                     options={"headroom_flush_interval": flush, **(options or {})}, **kw)
 
+
 PATH = "/v1/messages?beta=true"
 MODEL = "claude-sonnet-4-5-20250929"
 CC_VERSION = "2.1.92"
