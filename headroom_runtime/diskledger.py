@@ -74,6 +74,11 @@ class Ledger:
         self._cache.close()
         self._meta.close()
 
+    def release_thread(self) -> None:
+        """Close the calling thread's connections (diskcache keeps one per thread; a later
+        call opens new ones)."""
+        self.close()
+
     def __enter__(self) -> Ledger:
         return self
 

@@ -41,6 +41,11 @@ class Originals:
     def close(self) -> None:
         self._cache.close()
 
+    def release_thread(self) -> None:
+        """Close the calling thread's connection (diskcache keeps one per thread; a later call
+        opens a new one)."""
+        self.close()
+
     def __enter__(self) -> Originals:
         return self
 

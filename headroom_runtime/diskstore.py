@@ -284,6 +284,12 @@ class ResponseStore:
                 self._closed = True
                 self._cache.close()
 
+    def release_thread(self) -> None:
+        """Close the calling thread's connection (diskcache keeps one per thread); a later call
+        from this thread opens a new one. A read-only store has a single shared connection."""
+        if not self.read_only:
+            self._cache.close()
+
     def __enter__(self) -> ResponseStore:
         return self
 

@@ -192,7 +192,7 @@ class Runtime:
         fresh_memory = False
         if STATE in parts:
             was_redis = self.state.redis is not None
-            self.state.close()
+            self._close_state()
             self.state = open_state(config, self.degrade, self._salt_arrived)
             parts |= {STORE, REWRITE}
             if was_redis or self.state.redis is not None:
@@ -393,7 +393,15 @@ class Runtime:
         self.background.flush(timeout)
         self.events.flush(timeout)
 
+    def _close_state(self) -> None:
+        """Close the state parts, the background thread's own connections to them first (it
+        writes the store and reads the ledger)."""
+        self.background.submit(self.state.release_thread)
+        self.background.flush()
+        self.state.close()
+
     def close(self) -> None:
+        self.background.submit(self.state.release_thread)  # runs in the thread, before it ends
         self.background.close()
         self.events.close()
         self.state.close()

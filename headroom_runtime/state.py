@@ -78,6 +78,20 @@ class State:
         if self.redis is not None:
             self.redis.close()
 
+    def release_thread(self) -> None:
+        """Close the calling thread's own database connections (disk parts; the next use
+        opens new ones). A SQLite connection sits in a reference cycle, so one a thread left open
+        lives on until the garbage collector happens to run, and closing it then checkpoints the
+        write-ahead log into the database: the files change after `close`. Every thread that
+        used the parts calls this before the parts are closed."""
+        for part in (self.store, self.ledger, self.originals):
+            release = getattr(part, "release_thread", None)
+            if release is not None:
+                try:
+                    release()
+                except Exception as e:
+                    log.warning("releasing %s failed: %s", type(part).__name__, type(e).__name__)
+
     def watch_salt(self, cache_path: Path, on_salt: Callable[[State, bytes], None]) -> None:
         """Redis only: a daemon thread that loads the shared salt while it is pending, and checks
         it again whenever Redis comes back (a Redis restarted without its data gets ours back;

@@ -1,6 +1,10 @@
 """The runtime: parts built once, rebuilt only when an option that shapes them changes."""
 
+import gc
 import json
+import os
+
+import pytest
 
 from headroom_core import options
 from headroom_core.flow import RequestIn
@@ -209,3 +213,55 @@ def test_events_max_option_reaches_the_log(tmp_path):
     rt.reconfigure(rt.config.replace(events_max=0))
     assert rt.events.max_bytes == 0
     rt.close()
+
+
+def _open_files_under(path) -> list[str]:
+    """This process's open files under `path` (Linux /proc)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile (the listing's own fd)
+            continue
+        if target.startswith(str(path)):
+            found.append(target)
+    return found
+
+
+def _record_one(rt, fid):
+    plan = rt.engine.handle_request(req(fid))
+    rt.engine.mark_forwarded(plan.state)
+    rt.finish_later(plan.state, status=200, fields=[(b"content-type", b"application/json")],
+                    body=b'{"type":"message","content":[],"usage":{"input_tokens":1}}')
+    rt.flush()
+    assert plan.state.store_key in set(rt.state.store.keys())  # written by the background thread
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_close_leaves_no_database_open_in_any_thread(tmp_path):
+    # The background thread writes the store through its own SQLite connection; left open, it
+    # is closed whenever the garbage collector runs, and writes the database then.
+    gc.disable()  # so that nothing closes a forgotten connection behind the test's back
+    try:
+        rt = Runtime(options.make(dir=str(tmp_path), store_mode="record"))
+        _record_one(rt, "f1")
+        rt.close()
+        assert _open_files_under(tmp_path) == []
+    finally:
+        gc.enable()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_moving_the_state_dir_lets_go_of_the_old_one_in_every_thread(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    gc.disable()
+    try:
+        rt = Runtime(options.make(dir=str(old), store_mode="record"))
+        _record_one(rt, "f1")
+        rt.reconfigure(rt.config.replace(dir=new))
+        assert _open_files_under(old) == []
+        _record_one(rt, "f2")
+        rt.close()
+        assert _open_files_under(tmp_path) == []
+    finally:
+        gc.enable()
