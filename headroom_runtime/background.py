@@ -3,6 +3,7 @@
 Per-flow accounting (usage extraction, event-log records, response-store writes) is queued here.
 The thread drains the queue a few times a second instead of waking once per flow: a wake-up per
 flow makes the event loop compete for the GIL on every request, which costs more than the work.
+While nothing is queued it does not wake at all.
 """
 
 from __future__ import annotations
@@ -17,12 +18,38 @@ log = logging.getLogger("headroom.background")
 INTERVAL = 0.1  # seconds between drains
 
 
+class Doorbell:
+    """When a batch thread wakes: `wait` sleeps while nothing is queued (an idle proxy's threads
+    stay asleep), then lets the batch gather for `interval` seconds unless `now` cuts that short.
+    The producer calls `ring` when its queue goes from empty to not empty (not per item)."""
+
+    __slots__ = ("_queued", "_now")
+
+    def __init__(self) -> None:
+        self._queued = threading.Event()
+        self._now = threading.Event()
+
+    def ring(self) -> None:
+        self._queued.set()
+
+    def now(self) -> None:
+        """Wake at once (flush, close, a batch that is big enough)."""
+        self._queued.set()
+        self._now.set()
+
+    def wait(self, interval: float) -> None:
+        self._queued.wait()
+        self._queued.clear()  # only the waiting thread empties the queue: no ring is lost
+        self._now.wait(interval)
+        self._now.clear()
+
+
 class Background:
     def __init__(self, interval: float = INTERVAL, name: str = "headroom-background") -> None:
         self.interval = interval
         self._jobs: list[tuple[Callable[..., Any], tuple, dict]] = []
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._bell = Doorbell()
         self._cv = threading.Condition()
         self._queued = 0
         self._done = 0
@@ -37,8 +64,13 @@ class Background:
             if not self._closing:
                 self._jobs.append((fn, args, kwargs))
                 self._queued += 1
-                return
-        self._call(fn, args, kwargs)
+                first = len(self._jobs) == 1
+            else:
+                first = None
+        if first:
+            self._bell.ring()
+        elif first is None:
+            self._call(fn, args, kwargs)
 
     def _call(self, fn, args, kwargs) -> None:
         try:
@@ -49,8 +81,7 @@ class Background:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self.interval)
-            self._wake.clear()
+            self._bell.wait(self.interval)
             while True:  # jobs may queue more jobs (a finish queues its store write)
                 with self._lock:
                     jobs, self._jobs = self._jobs, []
@@ -69,12 +100,12 @@ class Background:
         """Wait until every job queued so far (and what those queued) has run."""
         with self._lock:
             target = self._queued
-        self._wake.set()
+        self._bell.now()
         with self._cv:
             return self._cv.wait_for(lambda: self._done >= target, timeout)
 
     def close(self) -> None:
         with self._lock:
             self._closing = True
-        self._wake.set()
+        self._bell.now()
         self._thread.join(timeout=30)

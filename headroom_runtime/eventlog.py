@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from . import private
+from .background import Doorbell
 from .degrade import Degradations
 
 log = logging.getLogger("headroom.eventlog")
@@ -48,7 +49,7 @@ class EventLog:
         self.interval = interval
         self._batch: list[bytes] = []
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._bell = Doorbell()
         self._written_cv = threading.Condition()
         self._queued = 0  # records accepted so far
         self._done = 0  # records written or dropped so far
@@ -88,16 +89,17 @@ class EventLog:
                 return
             self._batch.append(line)
             self._queued += 1
-            big = len(self._batch) >= WAKE_AT
-        if big:
-            self._wake.set()
+            n = len(self._batch)
+        if n == 1:
+            self._bell.ring()
+        elif n >= WAKE_AT:
+            self._bell.now()
 
     def _run(self) -> None:
         assert self.path is not None
         f = self._file
         while True:
-            self._wake.wait(self.interval)
-            self._wake.clear()
+            self._bell.wait(self.interval)
             with self._lock:
                 batch, self._batch = self._batch, []
                 closing = self._closing
@@ -159,7 +161,7 @@ class EventLog:
             return True
         with self._lock:
             target = self._queued
-        self._wake.set()
+        self._bell.now()
         with self._written_cv:
             return self._written_cv.wait_for(lambda: self._done >= target, timeout)
 
@@ -168,6 +170,6 @@ class EventLog:
             return
         with self._lock:
             self._closing = True
-        self._wake.set()
+        self._bell.now()
         self._thread.join(timeout=5)
         self._thread = None
