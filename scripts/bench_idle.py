@@ -25,12 +25,6 @@ from tests.e2e.proxy import Mitmdump  # noqa: E402
 UPSTREAM = "reverse:http://127.0.0.1:9"  # never contacted: no request is sent
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def wakeups(pid: int) -> dict[str, int]:
     """Voluntary context switches so far, by thread (name and id)."""
     out = {}
@@ -55,9 +49,9 @@ def measure(proxy: Mitmdump, seconds: float, settle: float = 3.0) -> tuple[float
     try:
         time.sleep(settle)  # startup done
         pid = proxy.proc.pid
-        c0, w0 = cpu_seconds(pid), wakeups(pid)
+        c0, w0 = bp.proc_cpu(pid), wakeups(pid)
         time.sleep(seconds)
-        c1, w1 = cpu_seconds(pid), wakeups(pid)
+        c1, w1 = bp.proc_cpu(pid), wakeups(pid)
     finally:
         proxy.stop()
     rates = {k: (n - w0.get(k, 0)) / seconds for k, n in w1.items()}

@@ -18,7 +18,8 @@ What it does not count: the kernel's work (sockets), and what an instruction cos
 misses, the other core's load): a share of instructions is not a share of CPU time (inside
 mitmdump Headroom's instructions take more time each than mitmproxy's; README). Under valgrind
 everything runs ~50 times slower, ~2-3 minutes per target; work that runs per second rather than
-per request (Headroom's background threads wake 8 times a second) is counted in over the longer
+per request (Headroom's background threads drain their batches 8 times a second while
+traffic flows) is counted in over the longer
 wall time, which the output shows. Needs valgrind (Debian/Ubuntu: `apt-get install valgrind`).
 """
 
@@ -28,7 +29,6 @@ import argparse
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -87,25 +87,10 @@ class Callgrind:
         self.pid: int | None = None
 
     def start(self, timeout: float = 600.0) -> None:
-        p = self.proxy
-        args = ["valgrind", "--tool=callgrind", "--dump-instr=no",
-                f"--callgrind-out-file={self.outdir / 'callgrind.out.%p'}", *p.args()]
-        p.workdir.mkdir(parents=True, exist_ok=True)
-        p._log = open(p.log_path, "wb")
-        p.proc = subprocess.Popen(args, stdout=p._log, stderr=subprocess.STDOUT,
-                                  env={**os.environ, **p.env}, cwd=str(ROOT))
-        self.pid = p.proc.pid
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if p.proc.poll() is not None:
-                raise RuntimeError(f"mitmdump under valgrind exited early:\n{p.log()[-3000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", p.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.5)
-        p.stop()
-        raise RuntimeError(f"mitmdump under valgrind did not listen within {timeout:.0f} s")
+        self.proxy.launcher = ["valgrind", "--tool=callgrind", "--dump-instr=no",
+                               f"--callgrind-out-file={self.outdir / 'callgrind.out.%p'}"]
+        self.proxy.start(timeout)
+        self.pid = self.proxy.proc.pid
 
     def _control(self, flag: str) -> None:
         subprocess.run(["callgrind_control", flag, str(self.pid)], check=True,

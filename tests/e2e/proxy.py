@@ -32,7 +32,8 @@ class Mitmdump:
 
     def __init__(self, *, mode: str, headroom: bool = True, options: dict | None = None,
                  redirect_to: int | None = None, extra_args: list[str] | None = None,
-                 workdir: Path | None = None, env: dict[str, str] | None = None) -> None:
+                 workdir: Path | None = None, env: dict[str, str] | None = None,
+                 launcher: list[str] | None = None) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="headroom-e2e-"))
         self.confdir = self.workdir / "conf"
         self.headroom_dir = self.workdir / "headroom"
@@ -47,6 +48,7 @@ class Mitmdump:
         self.redirect_to = redirect_to
         self.extra_args = extra_args or []
         self.env = env or {}
+        self.launcher = launcher or []  # a command that runs mitmdump (valgrind, say)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -81,15 +83,15 @@ class Mitmdump:
                     a += ["--set", f"{k}={v}"]
         return a + self.extra_args
 
-    def start(self) -> "Mitmdump":
+    def start(self, timeout: float = 30.0) -> "Mitmdump":
         env = {**os.environ, **self.env}
         if self.redirect_to:
             env["HEADROOM_TEST_UPSTREAM"] = f"127.0.0.1:{self.redirect_to}"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.args(), stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=env, cwd=str(ROOT))
-        deadline = time.monotonic() + 30
+        self.proc = subprocess.Popen([*self.launcher, *self.args()], stdout=self._log,
+                                     stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mitmdump exited early:\n{self.log()}")
