@@ -173,8 +173,11 @@ def test_no_credential_or_account_id_is_ever_written(upstream, tmp_path):
                           default_headers=headers)
         o.chat.completions.create(model="gpt-x", messages=MSGS, user=secrets["account"],
                                   safety_identifier=secrets["device"])
-        o.responses.create(model="gpt-x", input="hi", stream=True,
-                           prompt_cache_key=secrets["device"]).close()
+        # read to the end: a stream the client drops early is (rightly) not recorded, and
+        # whether the proxy saw it complete before the client hung up would be a race
+        with o.responses.create(model="gpt-x", input="hi", stream=True,
+                                prompt_cache_key=secrets["device"]) as events:
+            assert [e.type for e in events][-1] == "response.completed"
     # they all went through the proxy: requests carried them, answers came with account headers
     sent = b"".join(r.body + repr(r.fields).encode() for r in upstream.received)
     for name in ("x-api-key", "openai", "chatgpt-account-id", "cookie", "device", "account"):
@@ -187,6 +190,28 @@ def test_no_credential_or_account_id_is_ever_written(upstream, tmp_path):
                      json.dumps(value).encode(), value.split("-SECRET-")[-1].encode()):
             assert form not in blob, f"{name} leaked into the cassette"
     assert b"SECRET" not in blob
+
+
+def test_a_stream_the_client_hangs_up_on_is_not_recorded(upstream, tmp_path):
+    cas = tmp_path / "cassette"
+    with proxy(f"reverse:{upstream.url}", tmp_path, cas, "record") as rec:
+        client = openai.OpenAI(api_key="sk-proj-rec", base_url=rec.url + "/v1", max_retries=0,
+                               http_client=httpx2.Client())
+        stream = client.responses.create(model="gpt-x", input="hi", stream=True,
+                                         extra_headers={"x-test-scenario": "gate:hangup"})
+        assert next(iter(stream)).type == "response.created"
+        stream.close()  # the client goes away before the answer is complete
+        upstream.gate("hangup").set()  # only now does the upstream send the rest
+        events = rec.events(wait_for=1)
+        # the same request read to its end is recorded
+        with client.responses.create(model="gpt-x", input="hi", stream=True) as whole:
+            assert [e.type for e in whole][-1] == "response.completed"
+        rec.events(wait_for=2)
+    assert events[0]["stream_state"] == "truncated"
+    assert events[0]["decisions"]["store"]["not_stored"] == "incomplete stream"
+    assert len(upstream.requests_to("/v1/responses")) == 2
+    (only,) = cas.iterdir()
+    assert "response.completed" in only.read_text()
 
 
 def test_a_broken_file_is_reported_and_skipped_the_rest_is_served(upstream, tmp_path):
