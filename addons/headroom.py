@@ -286,7 +286,7 @@ class Headroom:
     async def _request_in_thread(self, flow: http.HTTPFlow, engine: Engine, req: RequestIn,
                                  hp: HeaderPlan) -> None:
         try:
-            plan = await asyncio.to_thread(engine.handle_request, req, hp)
+            plan = await asyncio.to_thread(self.runtime.in_worker, engine.handle_request, req, hp)
             await self._finish_request(flow, engine, plan)
         except Exception as e:
             self._request_failed(flow, engine, e)
@@ -295,7 +295,8 @@ class Headroom:
         try:
             if plan.deferred is not None:
                 try:
-                    plan = plan.resolve(await asyncio.to_thread(plan.deferred))
+                    plan = plan.resolve(await asyncio.to_thread(self.runtime.in_worker,
+                                                               plan.deferred))
                 except Exception as e:  # never forward: a deferred answer replaces the upstream
                     log.warning("internal_error phase=deferred flow=%s error=%s", flow.id,
                                 type(e).__name__)
@@ -422,7 +423,7 @@ class Headroom:
         # the event loop. mitmproxy forwards the message once this hook returns, and a
         # connection's messages stay in order.
         if msg.from_client and self.runtime.offload_message(state, len(msg.content)):
-            new = await asyncio.to_thread(call)
+            new = await asyncio.to_thread(self.runtime.in_worker, call)
         else:
             new = call()
         if new is not None:

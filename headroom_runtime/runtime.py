@@ -229,9 +229,16 @@ class Runtime:
         log.info("headroom reconfigured: %s", ", ".join(sorted(parts)))
         return parts
 
+    def _let_go(self, parts: tuple[Any, ...]) -> None:
+        """Before `parts` close: the background thread closes its own connections to them
+        (worker threads close theirs after every job, `in_worker`)."""
+        self.background.submit(self.state.release_thread, parts)
+        self.background.flush()
+
     def _reopen_store(self, old: Config) -> None:
         st, c = self.state, self.config
         if st.store is not None:
+            self._let_go((st.store,))
             st.store.close()
         if st.redis is None or c.cassette is not None:
             st.store = open_store(c, self.degrade) if wants_store(c) else None
@@ -242,6 +249,7 @@ class Runtime:
 
     def _reopen_rewrite_state(self) -> None:
         st, c = self.state, self.config
+        self._let_go((st.ledger, st.originals))
         for part in (st.ledger, st.originals):
             if part is not None:
                 part.close()
@@ -367,6 +375,19 @@ class Runtime:
         return (engine.recorder is not None or engine.rewriter is not None
                 or (self.config.beta_sticky and engine.betas.memory.shared))
 
+    def in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)` as a worker thread (`asyncio.to_thread`) runs it: the thread then closes
+        its own connections to the state's disk parts (diskcache keeps one per thread, and one
+        left open in a pooled thread would be closed by some later garbage collection, which
+        writes the database after the proxy closed it). A job that reads the disk store or
+        ledger opens one again (~0.1 ms); jobs come from big bodies and slow local answers."""
+        state = self.state
+        held = state.parts
+        try:
+            return fn(*args)
+        finally:  # (a part replaced meanwhile was open when the job started: that one too)
+            state.release_thread({id(p): p for p in held + state.parts}.values())
+
     def offload_message(self, state: FlowState, size: int) -> bool:
         """Whether a client's WebSocket message is handled in a worker thread: a big one, or
         (with Redis) one the rewriter may look up in the ledger."""
@@ -396,8 +417,7 @@ class Runtime:
     def _close_state(self) -> None:
         """Close the state parts, the background thread's own connections to them first (it
         writes the store and reads the ledger)."""
-        self.background.submit(self.state.release_thread)
-        self.background.flush()
+        self._let_go(self.state.parts)
         self.state.close()
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,13 +78,18 @@ class State:
         if self.redis is not None:
             self.redis.close()
 
-    def release_thread(self) -> None:
-        """Close the calling thread's own database connections (disk parts; the next use
-        opens new ones). A SQLite connection sits in a reference cycle, so one a thread left open
-        lives on until the garbage collector happens to run, and closing it then checkpoints the
-        write-ahead log into the database: the files change after `close`. Every thread that
-        used the parts calls this before the parts are closed."""
-        for part in (self.store, self.ledger, self.originals):
+    @property
+    def parts(self) -> tuple[Any, ...]:
+        """The parts a thread may hold a database connection to."""
+        return (self.store, self.ledger, self.originals)
+
+    def release_thread(self, parts: Iterable[Any] | None = None) -> None:
+        """Close the calling thread's own database connections to `parts` (default: all; disk
+        parts only; the next use opens new ones). A SQLite connection sits in a reference cycle,
+        so one a thread left open lives on until the garbage collector happens to run, and
+        closing it then checkpoints the write-ahead log into the database: the files change
+        after `close`. Every thread that used a part calls this before the part is closed."""
+        for part in self.parts if parts is None else parts:
             release = getattr(part, "release_thread", None)
             if release is not None:
                 try:

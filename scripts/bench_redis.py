@@ -146,7 +146,7 @@ def offload_cost(rt: Runtime, req: RequestIn, n: int) -> tuple[list[float], list
             inline.append(time.perf_counter() - t)
             assert plan.response is not None
             t = time.perf_counter()
-            plan = await asyncio.to_thread(rt.engine.handle_request, req)
+            plan = await asyncio.to_thread(rt.in_worker, rt.engine.handle_request, req)
             off.append(time.perf_counter() - t)
             assert plan.response is not None
         return inline, off

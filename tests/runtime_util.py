@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from headroom_core import options
 from headroom_runtime.runtime import Runtime
 
@@ -19,3 +21,16 @@ def rig(directory, **values) -> Rig:
     values.setdefault("dir", str(directory))
     values = {k: str(v) if hasattr(v, "__fspath__") else v for k, v in values.items()}
     return Rig(options.make(**values))
+
+
+def open_files_under(path) -> list[str]:
+    """This process's open files under `path` (Linux /proc)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile (the listing's own fd)
+            continue
+        if target.startswith(str(path)):
+            found.append(target)
+    return found

@@ -1,5 +1,6 @@
 """The runtime: parts built once, rebuilt only when an option that shapes them changes."""
 
+import concurrent.futures
 import gc
 import json
 import os
@@ -9,6 +10,7 @@ import pytest
 from headroom_core import options
 from headroom_core.flow import RequestIn
 from headroom_runtime.runtime import Runtime, offload, parts_changed
+from tests.runtime_util import open_files_under
 
 BODY = json.dumps({"model": "claude-x", "messages": [{"role": "user", "content": "hi"}]}).encode()
 FIELDS = [(b"x-api-key", b"sk-ant-api03-k"), (b"content-type", b"application/json"),
@@ -215,19 +217,6 @@ def test_events_max_option_reaches_the_log(tmp_path):
     rt.close()
 
 
-def _open_files_under(path) -> list[str]:
-    """This process's open files under `path` (Linux /proc)."""
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:  # closed meanwhile (the listing's own fd)
-            continue
-        if target.startswith(str(path)):
-            found.append(target)
-    return found
-
-
 def _record_one(rt, fid):
     plan = rt.engine.handle_request(req(fid))
     rt.engine.mark_forwarded(plan.state)
@@ -246,7 +235,7 @@ def test_close_leaves_no_database_open_in_any_thread(tmp_path):
         rt = Runtime(options.make(dir=str(tmp_path), store_mode="record"))
         _record_one(rt, "f1")
         rt.close()
-        assert _open_files_under(tmp_path) == []
+        assert open_files_under(tmp_path) == []
     finally:
         gc.enable()
 
@@ -259,9 +248,55 @@ def test_moving_the_state_dir_lets_go_of_the_old_one_in_every_thread(tmp_path):
         rt = Runtime(options.make(dir=str(old), store_mode="record"))
         _record_one(rt, "f1")
         rt.reconfigure(rt.config.replace(dir=new))
-        assert _open_files_under(old) == []
+        assert open_files_under(old) == []
         _record_one(rt, "f2")
         rt.close()
-        assert _open_files_under(tmp_path) == []
+        assert open_files_under(tmp_path) == []
+    finally:
+        gc.enable()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_reopening_the_store_or_the_ledger_lets_go_of_them_in_the_background_thread(tmp_path):
+    gc.disable()
+    try:
+        rt = Runtime(options.make(dir=str(tmp_path), store_mode="record"))
+        ledger = tmp_path / "ledger"
+        opened = len(open_files_under(ledger))  # by this thread, when the runtime opened it
+        _record_one(rt, "f1")  # the background thread wrote the store
+        assert open_files_under(tmp_path / "store")
+        rt.reconfigure(rt.config.replace(store_mode="off"))
+        assert open_files_under(tmp_path / "store") == []
+        rt.background.submit(rt.state.ledger.lookup, "t", [("call", b"x")])  # reads the ledger
+        rt.flush()
+        assert len(open_files_under(ledger)) > opened
+        rt.reconfigure(rt.config.replace(ledger_size="2g"))
+        assert len(open_files_under(ledger)) == opened  # only the new ledger's own
+        rt.close()
+        assert open_files_under(tmp_path) == []
+    finally:
+        gc.enable()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_worker_job_leaves_no_database_open_in_its_thread(tmp_path):
+    rt = Runtime(options.make(dir=str(tmp_path), store_mode="cache"))
+    _record_one(rt, "f1")
+    opened: list[str] = []
+
+    def job():  # what a big request does in a worker thread: store and ledger reads
+        plan = rt.engine.handle_request(req("f2"))  # a store hit: read from the database
+        opened.extend(open_files_under(tmp_path))
+        return plan
+
+    gc.disable()
+    try:
+        before = open_files_under(tmp_path)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a pooled thread lives on
+            plan = pool.submit(rt.in_worker, job).result()
+            assert plan.response is not None
+            assert len(opened) > len(before)  # the job did open its own connections
+            rt.close()  # while the worker thread lives on in its pool
+            assert open_files_under(tmp_path) == []
     finally:
         gc.enable()
