@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
@@ -34,7 +35,10 @@ class Mitmdump:
                  redirect_to: int | None = None, extra_args: list[str] | None = None,
                  workdir: Path | None = None, env: dict[str, str] | None = None,
                  launcher: list[str] | None = None) -> None:
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="headroom-e2e-"))
+        if workdir is None:  # ours: removed when this process exits (a test may read it late)
+            workdir = Path(tempfile.mkdtemp(prefix="headroom-e2e-"))
+            atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+        self.workdir = Path(workdir)
         self.confdir = self.workdir / "conf"
         self.headroom_dir = self.workdir / "headroom"
         self.events_path = self.headroom_dir / "events.jsonl"
