@@ -26,6 +26,7 @@ from .flow import FlowState, LocalResponse, RequestIn, RequestPlan, ResponsePlan
 from .headers import Controls, Fields
 from .local import LocalEndpoints
 from .options import Config
+from .reconstruct import COMPLETE
 from .recorder import Recorder
 from .rewrite import Rewriter, RewriteResult
 from .stream import StreamTee
@@ -495,6 +496,12 @@ class Engine:
             stream_state, use = result.state, result.usage
             if result.reason:
                 state.decisions["stream"] = {"reason": result.reason}
+            if error is not None and result.state == COMPLETE:
+                # Its terminal event had passed: the answer is whole, however the connection
+                # then ended (the OpenAI SDK's sync stream hangs up at `data: [DONE]`, often
+                # before the upstream's last bytes reach the proxy).
+                state.decisions.setdefault("stream", {})["closed_after_end"] = error
+                error = None
         elif (body and status is not None and 200 <= status < 300 and not state.local
               and state.route.endpoint != "other"):
             use = _usage_of(state.route.shape, fields, body)

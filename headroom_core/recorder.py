@@ -154,9 +154,10 @@ class Recorder:
         whether it is storable and serve it from memory until the background write lands."""
         tee = state.tee
         if tee is not None:
+            # (an error after the terminal event, such as a client that hangs up once it has
+            # read it, leaves the answer whole: see Engine.finish)
             result = tee.finish(ended_cleanly=error is None)
-            complete = (error is None and result.state == "complete" and not result.lossy
-                        and tee.kept_complete)
+            complete = result.state == "complete" and not result.lossy and tee.kept_complete
             pending = Pending(status, storable_headers(fields), None, list(tee.raw_chunks))
         else:
             complete = error is None and body is not None

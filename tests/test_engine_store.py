@@ -178,3 +178,62 @@ def test_requests_without_a_tenant_never_share_store_entries(tmp_path):
                                    "/v1/messages", [], BODY, False))
     assert p.state.store_write  # an explicit namespace is a tenant
     e.close()
+
+
+@pytest.mark.parametrize("through", ["engine", "runtime"])
+def test_a_stream_whose_end_had_passed_is_whole_however_the_connection_ended(tmp_path, through):
+    # The OpenAI SDK's sync stream hangs up once it reads `data: [DONE]`, often before the
+    # upstream's last bytes (the chunked terminator) reached the proxy: the flow ends in an error.
+    e = make(tmp_path, "cache")
+    sbody = json.dumps({**json.loads(BODY), "stream": True}).encode()
+    plan = request(e, sbody)
+    if through == "engine":
+        _, rec = respond(e, plan, fields=SSE_H, chunks=[SSE], error="Client disconnected.")
+    else:  # the store decision is taken on the event loop, the record in the background
+        e.mark_forwarded(plan.state)
+        assert e.response_headers(plan.state, 200, SSE_H).stream(SSE) == SSE
+        e.finish_later(plan.state, status=200, fields=SSE_H, body=None,
+                       error="Client disconnected.")
+        e.flush()
+        rec = json.loads((tmp_path / "ev.jsonl").read_text().splitlines()[-1])
+    assert rec["stream_state"] == "complete" and rec["error"] is None
+    assert rec["decisions"]["stream"]["closed_after_end"] == "Client disconnected."
+    assert rec["decisions"]["store"]["stored"] is True
+    assert request(e, sbody).response.body == SSE
+    e.close()
+
+
+CHAT_SSE = (b'data: {"id":"c","object":"chat.completion.chunk","model":"gpt-x","choices":[{"index":0,'
+            b'"delta":{"role":"assistant","content":"ok"},"finish_reason":null}]}\n\n'
+            b'data: {"id":"c","object":"chat.completion.chunk","model":"gpt-x","choices":[{"index":0,'
+            b'"delta":{},"finish_reason":"stop"}]}\n\n'
+            b'data: {"id":"c","object":"chat.completion.chunk","model":"gpt-x","choices":[],'
+            b'"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}\n\n'
+            b'data: [DONE]\n\n')
+
+
+@pytest.mark.parametrize("cut,stored", [
+    (len(CHAT_SSE), True),  # [DONE] had passed
+    (CHAT_SSE.index(b'data: [DONE]'), False),  # every choice finished, but not the stream
+    (CHAT_SSE.index(b'data: {"id":"c","object":"chat.completion.chunk","model":"gpt-x",'
+                    b'"choices":[]'), False),  # the usage chunk never came
+    (len(CHAT_SSE) - 3, False),  # a last event cut short
+])
+def test_only_a_chat_stream_that_reached_done_is_whole_when_the_client_hangs_up(tmp_path, cut,
+                                                                                stored):
+    e = make(tmp_path, "cache")
+    body = json.dumps({"model": "gpt-x", "stream": True,
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+    def ask():
+        return e.handle_request(RequestIn("f", "POST", "https", "api.openai.com", 443,
+                                          "/v1/chat/completions",
+                                          [(b"authorization", b"Bearer sk-proj-1"),
+                                           (b"content-type", b"application/json")], body, False))
+
+    _, rec = respond(e, ask(), fields=SSE_H, chunks=[CHAT_SSE[:cut]], error="Client disconnected.")
+    assert rec["decisions"]["store"]["stored"] is stored
+    assert (rec["error"] is None) is stored
+    hit = ask().response
+    assert (hit.body if hit else None) == (CHAT_SSE if stored else None)
+    e.close()

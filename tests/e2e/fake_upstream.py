@@ -7,6 +7,8 @@ header `x-test-scenario` (comma-separated):
 
   gate:<name>   stream the first event, then wait for `upstream.gate(name).set()` before the rest
   drop          stream a few events, then close the connection without finishing
+  hold:<name>   stream every event, then wait for `upstream.gate(name).set()` before the
+                chunked body's terminator (a client may hang up on the last event meanwhile)
   slow          sleep 50 ms between events
   gzip / br / zstd   content-encode the response body (SSE: incrementally)
   status:<n>    answer with HTTP status n and a provider-shaped error body
@@ -389,6 +391,9 @@ class FakeUpstream:
         if pending:
             write(enc.chunk(b"".join(pending)))
         write(enc.end())
+        if "hold" in opts:
+            st = self.gate_state(opts["hold"])
+            st.released_in_time = st.event.wait(timeout=15)
         h.wfile.write(b"0\r\n\r\n")
         h.wfile.flush()
 

@@ -201,8 +201,8 @@ def test_a_stream_the_client_hangs_up_on_is_not_recorded(upstream, tmp_path):
                                          extra_headers={"x-test-scenario": "gate:hangup"})
         assert next(iter(stream)).type == "response.created"
         stream.close()  # the client goes away before the answer is complete
+        events = rec.events(wait_for=1)  # the flow is over
         upstream.gate("hangup").set()  # only now does the upstream send the rest
-        events = rec.events(wait_for=1)
         # the same request read to its end is recorded
         with client.responses.create(model="gpt-x", input="hi", stream=True) as whole:
             assert [e.type for e in whole][-1] == "response.completed"
@@ -212,6 +212,32 @@ def test_a_stream_the_client_hangs_up_on_is_not_recorded(upstream, tmp_path):
     assert len(upstream.requests_to("/v1/responses")) == 2
     (only,) = cas.iterdir()
     assert "response.completed" in only.read_text()
+
+
+def test_a_stream_the_client_hangs_up_on_after_its_end_is_recorded(upstream, tmp_path):
+    # The OpenAI SDK's sync stream closes its connection at `data: [DONE]`; here the upstream
+    # holds back the chunked body's terminator until then, so the proxy always sees the client
+    # go first (on real traffic, that is a race the client often wins).
+    cas = tmp_path / "cassette"
+    ask = dict(model="gpt-x", messages=MSGS, stream=True)
+    with proxy(f"reverse:{upstream.url}", tmp_path, cas, "record") as rec:
+        client = openai.OpenAI(api_key="sk-proj-rec", base_url=rec.url + "/v1", max_retries=0,
+                               http_client=httpx2.Client())
+        text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            **ask, extra_headers={"x-test-scenario": "hold:end"}) if c.choices)
+        (ev,) = rec.events(wait_for=1)  # the flow is over: the client went first
+        upstream.gate("end").set()
+    assert ev["stream_state"] == "complete" and ev["error"] is None
+    assert ev["decisions"]["stream"]["closed_after_end"]
+    assert ev["decisions"]["store"]["stored"] is True
+    assert ev["usage"]["output_tokens"] > 0
+    (only,) = cas.iterdir()
+    assert "[DONE]" in only.read_text()
+    with proxy(dead(), tmp_path, cas, "replay", name="rep") as rep:
+        client = openai.OpenAI(api_key="sk-proj-other", base_url=rep.url + "/v1",
+                               max_retries=0, http_client=httpx2.Client())
+        assert "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            **ask) if c.choices) == text != ""
 
 
 def test_a_broken_file_is_reported_and_skipped_the_rest_is_served(upstream, tmp_path):
