@@ -65,11 +65,11 @@ def test_bad_handles(originals):
 
 
 def test_ttl(redis_url, raw):
-    o = RedisOriginals(RedisConn(redis_url), ttl=0.3)
+    o = RedisOriginals(RedisConn(redis_url), ttl=1.0)  # (a margin for a loaded machine)
     h = o.put(T, TEXT, salt=SALT)
-    assert 0 < raw.pttl(f"headroom:orig:{h}") <= 300
-    assert 0 < raw.pttl(f"headroom:{{{T}}}:orig:{h}") <= 300
-    time.sleep(0.4)
+    assert 0 < raw.pttl(f"headroom:orig:{h}") <= 1000
+    assert 0 < raw.pttl(f"headroom:{{{T}}}:orig:{h}") <= 1000
+    time.sleep(1.1)
     assert o.get(h) is None and o.get(h, tenant=T) is None
     assert raw.dbsize() == 0
     assert RedisOriginals(RedisConn(redis_url), ttl=None).put(T, "x", salt=SALT)

@@ -110,14 +110,14 @@ def test_refusals(store, raw):
 
 
 def test_ttl_expiry(conn, raw):
-    store = RedisStore(conn, ttl_seconds=0.3)
+    store = RedisStore(conn, ttl_seconds=1.0)  # (a margin for a loaded machine)
     e = sse_entry()
     k = key_of(e)
     assert store.put(k, e, complete=True)
-    assert 0 < raw.pttl(f"headroom:{{{A}}}:store:{k}") <= 300
-    assert 0 < raw.pttl(f"headroom:storeidx:{k}") <= 300
+    assert 0 < raw.pttl(f"headroom:{{{A}}}:store:{k}") <= 1000
+    assert 0 < raw.pttl(f"headroom:storeidx:{k}") <= 1000
     assert store.get(k) is not None
-    time.sleep(0.45)
+    time.sleep(1.15)
     assert store.get(k) is None and store.get(k, tenant=A) is None
     assert raw.dbsize() == 0
 

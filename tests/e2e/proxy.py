@@ -88,7 +88,8 @@ class Mitmdump:
         return a + self.extra_args
 
     def start(self, timeout: float = 30.0) -> "Mitmdump":
-        env = {**os.environ, **self.env}
+        # mitmdump's log goes through print(): unbuffered, tests can read it while it runs
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         if self.redirect_to:
             env["HEADROOM_TEST_UPSTREAM"] = f"127.0.0.1:{self.redirect_to}"
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -124,8 +125,10 @@ class Mitmdump:
         while True:
             recs = []
             if self.events_path.exists():
+                # (up to the last newline: the line being appended may be read half written)
+                data = self.events_path.read_bytes()
                 recs = [json.loads(line) for line in
-                        self.events_path.read_text().splitlines() if line.strip()]
+                        data[:data.rfind(b"\n") + 1].splitlines() if line.strip()]
             now = time.monotonic()
             if len(recs) != last:
                 last, stable_since = len(recs), now

@@ -550,6 +550,17 @@ def _sdk_call(kind: str, base: str, sdk: str, stream: bool, model: str):
     return list(out) if stream else out
 
 
+def _events_of(proxy, model, timeout=5.0):
+    """The event lines of `model`'s flows (the proxy is shared by the module's tests): waits for
+    the first one, then for the log to settle."""
+    deadline = time.monotonic() + timeout
+    while not any(x.get("model") == model for x in proxy.events()):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    return [x for x in proxy.events(settle=0.1) if x.get("model") == model]
+
+
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("sdk", ["anthropic", "openai"])
 @pytest.mark.parametrize("kind", ["refused", "tls-garbage", "tls-close", "reset"])
@@ -570,7 +581,7 @@ def test_upstream_failure_is_a_provider_shaped_retryable_error(failing, kind, sd
         assert set(body) == {"error"} and body["error"]["message"]
         message = body["error"]["message"]
     assert message.startswith("headroom: the upstream")
-    ev = [x for x in proxy.events(wait_for=1, timeout=5, settle=0.05) if x["model"] == model]
+    ev = _events_of(proxy, model)
     assert len(ev) == 1 and ev[0]["error"] and ev[0]["decisions"].get("upstream_error")
 
 
@@ -582,7 +593,7 @@ def test_upstream_failure_kind_in_event_log(failing, kind):
     model = f"m-kind-{kind}"
     with pytest.raises(anthropic.InternalServerError) as e:
         _sdk_call(kind, bases[kind], "anthropic", False, model)
-    ev = [x for x in proxy.events(wait_for=1, timeout=5, settle=0.05) if x["model"] == model]
+    ev = _events_of(proxy, model)
     assert ev[0]["decisions"]["upstream_error"] == EXPECTED_KIND[kind]
     assert EXPECTED_WORDS[EXPECTED_KIND[kind]] in e.value.message
 
@@ -605,7 +616,7 @@ def test_stream_cut_midway_stays_cut(failing, sdk):
             for ev in c.chat.completions.create(model=model, messages=MSGS, stream=True):
                 got.append(ev.object)
     assert got, "the events sent before the cut must reach the client"
-    ev = [x for x in proxy.events(wait_for=1, timeout=5, settle=0.05) if x["model"] == model]
+    ev = _events_of(proxy, model)
     assert len(ev) == 1
     assert ev[0]["stream_state"] == "truncated" and ev[0]["error"]
     assert "upstream_error" not in ev[0]["decisions"]
@@ -621,7 +632,7 @@ def test_buffered_answer_cut_midway_is_provider_shaped(failing, sdk):
     assert e.value.response.headers.get("content-type") == "application/json", \
         e.value.response.text[:200]
     assert e.value.response.headers.get("x-should-retry") == "true"
-    ev = [x for x in proxy.events(wait_for=1, timeout=5, settle=0.05) if x["model"] == model]
+    ev = _events_of(proxy, model)
     assert ev[0]["status"] != 200 and ev[0]["decisions"].get("upstream_error")
 
 
