@@ -57,19 +57,25 @@ def credentials_of(index: Mapping[bytes, list[bytes]]) -> list[tuple[bytes, byte
                        for v in values)
 
 
-def credential(fields: Iterable[tuple[bytes, bytes]]) -> bytes | None:
-    """The request's main credential (x-api-key, api-key, then the bearer token): what decides
-    the credential kind."""
-    found = dict(credentials(fields))
-    for name in (b"x-api-key", b"api-key", b"authorization"):
-        if found.get(name):
-            return found[name]
-    return None
-
-
 def credential_kind(fields: Iterable[tuple[bytes, bytes]]) -> str:
-    """"api_key", "oauth" (Claude `sk-ant-oat…` or a ChatGPT-login JWT) or "none"."""
-    return kind_of(credential(fields))
+    """"oauth", "api_key" or "none": see `kind_of_all`."""
+    return kind_of_all(credentials(fields))
+
+
+def kind_of_all(creds: list[tuple[bytes, bytes]]) -> str:
+    """"oauth" (subscription traffic) when any credential header holds a Claude `sk-ant-oat…`
+    token or a ChatGPT-login JWT, or the request names a ChatGPT account: such traffic stays as
+    the client sent it even beside a gateway's placeholder API key. Otherwise "api_key" when a
+    credential header holds anything, else "none"."""
+    kind = "none"
+    for name, value in creds:
+        if name == b"chatgpt-account-id":
+            return "oauth"
+        if name in CREDENTIAL_HEADERS:
+            if kind_of(value) == "oauth":
+                return "oauth"
+            kind = "api_key"
+    return kind
 
 
 def kind_of(cred: bytes | None) -> str:
@@ -116,10 +122,7 @@ def identify(fields: Iterable[tuple[bytes, bytes]], salt: bytes,
 
 def _identify(creds: list[tuple[bytes, bytes]], salt: bytes,
               namespace: str | None) -> tuple[str, str]:
-    found = dict(creds)
-    main = next((found[n] for n in (b"x-api-key", b"api-key", b"authorization") if found.get(n)),
-                None)
-    return tenant_of(secret_of(creds), salt, namespace), kind_of(main)
+    return tenant_of(secret_of(creds), salt, namespace), kind_of_all(creds)
 
 
 class Tenants:

@@ -103,9 +103,12 @@ def test_next_turn_replays_the_same_bytes(engine, tmp_path):
     e2.close()
 
 
-def test_oauth_traffic_untouched_in_auto_mode(engine):
+@pytest.mark.parametrize("extra", [[], [(b"x-api-key", b"placeholder")]])
+def test_oauth_traffic_untouched_in_auto_mode(engine, extra):
+    # (a gateway's placeholder key beside the user's own subscription token changes nothing)
     raw = body([("Bash", LOG)])
-    fields = [(b"authorization", b"Bearer sk-ant-oat01-xyz"), (b"content-type", b"application/json")]
+    fields = [*extra, (b"authorization", b"Bearer sk-ant-oat01-xyz"),
+              (b"content-type", b"application/json")]
     plan = engine.handle_request(RequestIn("f", "POST", "https", "api.anthropic.com", 443,
                                            "/v1/messages", fields, raw, False))
     assert plan.body is None and "rewrite" not in plan.state.decisions

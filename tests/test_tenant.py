@@ -52,11 +52,25 @@ def test_ids_never_contain_the_credential_and_differ_per_salt():
     assert t != tenant.tenant_id([(b"x-api-key", b"sk-ant-api03-SECRET")], b"t" * 16)
 
 
-def test_kind_comes_from_the_main_credential():
-    assert tenant.identify([(b"x-api-key", b"sk-ant-api03-x")], SALT)[1] == "api_key"
-    assert tenant.identify([(b"authorization", b"Bearer sk-ant-oat01-x")], SALT)[1] == "oauth"
-    assert tenant.identify([(b"authorization", b"Bearer eyJa.b.c")], SALT)[1] == "oauth"
-    assert tenant.identify([], SALT) == (tenant.ANONYMOUS, "none")
-    # a placeholder key with an OAuth bearer behind it: the key decides, as before
-    assert tenant.identify([(b"x-api-key", b"gw"), (b"authorization", b"Bearer sk-ant-oat1")],
-                           SALT)[1] == "api_key"
+@pytest.mark.parametrize("fields,kind", [
+    ([(b"x-api-key", b"sk-ant-api03-x")], "api_key"),
+    ([(b"authorization", b"Bearer sk-proj-x")], "api_key"),
+    ([(b"api-key", b"azure")], "api_key"),
+    ([(b"authorization", b"Bearer sk-ant-oat01-x")], "oauth"),
+    ([(b"authorization", b"Bearer eyJa.b.c")], "oauth"),
+    ([], "none"),
+    ([(b"cookie", b"a=b")], "none"),  # a gateway's own credential only
+    # subscription traffic stays untouched whatever rides along: a gateway's placeholder key,
+    # an OAuth token in the key header, a ChatGPT account named beside an API-style key
+    ([(b"x-api-key", b"gw"), (b"authorization", b"Bearer sk-ant-oat1")], "oauth"),
+    ([(b"X-Api-Key", b"fake"), (b"Authorization", b"bearer sk-ant-oat01-x")], "oauth"),
+    ([(b"api-key", b"placeholder"), (b"authorization", b"Bearer eyJh.e.s")], "oauth"),
+    ([(b"x-api-key", b"sk-ant-oat01-in-the-key-header")], "oauth"),
+    ([(b"authorization", b"Bearer sk-proj-x"), (b"chatgpt-account-id", b"acct")], "oauth"),
+    ([(b"x-api-key", b"k"), (b"openai-organization", b"org")], "api_key"),
+])
+def test_kind_is_oauth_when_any_credential_is_a_subscription(fields, kind):
+    assert tenant.identify(fields, SALT)[1] == kind
+    assert tenant.credential_kind(fields) == kind
+    assert tenant.Tenants(SALT, None).identify(
+        {n.lower(): [v] for n, v in fields})[1] == kind

@@ -9,6 +9,7 @@ import anthropic
 import httpx
 import httpx2
 import openai
+import pytest
 from websockets.sync.client import connect
 
 from tests.e2e.fake_ws import FakeWebSocketUpstream
@@ -60,12 +61,19 @@ def test_sdk_turns_compressed_and_replayed(regular_proxy, upstream):
         assert c.get(url).text == LOG
 
 
-def test_oauth_traffic_is_not_rewritten(reverse_proxy, upstream):
-    client = anthropic.Anthropic(auth_token="sk-ant-oat01-subscription", base_url=reverse_proxy.url,
-                                 max_retries=0, http_client=httpx2.Client())
+@pytest.mark.parametrize("placeholder_key", [None, "gateway-placeholder"])
+def test_oauth_traffic_is_not_rewritten(reverse_proxy, upstream, capture, placeholder_key):
+    # (a gateway's placeholder x-api-key beside the user's own subscription token: still
+    # subscription traffic, forwarded byte for byte)
+    client = anthropic.Anthropic(auth_token="sk-ant-oat01-subscription",
+                                 default_headers={"x-api-key": placeholder_key} if placeholder_key
+                                 else None, base_url=reverse_proxy.url, max_retries=0,
+                                 http_client=httpx2.Client(event_hooks={"request": [capture]}))
     client.messages.create(model="claude-x", max_tokens=8, messages=claude_messages([LOG]))
     (rec,) = upstream.requests_to("/v1/messages")
     assert rec.json()["messages"][2]["content"][0]["content"] == LOG
+    assert rec.sha256 == capture.last_sha()
+    assert (rec.header("x-api-key") is not None) is (placeholder_key is not None)
 
 
 def test_openai_responses_sdk(reverse_proxy, upstream):
