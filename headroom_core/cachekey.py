@@ -240,11 +240,13 @@ def _key_headers(fields: Iterable[tuple[bytes, bytes]],
     return {n: sorted(t) for n, t in out.items() if t}
 
 
-# Query parameters that carry credentials (gateways accept `?key=`, `?api-key=`, `?token=`):
-# their values count for the key but are never kept as such in a stored canonical request.
+# Query parameters that may carry credentials (gateways accept `?key=`, `?api-key=`, `?token=`,
+# `?accessToken=`, `?sig=`...): their values count for the key but are never kept as such in a
+# stored canonical request. Matched anywhere in the name, in any case or spelling: a harmless
+# name caught by mistake only has its value shown as a hash.
 _SECRET_PARAM = re.compile(
-    r"(^|[-_.])(key|apikey|token|secret|sig|signature|password|passwd|auth|authorization|"
-    r"credential|credentials)($|[-_.])", re.IGNORECASE)
+    r"key|token|secret|sig|pass|pwd|auth|credential|jwt|bearer|session|cookie|code|sas",
+    re.IGNORECASE)
 
 
 def _query_value(name: str, value: str) -> str:

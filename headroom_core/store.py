@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Protocol
 import orjson
 import zstandard
 
-from . import cachekey, structdiff
+from . import cachekey, structdiff, tenant
 from .headers import Fields
 
 
@@ -26,7 +26,7 @@ DROP_HEADERS = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer",
     b"upgrade", b"content-length",
     b"authorization", b"proxy-authorization", b"proxy-authenticate", b"www-authenticate",
-    b"x-api-key", b"set-cookie", b"cookie",
+    b"x-api-key", b"set-cookie", b"set-cookie2", b"cookie",  # (and any credential: `tenant`)
     b"date", b"age", b"expires", b"via", b"request-id", b"x-request-id", b"cf-ray",
     b"cf-cache-status", b"alt-svc", b"server-timing", b"report-to", b"nel",
     b"x-envoy-upstream-service-time", b"openai-processing-ms",
@@ -53,7 +53,7 @@ def storable_headers(fields: Iterable[tuple[bytes, bytes]]) -> Fields:
             listed.update(t.strip().lower() for t in value.split(b","))
     return [(n, v) for n, v in fields
             if (nl := n.lower()) not in DROP_HEADERS and nl not in listed
-            and not nl.startswith(DROP_PREFIXES)]
+            and not nl.startswith(DROP_PREFIXES) and not tenant.is_credential(nl)]
 
 
 @dataclass(slots=True)

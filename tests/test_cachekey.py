@@ -454,6 +454,12 @@ def test_credential_query_values_are_hashed_not_kept():
     assert dict(a["query"])["api-key"].startswith("sha256:")
     assert request_key(a) != request_key(b)  # still distinct per credential
     assert "s3cr3t" not in str(canon("access_token=s3cr3t"))
+    for name in ("key", "KEY", "apiKey", "apikey2", "accessToken", "authToken", "sessionToken",
+                 "clientSecret", "jwt", "bearer", "pwd", "password", "code", "sig", "X-Amz-Signature",
+                 "sv_sas", "subscription-key", "cookie"):
+        q = dict(canon(f"{name}=SECRET&beta=true&api-version=2024-10-21")["query"])
+        assert q[name].startswith("sha256:"), name
+        assert q["beta"] == "true" and q["api-version"] == "2024-10-21"  # the usual ones stay
 
 
 def test_header_exclusions_leave_a_keyed_header_out():

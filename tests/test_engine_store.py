@@ -237,3 +237,31 @@ def test_only_a_chat_stream_that_reached_done_is_whole_when_the_client_hangs_up(
     hit = ask().response
     assert (hit.body if hit else None) == (CHAT_SSE if stored else None)
     e.close()
+
+
+def test_no_credential_reaches_the_store_in_any_spelling(tmp_path):
+    # The stored request is compressed on disk: a grep of the files proves nothing, so every
+    # entry is read back and searched whole.
+    e = make(tmp_path, "cache")
+    secrets = {"x-api-key": "sk-ant-api03-S3CRET-k", "authorization": "Bearer S3CRET-bearer",
+               "chatgpt-account-id": "S3CRET-acct", "cookie": "sid=S3CRET-cookie",
+               "openai-organization": "S3CRET-org", "x-portkey-api-key": "S3CRET-portkey"}
+    params = ["key", "api-key", "apiKey", "accessToken", "authToken", "sessionToken",
+              "clientSecret", "jwt", "bearer", "pwd", "sig", "code", "X-Amz-Security-Token"]
+    query = "&".join(f"{p}=S3CRET-q{i}" for i, p in enumerate(params)) + "&beta=true"
+    fields = [(n.title().encode(), v.encode()) for n, v in secrets.items()]
+    fields.append((b"content-type", b"application/json"))
+    for stream in (False, True):
+        body = json.dumps({**json.loads(BODY), "stream": stream}).encode()
+        plan = e.handle_request(RequestIn("f", "POST", "https", "api.anthropic.com", 443,
+                                          "/v1/messages?" + query, fields, body, False))
+        respond(e, plan, fields=SSE_H if stream else JSON_H, body=RESP,
+                chunks=[SSE] if stream else None)
+    store = e.state.store
+    keys = list(store.keys())
+    assert len(keys) == 2
+    for k in keys:
+        entry = store.get(k)
+        seen = repr((entry.request, entry.headers, entry.body, entry.chunks, store.meta(k)))
+        assert "beta" in seen and "S3CRET" not in seen, seen[:2000]
+    e.close()

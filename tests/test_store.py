@@ -143,6 +143,9 @@ RESPONSE_HEADERS = [
     (b"x-codex-primary-used-percent", b"3"), (b"x-headroom-cache", b"hit"),
     (b"Content-Encoding", b"gzip"), (b"Cache-Control", b"no-cache"), (b"X-Custom", b"kept"),
     (b"openai-version", b"2020-10-01"), (b"Via", b"1.1 google"),
+    # credentials or account names an upstream or a gateway echoes: never kept
+    (b"ChatGPT-Account-Id", b"acct"), (b"api-key", b"k"), (b"Set-Cookie2", b"a=b"),
+    (b"X-Amz-Security-Token", b"t"), (b"x-portkey-api-key", b"k"), (b"X-Api-Key", b"k"),
 ]
 KEPT = [(b"Content-Type", b"text/event-stream"), (b"Content-Encoding", b"gzip"),
         (b"Cache-Control", b"no-cache"), (b"X-Custom", b"kept"), (b"openai-version", b"2020-10-01")]
