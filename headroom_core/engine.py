@@ -137,7 +137,7 @@ class Engine:
                                to_listener=req.reverse or req.to_self)
         if kind is not None:  # Headroom's own endpoint: answered here, whatever happens
             args = (kind, req.method, path, query, hp.kept, req.client)
-            if self.local.slow(kind):  # a dashboard page: rendered in a worker thread
+            if self.local.slow(kind):  # a page, an original: in a worker thread
                 draft.deferred = lambda: self._local_answer(req.flow_id, args)
             else:
                 draft.response = self._local_answer(req.flow_id, args)

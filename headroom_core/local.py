@@ -78,8 +78,9 @@ class LocalEndpoints:
 
     @staticmethod
     def slow(kind: str) -> bool:
-        """Whether the answer is worth a worker thread (rendering a page), off the event loop."""
-        return kind == "dashboard"
+        """Whether the answer belongs in a worker thread, off the event loop: rendering a page,
+        and an original (read from disk or Redis, a grep of it may run for its time bound)."""
+        return kind in ("dashboard", "ccr")
 
     def allowed(self, client: str | None) -> bool:
         ip = _ip(client)
@@ -107,10 +108,6 @@ class LocalEndpoints:
             return _text(400, "headroom: a handle is 32 lowercase hex digits\n")
         if self.originals is None:
             return _text(404, "headroom: compression is off here; no originals are kept\n")
-        try:
-            want = retrieval.parse(query)
-        except retrieval.SliceError as e:
-            return _text(400, f"headroom: {e}\n")
         creds = tenant.credentials(fields)
         if creds:
             owner = tenant.tenant_of(tenant.secret_of(creds), self.salt, self.namespace)
@@ -118,6 +115,10 @@ class LocalEndpoints:
             owner = None  # the agent's own shell on this machine: any tenant's original
         else:
             return _text(401, "headroom: send the credential the original was made with\n")
+        try:  # (only for a client that may have an original: a pattern costs work)
+            want = retrieval.parse(query)
+        except retrieval.SliceError as e:
+            return _text(400, f"headroom: {e}\n")
         try:
             text = self.originals.get(handle, tenant=owner)
         except Exception as e:  # a full or locked disk, Redis gone: say so, here

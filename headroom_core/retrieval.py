@@ -18,6 +18,12 @@ import regex
 GREP_TIMEOUT = 0.25  # seconds of regex matching per request
 MAX_CONTEXT = 1000  # lines around each grep match
 MAX_PATTERN = 1000  # characters
+# Counted repeats are expanded when a pattern compiles: `(?:(?:a{1000}){1000}){4}` takes over a
+# gigabyte before any timeout applies. The product of every count in a pattern (as if they were
+# all nested) is bounded: a few MB at most (a UUID pattern needs 6144). Compiled patterns are
+# not cached: every distinct one would stay in memory.
+MAX_REPEAT_PRODUCT = 10_000
+_COUNT = regex.compile(r"\{(\d*)(?:,(\d*))?\}")
 _KEYS = ("lines", "grep", "context", "head", "tail")
 
 
@@ -75,8 +81,11 @@ def parse(query: str) -> Slice:
             raise SliceError("grep= needs a pattern")
         if len(value) > MAX_PATTERN:
             raise SliceError(f"grep pattern longer than {MAX_PATTERN} characters")
+        if _repeat_product(value) > MAX_REPEAT_PRODUCT:
+            raise SliceError(f"grep={value[:80]!r}: pattern too complex (its counted repeats "
+                             f"multiply past {MAX_REPEAT_PRODUCT})")
         try:
-            regex.compile(value)
+            regex.compile(value, cache_pattern=False)
         except regex.error as e:
             raise SliceError(f"grep={value[:80]!r}: invalid regular expression ({e})") from None
         except (RecursionError, MemoryError, OverflowError, ValueError):
@@ -84,6 +93,28 @@ def parse(query: str) -> Slice:
         ctx = _count("context", seen["context"], 0, MAX_CONTEXT) if "context" in seen else 0
         return Slice("grep", pattern=value, context=ctx)
     return Slice(kind, _count(kind, value, 0))
+
+
+def _repeat_product(pattern: str) -> int:
+    """The product of the counts of every `{m}`, `{m,}`, `{m,n}`, `{,n}` in `pattern` (escaped
+    characters skipped; a brace in a character class counts too, which only errs on the safe
+    side)."""
+    product, i, n = 1, 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "{":
+            m = _COUNT.match(pattern, i)
+            if m is not None:
+                product *= max([1, *(int(g) for g in m.groups() if g)])
+                if product > MAX_REPEAT_PRODUCT:
+                    return product
+                i = m.end()
+                continue
+        i += 1
+    return product
 
 
 def apply(text: str, s: Slice) -> str:
@@ -109,7 +140,7 @@ def _join(lines: list[str]) -> str:
 def _grep(lines: list[str], pattern: str, context: int) -> str:
     """grep -n with -C context: `12:match`, `11-context`, `--` between groups."""
     try:
-        rx = regex.compile(pattern)
+        rx = regex.compile(pattern, cache_pattern=False)
     except Exception:
         raise SliceError(f"grep={pattern[:80]!r}: pattern too complex") from None
     slow = SliceError(f"grep={pattern[:80]!r} took longer than {GREP_TIMEOUT} s; use a simpler "

@@ -3,6 +3,7 @@ import gc
 import json
 import logging
 import os
+import threading
 
 import pytest
 from mitmproxy import exceptions, http
@@ -333,6 +334,28 @@ def test_dashboard_is_answered_through_the_request_hook(ctx):
     assert f.response.status_code == 200
     assert f.response.headers["content-type"] == "text/html; charset=utf-8"
     assert b"Headroom" in f.response.content and f.id not in addon.states
+
+
+def test_an_original_is_answered_in_a_worker_thread_never_on_the_event_loop(ctx, monkeypatch):
+    # (a grep of it may run for its whole time bound)
+    tctx, addon = ctx
+    loop_thread, threads = threading.get_ident(), []
+    answer = addon.runtime.engine.local.answer
+
+    def spy(*a, **k):
+        threads.append(threading.get_ident())
+        return answer(*a, **k)
+
+    monkeypatch.setattr(addon.runtime.engine.local, "answer", spy)
+    f = tflow.tflow()
+    f.request = tutils.treq(method=b"GET", host="127.0.0.1", port=8080, scheme=b"http",
+                            path=b"/ccr/" + b"0" * 32 + b"?grep=x", headers=http.Headers(),
+                            content=b"")
+    f.client_conn.peername = ("127.0.0.1", 5555)
+    coro = addon.request(f)
+    assert coro is not None
+    run(tctx, coro)
+    assert f.response.status_code == 404 and threads and loop_thread not in threads
 
 
 def test_an_unreadable_price_file_fails_closed_at_startup(tmp_path, caplog):

@@ -74,6 +74,29 @@ def test_bad_requests_say_why(query, why):
     assert why in str(e.value)
 
 
+@pytest.mark.parametrize("pattern,refused", [
+    ("(%3F:(%3F:a{1000}){1000}){4}", True),  # gigabytes to compile: refused before compiling
+    ("(%3F:a{1000}){1000}", True),
+    ("a{20000}", True),
+    ("x{,5000}{,5000}", True),
+    ("(a{100}b){101}", True),
+    (r"\\{1000}{1000}", True),  # an escaped backslash, then a count of it
+    (r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", False),  # 6144
+    (r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}", False),
+    (r"\{1000000}", False),  # an escaped brace is no count
+    ("a{3,}b{2}", False),
+])
+def test_counted_repeats_that_multiply_past_the_bound_are_refused_before_compiling(pattern,
+                                                                                  refused):
+    started = time.monotonic()
+    if refused:
+        with pytest.raises(SliceError, match="too complex"):
+            parse("grep=" + pattern)
+    else:
+        assert parse("grep=" + pattern).kind == "grep"
+    assert time.monotonic() - started < 1.0
+
+
 def test_a_catastrophic_regex_is_stopped_in_bounded_time():
     text = "a" * 5000 + "!\n" + TEXT
     started = time.monotonic()
