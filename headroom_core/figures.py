@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any
 
 from . import prices as hprices
+from .records import model_name
 
 NO_SESSION = "(none)"
 MAX_SESSIONS = 300
@@ -29,6 +30,7 @@ TURNS_KEPT = 300
 SERIES_MINUTES = 7 * 24 * 60
 OVERVIEW_POINTS = 240  # series points in the overview (the series API has every minute)
 MAX_LABELSETS = 200  # provider/model/endpoint combinations; past it the model is "other"
+MAX_SESSION_MODELS = 32  # models counted per session; past it they count as "other"
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 CHANGED = ("compressed", "replayed")  # manifest actions that put other bytes upstream
 
@@ -191,7 +193,7 @@ def turn_of(record: dict[str, Any], prices: hprices.Prices | None, now: float) -
     t.ts = _str(ts)
     t.provider = _str(get("provider"))
     t.endpoint = _str(get("endpoint"))
-    t.model = _str(get("model"))
+    t.model = model_name(_str(get("model")))  # (records on disk may come from any version)
     status = get("status")
     t.status = status if type(status) is int else None
     t.stream_state = _str(get("stream_state"))
@@ -407,7 +409,9 @@ class Figures:
             if isinstance(label, str) and label:
                 s.label = label
             if t.model:
-                s.models[t.model] = s.models.get(t.model, 0) + 1
+                m = t.model if t.model in s.models or len(s.models) < MAX_SESSION_MODELS \
+                    else "other"
+                s.models[m] = s.models.get(m, 0) + 1
             s.provider = t.provider or s.provider
             src = record.get("session_source")
             s.source = src if isinstance(src, str) else s.source

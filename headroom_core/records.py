@@ -18,6 +18,18 @@ def iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + ".%03dZ" % (ts % 1 * 1000)
 
 
+MODEL_MAX = 128  # characters of a model name kept: it comes from the client's body
+
+
+def model_name(model: str | None) -> str | None:
+    """A model name as records, the dashboard and the metrics keep it: cut to MODEL_MAX (real
+    ids are a few dozen characters; a client could send megabytes, repeated in every line and
+    every metric series)."""
+    if model is None or len(model) <= MODEL_MAX:
+        return model
+    return model[:MODEL_MAX - 1] + "…"
+
+
 def ms(a: float | None, b: float | None) -> float | None:
     """Milliseconds from a to b, or None when either is unknown."""
     return round((b - a) * 1000, 2) if a is not None and b is not None else None
@@ -51,7 +63,7 @@ def record(
         "endpoint": state.route.endpoint,
         "host": state.host,
         "path": state.path,
-        "model": model,
+        "model": model_name(model),
         "stream": stream,
         "status": status,
         "error": error,

@@ -129,3 +129,15 @@ def test_state_is_private_to_the_user(tmp_path):
     e.close()
     assert d.stat().st_mode & 0o777 == 0o700
     assert (d / "events.jsonl").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_huge_model_name_is_cut_in_the_event_line_and_forwarded_untouched(engine, tmp_path):
+    model = "claude-" + "x" * 100_000
+    raw = json.dumps({"model": model, "messages": []}).encode()
+    plan = engine.handle_request(req(body=raw))
+    assert plan.body is None  # the request itself goes on as sent
+    engine.mark_forwarded(plan.state)
+    engine.finish(plan.state, status=400, fields=[], body=b"{}")
+    (ev,) = events(tmp_path, engine)
+    assert len(ev["model"]) == 128 and ev["model"].startswith("claude-xxx")
+    assert len((tmp_path / "events.jsonl").read_bytes()) < 5000

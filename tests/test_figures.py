@@ -7,6 +7,7 @@ import pytest
 from headroom_core.figures import NO_SESSION, Figures, turn_of
 from headroom_core.prices import Prices
 from headroom_runtime import pricefile
+from headroom_runtime.metrics import Metrics
 
 PRICES = Prices(pricefile.shipped())
 NOW = time.time()
@@ -185,6 +186,18 @@ def test_label_sets_are_bounded(monkeypatch):
     f = figures().add_all([rec(model=f"m{i}") for i in range(5)])
     keys = {k for k, _ in f.metric_rows()}
     assert ("anthropic", "other", "messages") in keys and len(keys) == 3
+
+
+def test_a_client_chosen_model_name_is_bounded_in_length_and_per_session():
+    # the model comes from the request body: megabytes of it must not reach every metric series
+    huge = "m" * 200_000
+    f = figures().add_all([rec(model=f"{i:02d}{huge}") for i in range(40)] + [rec(model="x")])
+    assert {len(k[1]) for k, _ in f.metric_rows()} == {128, 1}
+    assert len(Metrics(f).exposition()) < 41 * 39 * 400  # 41 label sets, ~39 series each
+    models = f.session("s1")["session"]["models"]
+    # the first 32 names (cut), then "other" for the 8 more and for "x"
+    assert len(models) == 33 and models["other"] == 9
+    assert {len(m) for m in models} == {128, 5}
 
 
 def test_turn_of_tolerates_any_field_shape():
