@@ -117,8 +117,9 @@ class Headroom:
         if self.runtime is not None and not self.failed:
             hheap.freeze_startup()  # the startup heap out of the garbage collector's way
             host, port = _listener()
-            log.info("headroom: dashboard at http://%s:%d/headroom/ (metrics: /headroom/metrics)",
-                     host, port)
+            # (the key: what a browser needs where the host name cannot be checked; local.py)
+            log.info("headroom: dashboard at http://%s:%d/headroom/?key=%s (metrics: "
+                     "/headroom/metrics)", host, port, self.runtime.browser_key)
 
     def configure(self, updated: set[str]) -> None:
         if IMPORT_ERROR is not None:

@@ -136,7 +136,9 @@ class Engine:
         kind = self.local.kind(req.method, req.host, req.port, path,
                                to_listener=req.reverse or req.to_self)
         if kind is not None:  # Headroom's own endpoint: answered here, whatever happens
-            args = (kind, req.method, path, query, hp.kept, req.client)
+            # (in reverse mode mitmproxy has replaced the Host header: the name the client
+            # used is unknown)
+            args = (kind, req.method, path, query, hp.kept, req.client, not req.reverse)
             if self.local.slow(kind):  # a page, an original: in a worker thread
                 draft.deferred = lambda: self._local_answer(req.flow_id, args)
             else:

@@ -11,6 +11,7 @@ here: the adapter moves bytes between flows and this.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -89,6 +90,9 @@ class Runtime:
         # WebSocket connections whose session has no settled name yet: flow id -> (handshake
         # state, its header fields, the conversation whose opening message will name it)
         self._ws_unlabelled: dict[str, tuple[FlowState, Any, WebSocketConversation]] = {}
+        # What a browser shows to use the local endpoints where the listener cannot check the
+        # host name it was reached by (local.py); one per process, in the logged dashboard URL.
+        self.browser_key = secrets.token_urlsafe(18)
         self.figures = Figures(pricefile.load(config.prices))
         self.metrics = Metrics(self.figures, extra=self._metric_extras)
         self.dashboard = Dashboard(self.figures, health=self._dashboard_health,
@@ -161,7 +165,8 @@ class Runtime:
             local_hosts=self.local_hosts | {urlsplit(self.retrieval_base).netloc.lower()},
             namespace=c.namespace, salt=self.state.salt,
             originals=self.state.originals if self.rewriter is not None else None,
-            health=self._health or self.health, pages=self.dashboard.answer)
+            health=self._health or self.health, pages=self.dashboard.answer,
+            browser_key=self.browser_key)
         return Engine(c, salt=self.state.salt, recorder=self.recorder, rewriter=self.rewriter,
                       betas=self.betas, local=local, sink=self._record, clock=self.clock)
 

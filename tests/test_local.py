@@ -142,3 +142,55 @@ def test_no_originals_store_says_so():
 def test_is_loopback():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("127.5.5.5")
     assert not is_loopback("10.0.0.1") and not is_loopback(None) and not is_loopback("x")
+
+
+BROWSER = [(b"sec-fetch-site", b"same-origin"), (b"sec-fetch-mode", b"cors"),
+           (b"sec-fetch-dest", b"empty"), (b"user-agent", b"Mozilla/5.0")]
+KEY = "k3y-of-this-listener"
+
+
+def unchecked(ep, kind, path, query="", fields=(), client="127.0.0.1"):
+    """A request where the host name the client used is unknown (reverse mode)."""
+    return ep.answer(kind, "GET", path, query, list(fields), client, False)
+
+
+@pytest.mark.parametrize("kind,path", [("ccr", "/ccr/"), ("health", "/headroom/health"),
+                                       ("dashboard", "/headroom/api/sessions")])
+def test_where_the_host_name_is_unknown_a_browser_needs_the_key(kind, path):
+    # A page on another site that rebinds its name to 127.0.0.1 is a loopback browser too.
+    ep = endpoints(browser_key=KEY, pages=lambda p, q: (200, [], b"{}"))
+    if kind == "ccr":
+        path += kept_by_alice(ep)
+    for fields in (BROWSER, [(b"Origin", b"http://attacker.example:8080")],
+                   [(b"Sec-Fetch-Mode", b"navigate"), (b"Cookie", b"headroom_key=wrong")],
+                   [*BROWSER, (b"cookie", b"other=1; headroom_key=" + KEY.encode() + b"x")]):
+        status, _, body = unchecked(ep, kind, path, fields=fields)
+        assert status == 403 and b"key" in body and TEXT.encode() not in body
+    cookie = (b"cookie", b"other=1; headroom_key=" + KEY.encode())
+    assert unchecked(ep, kind, path, fields=[*BROWSER, cookie])[0] == 200
+    assert unchecked(ep, kind, path)[0] == 200  # curl, a script, Prometheus: no browser
+    assert ep.answer(kind, "GET", path, "", BROWSER, "127.0.0.1", True)[0] == 200  # checked name
+    assert endpoints().answer(kind, "GET", path, "", BROWSER, "127.0.0.1", False)[0] in (200, 404)
+
+
+def test_the_logged_address_sets_the_key_as_a_cookie_and_drops_it_from_the_address():
+    ep = endpoints(browser_key=KEY, pages=lambda p, q: (200, [], q.encode()))
+    status, fields, _ = unchecked(ep, "dashboard", "/headroom/session/s1",
+                                  f"refresh=0&key={KEY}", BROWSER)
+    assert status == 303
+    headers = dict(fields)
+    assert headers[b"location"] == b"/headroom/session/s1?refresh=0"
+    assert headers[b"set-cookie"] == (b"headroom_key=" + KEY.encode()
+                                      + b"; Path=/; HttpOnly; SameSite=Strict")
+    assert unchecked(ep, "dashboard", "/headroom/", "key=nope", BROWSER)[0] == 403
+    assert unchecked(ep, "dashboard", "/headroom/", f"key={KEY}")[0] == 303  # any client
+
+
+def test_the_key_cookie_is_no_ones_credential():
+    # A browser holding the key asks for an original as the agent's shell does: any tenant's.
+    ep = endpoints(browser_key=KEY)
+    h = kept_by_alice(ep)
+    # (nor are the browser's other cookies: another local app's, cookies ignore the port)
+    fields = [*BROWSER, (b"Cookie", b"dev_session=abc; headroom_key=" + KEY.encode())]
+    status, _, body = ep.answer("ccr", "GET", f"/ccr/{h}", "", fields, "127.0.0.1", False)
+    assert status == 200 and body.decode() == TEXT

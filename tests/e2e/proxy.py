@@ -114,6 +114,18 @@ class Mitmdump:
         except OSError:
             return ""
 
+    def browser_key(self) -> str:
+        """The key of the dashboard address Headroom logged at startup (what a browser needs
+        in reverse mode)."""
+        import re
+
+        deadline = time.monotonic() + 10
+        while (m := re.search(r"/headroom/\?key=([\w-]+)", self.log())) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no dashboard address in the log:\n{self.log()}")
+            time.sleep(0.05)
+        return m.group(1)
+
     def events(self, wait_for: int = 0, timeout: float = 10.0, settle: float = 0.0) -> list[dict]:
         """Event-log records; waits until at least `wait_for` are on disk, and with `settle`
         until no new line has appeared for that many seconds (lines of earlier flows are

@@ -163,6 +163,32 @@ def test_session_page_shows_each_decision_and_links_the_original(traffic):
     assert turns[0]["store"] == "miss"
 
 
+def test_a_page_on_another_site_cannot_read_the_endpoints_through_dns_rebinding(traffic):
+    # In reverse mode mitmproxy replaces the Host header before any hook: Headroom cannot see
+    # that a page of attacker.example (its name rebound to 127.0.0.1) is asking. Its browser
+    # sends Sec-Fetch-* (scripts cannot leave them out) and has no key for this listener.
+    p, _ = traffic
+    rows = get(p, "/headroom/api/sessions").json()["sessions"]  # a script: no browser, no key
+    sid = next(r["id"] for r in rows if r["label"] == "claude-code · ~/src/shop")
+    link = next(link for link in check(get(p, f"/headroom/session/{sid}").text).links
+                if link.startswith("/ccr/"))
+    page = {"host": f"attacker.example:{p.port}", "sec-fetch-site": "same-origin",
+            "sec-fetch-mode": "cors", "sec-fetch-dest": "empty", "user-agent": "Mozilla/5.0"}
+    with httpx.Client(base_url=p.url, headers=page, trust_env=False) as browser:
+        for path in ("/headroom/api/sessions", f"/headroom/api/session/{sid}", "/headroom/",
+                     "/headroom/health", "/headroom/metrics", link, link + "?grep=FAILED"):
+            r = browser.get(path)
+            assert r.status_code == 403 and "key" in r.text, path
+            assert "shop" not in r.text and "FAILED" not in r.text
+        # the user's own browser, from the address Headroom logged: the key goes into a cookie
+        r = browser.get(f"/headroom/?refresh=0&key={p.browser_key()}")
+        assert r.status_code == 303 and r.headers["location"] == "/headroom/?refresh=0"
+        assert "HttpOnly" in r.headers["set-cookie"] and "SameSite=Strict" in r.headers[
+            "set-cookie"]
+        assert browser.get("/headroom/?refresh=0").status_code == 200  # (the cookie is kept)
+        assert browser.get(link).text in (LOG, RUNS)
+
+
 def test_metrics_match_the_event_log(traffic):
     p, events = traffic
     r = get(p, "/headroom/metrics")

@@ -56,6 +56,8 @@ def test_dashboard_renders_in_chromium(traffic, tmp_path, page):  # noqa: F811
         sid = next(r["id"] for r in rows if r["label"] == "claude-code · ~/src/shop")
         url = f"{p.url}/headroom/session/{sid}?refresh=0"
         expect = "compressed Bash"
+    # (a reverse-mode listener cannot check the host name a browser used: the logged key)
+    url += f"&key={p.browser_key()}"
     dom = run_chromium(url, tmp_path, "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert expect in dom.stdout and "<svg" in dom.stdout
