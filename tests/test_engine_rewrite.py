@@ -82,6 +82,7 @@ def test_newest_tool_output_compressed_everything_else_byte_identical(engine):
     handle = re.search(r"/ccr/([0-9a-f]{32})", new_text).group(1)
     got = engine.handle_request(RequestIn("g", "GET", "http", "127.0.0.1", 8080,
                                           f"/ccr/{handle}", [], b"", False, client="127.0.0.1"))
+    got = got.resolve(got.deferred())  # (answered in a worker thread)
     assert got.response.status == 200 and got.response.body.decode() == LOG
 
 
@@ -165,7 +166,8 @@ def test_openai_chat_and_responses_shapes(engine):
 def test_unknown_handle_is_404_and_only_ccr_paths_are_served(engine):
     r = engine.handle_request(RequestIn("g", "GET", "http", "headroom.local", 80,
                                         "/ccr/" + "0" * 32, [], b"", False, client="::1"))
-    assert r.response.status == 404
+    assert r.response is None and r.deferred is not None  # (answered in a worker thread)
+    assert r.resolve(r.deferred()).response.status == 404
     r = engine.handle_request(RequestIn("g", "GET", "http", "headroom.local", 80, "/other", [],
                                         b"", False, client="::1"))
     assert r.response is None
