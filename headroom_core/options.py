@@ -338,7 +338,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("headroom_namespace", str, "",
            "Tenant namespace for all per-user state (sessions, store, ledger, originals). Empty: "
            "a salted hash of every credential the request carries. Set it in CI and for "
-           "rotating OAuth tokens.", _namespace),
+           "rotating OAuth tokens: every request then shares one tenant (its recordings, "
+           "sessions and originals, whatever credential it carries).", _namespace),
     Option("headroom_beta_sticky", bool, True,
            "Keep re-sending anthropic-beta / OpenAI-Beta tokens a conversation already sent "
            "upstream, even when the client drops them (a changed header can cost the prompt "
