@@ -296,8 +296,8 @@ class Headroom:
         try:
             if plan.deferred is not None:
                 try:
-                    plan = plan.resolve(await asyncio.to_thread(self.runtime.in_worker,
-                                                               plan.deferred))
+                    answer = await asyncio.to_thread(self.runtime.in_worker, plan.deferred)
+                    plan = plan.resolve(answer)
                 except Exception as e:  # never forward: a deferred answer replaces the upstream
                     log.warning("internal_error phase=deferred flow=%s error=%s", flow.id,
                                 type(e).__name__)

@@ -20,8 +20,8 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections.abc import Callable
-from urllib.parse import unquote
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 
@@ -164,7 +164,6 @@ class LocalEndpoints:
         except retrieval.SliceError as e:
             return _text(400, f"headroom: {e}\n")
         return 200, [*TEXT, (b"x-headroom-original", handle.encode())], body
-
 
     def _is_key(self, value: str | None) -> bool:
         return (value is not None and self.browser_key is not None

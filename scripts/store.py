@@ -230,7 +230,12 @@ def import_flow(store, flow: http.HTTPFlow, *, salt: bytes | None,
     """Store one flow; returns "stored" or why it was skipped. `fixed_tenant`: the store's own
     (a cassette's) instead of one from the flow's credentials."""
     req, resp = flow.request, flow.response
-    if resp is None or flow.error is not None:
+    if resp is None:
+        return "no complete response"
+    sse = resp.headers.get("content-type", "").lower().startswith("text/event-stream")
+    if flow.error is not None and not sse:
+        # (a stream is judged by its events below: a client that hangs up once it has read the
+        # terminal event, as the OpenAI SDK's sync stream does at [DONE], leaves it whole)
         return "no complete response"
     if not 200 <= resp.status_code < 300:
         return f"status {resp.status_code}"
@@ -255,13 +260,14 @@ def import_flow(store, flow: http.HTTPFlow, *, salt: bytes | None,
         canon = cachekey.canonical_request(
             provider=route.provider, endpoint=route.endpoint, method=req.method, host=req.host,
             path=req.path, fields=fields, body=body, tenant=who, extra_exclude=exclude)
-    sse = resp.headers.get("content-type", "").lower().startswith("text/event-stream")
     try:
         decoded = encoding.decode(raw, resp.headers.get("content-encoding"))
     except encoding.EncodingError:
         decoded = b""
     if sse and not _sse_complete(route.shape, decoded):
         return "truncated stream"
+    if sse and flow.error is not None and not decoded.endswith((b"\n\n", b"\r\n\r\n")):
+        return "truncated stream"  # cut inside an event after the end
     meta = {
         "created": resp.timestamp_end or req.timestamp_start or time.time(),
         "usage": _usage(decoded, sse),

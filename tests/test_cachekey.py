@@ -455,8 +455,8 @@ def test_credential_query_values_are_hashed_not_kept():
     assert request_key(a) != request_key(b)  # still distinct per credential
     assert "s3cr3t" not in str(canon("access_token=s3cr3t"))
     for name in ("key", "KEY", "apiKey", "apikey2", "accessToken", "authToken", "sessionToken",
-                 "clientSecret", "jwt", "bearer", "pwd", "password", "code", "sig", "X-Amz-Signature",
-                 "sv_sas", "subscription-key", "cookie"):
+                 "clientSecret", "jwt", "bearer", "pwd", "password", "code", "sig",
+                 "X-Amz-Signature", "sv_sas", "subscription-key", "cookie"):
         q = dict(canon(f"{name}=SECRET&beta=true&api-version=2024-10-21")["query"])
         assert q[name].startswith("sha256:"), name
         assert q["beta"] == "true" and q["api-version"] == "2024-10-21"  # the usual ones stay

@@ -360,3 +360,35 @@ def test_redis_password_from_the_environment_and_clear_failures(redis_factory, t
     assert code == 2 and "--redis" in err
     code, _, err = run(capsys, "--redis", bare, "--cassette", tmp_path, "list")
     assert code == 2 and "give one" in err
+
+
+def test_import_keeps_a_stream_whose_client_hung_up_after_its_end(tmp_path, capsys):
+    # The OpenAI SDK's sync stream hangs up once it reads [DONE]: the captured flow ends in an
+    # error, yet its answer is whole. One cut inside an event after the end is not.
+    flows = {
+        "hung-up": make_flow("https://api.anthropic.com/v1/messages",
+                             anthropic_body(stream=True, max_tokens=7), req_headers=AUTH,
+                             resp=ANTHROPIC_SSE,
+                             resp_headers=[(b"content-type", b"text/event-stream")]),
+        "cut-after-end": make_flow("https://api.anthropic.com/v1/messages",
+                                   anthropic_body(stream=True, max_tokens=8), req_headers=AUTH,
+                                   resp=ANTHROPIC_SSE + b"event: ping\ndata: {",
+                                   resp_headers=[(b"content-type", b"text/event-stream")]),
+        "cut-before-end": make_flow("https://api.anthropic.com/v1/messages",
+                                    anthropic_body(stream=True, max_tokens=9), req_headers=AUTH,
+                                    resp=ANTHROPIC_SSE[:120],
+                                    resp_headers=[(b"content-type", b"text/event-stream")]),
+        "buffered": make_flow("https://api.anthropic.com/v1/messages", anthropic_body(),
+                              req_headers=AUTH, resp=b'{"id":"msg_1"}',
+                              resp_headers=[(b"content-type", b"application/json")]),
+    }
+    for fl in flows.values():
+        fl.error = flow.Error("Client disconnected.")
+    ff = tmp_path / "in.flows"
+    write_flows(ff, flows.values())
+    d = tmp_path / "store"
+    code, out, _ = run(capsys, "--dir", d, "import", ff, "--namespace", "ci")
+    assert code == 0
+    assert out.strip() == "imported 1 entries; skipped 1 no complete response, 2 truncated stream"
+    with ResponseStore(d) as s:
+        assert set(s.keys()) == {expected_key(flows["hung-up"], "ns:ci")}
