@@ -82,7 +82,7 @@ def prepare(entry: Entry) -> Entry:
     if coding:
         try:
             if chunks is None:
-                body = encoding.decode(body, coding)
+                body = encoding.decode(body, coding, encoding.STREAM_LIMIT)
             else:
                 chunks = _decode_chunks(chunks, coding)
             fields = headers.remove(fields, b"content-encoding")

@@ -51,9 +51,13 @@ def _check_limit(size: int, limit: int | None) -> None:
         raise EncodingError(f"decoded body exceeds {limit} bytes")
 
 
+MAX_MEMBERS = 64  # gzip members decoded back to back (each costs a copy of the rest: quadratic)
+STREAM_LIMIT = 64 << 20  # decoded bytes of a streamed response Headroom reads
+
+
 def _zlib_decode(data: bytes, wbits: int, limit: int | None) -> bytes:
     out = b""
-    while True:  # gzip allows several members back to back
+    for _ in range(MAX_MEMBERS):  # gzip allows several members back to back
         d = zlib.decompressobj(wbits)
         max_length = 0 if limit is None else limit + 1 - len(out)
         out += d.decompress(data, max_length)
@@ -66,6 +70,7 @@ def _zlib_decode(data: bytes, wbits: int, limit: int | None) -> bytes:
         data = d.unused_data
         if not data or wbits <= zlib.MAX_WBITS or not data.strip(b"\0"):
             return out
+    raise EncodingError(f"more than {MAX_MEMBERS} gzip members")
 
 
 def _brotli_decode(data: bytes, limit: int | None) -> bytes:
@@ -152,42 +157,67 @@ class IncrementalDecoder:
     """Decode a content-encoded byte stream chunk by chunk (for tee-ing a streamed response).
 
     `feed(chunk)` returns whatever decoded bytes are available; `close()` flushes. Any error raises
-    `EncodingError`; the caller stops inspecting but keeps forwarding the raw bytes.
+    `EncodingError`; the caller stops inspecting but keeps forwarding the raw bytes. No stage
+    yields more than `limit` bytes in all: a small compressed stream may inflate to gigabytes,
+    and this runs in mitmproxy's streaming callback.
     """
 
-    def __init__(self, header_value: str | None) -> None:
+    def __init__(self, header_value: str | None, limit: int = STREAM_LIMIT) -> None:
+        self.limit = limit
         self._stages: list[Callable[[bytes], bytes]] = []
         self._flushers: list[Callable[[], bytes]] = []
         for coding in reversed(parse_codings(header_value)):
             self._add_stage(coding)
 
     def _add_stage(self, coding: str) -> None:
+        budget = {"left": self.limit}
+
+        def spend(out: bytes, b=budget) -> bytes:
+            b["left"] -= len(out)
+            if b["left"] < 0:
+                raise EncodingError(f"decoded stream exceeds {self.limit} bytes")
+            return out
+
         if coding in ("gzip", "x-gzip", "deflate"):
-            state = {"d": zlib.decompressobj(16 + zlib.MAX_WBITS if coding != "deflate" else zlib.MAX_WBITS),
+            state = {"d": zlib.decompressobj(16 + zlib.MAX_WBITS if coding != "deflate"
+                                             else zlib.MAX_WBITS),
                      "raw_fallback": coding == "deflate", "started": False}
 
-            def feed(chunk: bytes, st=state) -> bytes:
+            def feed(chunk: bytes, st=state, b=budget) -> bytes:
                 try:
-                    out = st["d"].decompress(chunk)
+                    out = st["d"].decompress(chunk, b["left"] + 1)
                 except zlib.error:
                     if st["raw_fallback"] and not st["started"]:
                         st["d"] = zlib.decompressobj(-zlib.MAX_WBITS)
                         st["raw_fallback"] = False
-                        out = st["d"].decompress(chunk)
+                        out = st["d"].decompress(chunk, b["left"] + 1)
                     else:
                         raise
                 st["started"] = True
-                return out
+                if st["d"].unconsumed_tail:  # it stopped at the limit: more was there
+                    raise EncodingError(f"decoded stream exceeds {self.limit} bytes")
+                return spend(out)
 
             self._stages.append(feed)
-            self._flushers.append(lambda st=state: st["d"].flush())
+            self._flushers.append(lambda st=state: spend(st["d"].flush()))
         elif coding == "br":
             d = brotli.Decompressor()
-            self._stages.append(d.process)
+
+            def feed_br(chunk: bytes, d=d, b=budget) -> bytes:
+                return spend(d.process(chunk, output_buffer_limit=b["left"] + 1))
+
+            self._stages.append(feed_br)
             self._flushers.append(lambda: b"")
         elif coding == "zstd":
             d = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True)
-            self._stages.append(d.decompress)
+
+            def feed_zstd(chunk: bytes, d=d) -> bytes:
+                # No output bound in this API: small slices, checked after each (a slice of
+                # 256 bytes yields at most a few MB).
+                return b"".join(spend(d.decompress(chunk[i:i + 256]))
+                                for i in range(0, len(chunk), 256))
+
+            self._stages.append(feed_zstd)
             self._flushers.append(lambda: b"")
         else:
             raise EncodingError(f"unsupported content-encoding {coding!r}")

@@ -120,8 +120,13 @@ class Recorder:
         coding = encoding.coding_of(stored_fields)
         accept = headers.get(fields, b"accept-encoding")
         if not encoding.accepts(accept.decode("latin-1") if accept is not None else None, coding):
-            # recorded compressed, asked for by a client that does not take that coding
-            body = encoding.decode(body, coding)
+            # recorded compressed, asked for by a client that does not take that coding (bounded:
+            # a small recording may inflate to gigabytes; past the bound it is not served)
+            try:
+                body = encoding.decode(body, coding, encoding.STREAM_LIMIT)
+            except encoding.EncodingError as e:
+                _warn("store_entry_undecodable", key=key, error=str(e)[:80])
+                return None
             stored_fields = headers.remove(stored_fields, b"content-encoding")
             chunks = None
         self._decide(state, "hit")

@@ -125,3 +125,32 @@ def test_brotli_bomb_stops_at_the_limit_without_decoding_it_all():
 def test_multi_member_gzip_is_decoded_whole():
     body = gzip.compress(b"first ") + gzip.compress(b"second")
     assert encoding.decode(body, "gzip") == b"first second"
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "zstd", "gzip, br"])
+def test_a_streamed_bomb_stops_at_the_limit_chunk_by_chunk(coding):
+    # A streamed response is decoded in mitmproxy's streaming callback: never past the limit.
+    limit = 4 << 20
+    bomb = encoding.encode(b"\0" * (64 << 20), coding)
+    assert len(bomb) < (1 << 20)
+    dec = encoding.IncrementalDecoder(coding, limit=limit)
+    seen = 0
+    with pytest.raises(encoding.EncodingError, match="exceeds"):
+        for i in range(0, len(bomb), 16384):
+            out = dec.feed(bomb[i:i + 16384])
+            seen += len(out)
+            assert seen <= limit
+    small = b"event: x\ndata: y\n\n" * 1000
+    dec = encoding.IncrementalDecoder(coding, limit=limit)  # (and a real stream passes)
+    body = encoding.encode(small, coding)
+    assert b"".join(dec.feed(body[i:i + 100]) for i in range(0, len(body), 100)) \
+        + dec.close() == small
+
+
+def test_gzip_members_are_bounded_in_number():
+    # Each member costs a copy of the rest: 150,000 tiny members took seconds
+    many = b"".join(gzip.compress(b"x") for _ in range(encoding.MAX_MEMBERS + 1))
+    with pytest.raises(encoding.EncodingError, match="gzip members"):
+        encoding.decode(many, "gzip")
+    few = b"".join(gzip.compress(b"x") for _ in range(encoding.MAX_MEMBERS))
+    assert encoding.decode(few, "gzip") == b"x" * encoding.MAX_MEMBERS

@@ -162,6 +162,20 @@ def test_hit_decoded_for_a_client_that_does_not_accept_the_stored_coding(tmp_pat
     e.close()
 
 
+def test_a_recording_that_inflates_past_the_bound_is_not_decoded_for_a_client(tmp_path,
+                                                                            monkeypatch):
+    # 1 MB of gzip can hold 1 GB: served decoded, it was built on the event loop, unbounded.
+    monkeypatch.setattr(encoding, "STREAM_LIMIT", len(RESP) - 1)
+    e = make(tmp_path, "cache")
+    gz = encoding.encode(RESP, "gzip")
+    respond(e, request(e), fields=JSON_H + [(b"content-encoding", b"gzip")], body=gz)
+    assert request(e, extra=[(b"accept-encoding", b"gzip")]).response.body == gz  # as recorded
+    plain = request(e, extra=[(b"accept-encoding", b"identity")])
+    assert plain.response is None  # not served: a miss, the upstream answers
+    assert plain.state.decisions["store"]["decision"] == "miss"
+    e.close()
+
+
 def test_requests_without_a_tenant_never_share_store_entries(tmp_path):
     e = make(tmp_path, "cache")
     anon = e.handle_request(RequestIn("f", "POST", "https", "api.anthropic.com", 443,
