@@ -39,6 +39,11 @@ DEFAULT_DENY: tuple[str, ...] = (
 )
 
 DEFAULT_MAX_TOKENS_PER_SESSION = 64  # a bound against a client inventing tokens forever
+# Real tokens are a few dozen characters: longer ones are sent on as the client sent them but
+# never remembered, and a header longer than MEMO_CHARS is not memoised (a client could send
+# megabytes per session, for a thousand sessions).
+MAX_TOKEN_CHARS = 128
+MEMO_CHARS = 4096
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -265,7 +270,7 @@ class StickyBetas:
         if self.memory.shared:
             return self._apply_shared(session_key, client_tokens, required)
         sig = (tuple(client_tokens), tuple(required))
-        memo_ok = not self.memory.shared
+        memo_ok = sum(map(len, client_tokens)) <= MEMO_CHARS
         with self._lock:
             # Most turns repeat the previous turn's header: answer those from the memo.
             memo = self._memo.get(session_key) if memo_ok else None
@@ -276,17 +281,22 @@ class StickyBetas:
             memory = self.memory.get(session_key)
             sent = {t.lower() for t in merged}
             tokens = merged + [t for t in memory if t.lower() not in sent]
-            fresh = [t for t in merged if not self.denied(t)]
+            fresh = self._rememberable(merged)
             if fresh:
                 self.memory.extend(session_key, fresh, self.max_tokens_per_session)
             decision = self._decision(client_tokens, tokens)
             if memo_ok:
                 self._memo[session_key] = (sig, decision)
-                for key in getattr(self.memory, "evicted", ()):
-                    self._memo.pop(key, None)
-                if getattr(self.memory, "evicted", None):
-                    self.memory.evicted.clear()
+            else:
+                self._memo.pop(session_key, None)  # (what it answered may be stale now)
+            for key in getattr(self.memory, "evicted", ()):
+                self._memo.pop(key, None)
+            if getattr(self.memory, "evicted", None):
+                self.memory.evicted.clear()
         return decision
+
+    def _rememberable(self, tokens: Sequence[str]) -> list[str]:
+        return [t for t in tokens if len(t) <= MAX_TOKEN_CHARS and not self.denied(t)]
 
     def _apply_shared(self, session_key: str, client_tokens: Sequence[str],
                       required: Sequence[str]) -> BetaDecision:
@@ -294,7 +304,7 @@ class StickyBetas:
         lock held over its network round trip (`extend` returns the session's tokens after
         remembering the new ones, atomically)."""
         merged = merge_tokens(client_tokens, required)
-        fresh = [t for t in merged if not self.denied(t)]
+        fresh = self._rememberable(merged)
         memory = (self.memory.extend(session_key, fresh, self.max_tokens_per_session) if fresh
                   else self.memory.get(session_key))
         sent = {t.lower() for t in merged}

@@ -158,6 +158,20 @@ def test_dropped_token_sticks_for_the_session():
     assert sb.apply("s", True, []) == BetaDecision(["a", "b"], ["a", "b"], True)
 
 
+def test_huge_tokens_are_sent_on_but_never_remembered_nor_memoised():
+    # A client could send megabytes of beta header per session, for a thousand sessions.
+    sb = StickyBetas()
+    huge = "x" * 200_000
+    got = sb.apply("s", True, [f"a,{huge}"])
+    assert got.tokens == ["a", huge]  # forwarded as the client sent it
+    assert sb.remembered("s") == ["a"]
+    assert "s" not in sb._memo  # nor kept as the memo's signature
+    assert sb.apply("s", True, []).tokens == ["a"]  # and the memory is still right
+    long_header = ",".join(f"t{i}-" + "y" * 100 for i in range(60))  # 60 real-length tokens
+    assert sb.apply("t", True, [long_header]).tokens == long_header.split(",")
+    assert len(sb.remembered("t")) == 60 and "t" not in sb._memo
+
+
 def test_sticky_tokens_follow_client_tokens_in_first_seen_order():
     sb = StickyBetas()
     sb.apply("s", True, ["a"])
