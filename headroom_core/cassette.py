@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from . import cachekey, encoding, headers, tenant
+from . import cachekey, encoding, headers
 from .headers import Fields
 from .store import Entry, storable_headers
 
@@ -27,11 +27,6 @@ SUFFIX = ".json"
 # The tenant of every recording in a cassette: what was recorded with one credential replays
 # with another or none (CI has no real credential).
 TENANT = "cassette"
-
-# Response fields never written to a cassette besides `store.DROP_HEADERS`: anything naming an
-# account or carrying a credential. `content-encoding` goes when the body is kept decoded.
-DROP_HEADERS = frozenset({*tenant.CREDENTIAL_HEADERS, *tenant.ACCOUNT_HEADERS, b"cookie",
-                          b"set-cookie", b"set-cookie2"})
 
 _EVENT = re.compile(rb"(?:event: ([^\r\n]*)\n)?data: ([^\r\n]*)\n\n")
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n")
@@ -76,7 +71,9 @@ def prepare(entry: Entry) -> Entry:
     fields; a content-coded body decoded (and its `content-encoding` dropped) when it decodes;
     a stream cut into its SSE events, each at its arrival time rounded to the millisecond.
     `decode(encode(key, prepare(e)))` gives back exactly this entry."""
-    fields = [(n, v) for n, v in storable_headers(entry.headers) if n.lower() not in DROP_HEADERS]
+    # (`storable_headers` leaves out anything naming an account or carrying a credential;
+    # `content-encoding` goes below when the body is kept decoded)
+    fields = storable_headers(entry.headers)
     coding = encoding.coding_of(fields)
     body, chunks = entry.body, entry.chunks
     if coding:

@@ -118,7 +118,8 @@ class LocalEndpoints:
             to = (path if path != "/headroom" else "/headroom/") + ("?" + query if query else "")
             return 303, [*TEXT, (b"location", to.encode()),
                          (b"set-cookie", cookie), (b"cache-control", b"no-store")], b""
-        if (not host_checked and self.browser_key is not None and _from_browser(fields)
+        browser = _from_browser(fields)
+        if (not host_checked and self.browser_key is not None and browser
                 and not self._is_key(_cookie_key(fields))):
             return _text(403, "headroom: a browser needs the key here (this listener cannot "
                               "tell which host name the page used, so another site could "
@@ -126,7 +127,7 @@ class LocalEndpoints:
                               "startup (.../headroom/?key=...) once\n")
         # A browser's cookies (ours, or another local app's: cookies ignore the port) are
         # never anyone's API credential.
-        fields = _without_cookies(fields) if _from_browser(fields) else _without_key_cookie(fields)
+        fields = _without_cookies(fields) if browser else _without_key_cookie(fields)
         if kind == "health":
             return 200, list(JSON), orjson.dumps(self.health(), option=orjson.OPT_INDENT_2)
         if kind == "dashboard":

@@ -392,7 +392,7 @@ class Runtime:
         try:
             return fn(*args)
         finally:  # (a part replaced meanwhile was open when the job started: that one too)
-            state.release_thread({id(p): p for p in held + state.parts}.values())
+            state.release_thread(held + state.parts)
 
     def offload_message(self, state: FlowState, size: int) -> bool:
         """Whether a client's WebSocket message is handled in a worker thread: a big one, or

@@ -1,10 +1,13 @@
-"""Fixtures shared across test modules: a real redis-server (tests/redis_server.py)."""
+"""Fixtures shared across test modules: a real redis-server (tests/redis_server.py), and a
+look at which files this process holds open."""
 
+import gc
 import os
 
 import pytest
 
 from tests.redis_server import MISSING, RedisServer, binary
+from tests.runtime_util import open_files_under
 
 
 def _need_redis() -> None:
@@ -64,3 +67,17 @@ def redis_factory(tmp_path):
     yield make
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def open_files():
+    """`open_files(path)`: this process's open files under `path` (Linux /proc), with the
+    garbage collector off for the test, so that nothing closes a forgotten SQLite connection
+    (which sits in a reference cycle) behind its back."""
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc")
+    gc.disable()
+    try:
+        yield open_files_under
+    finally:
+        gc.enable()

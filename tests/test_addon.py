@@ -1,8 +1,6 @@
 import asyncio
-import gc
 import json
 import logging
-import os
 import threading
 
 import pytest
@@ -12,7 +10,6 @@ from mitmproxy.test import taddons, tflow, tutils
 
 from headroom_core import encoding
 from tests.addon_util import load_addon_module
-from tests.runtime_util import open_files_under
 
 mod = load_addon_module()
 
@@ -133,26 +130,21 @@ def test_big_body_processed_off_loop_still_byte_identical(ctx):
     assert addon.states[f.id].model == "m"
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
-def test_a_request_handled_in_a_worker_thread_leaves_no_database_open(tmp_path):
+def test_a_request_handled_in_a_worker_thread_leaves_no_database_open(tmp_path, open_files):
     # The worker looks the store up through its own SQLite connection; left open in the pooled
     # thread, it would be closed by some later garbage collection, writing the database then.
     big = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * (1 << 19)}]})
     addon = mod.Headroom()
-    gc.disable()
-    try:
-        with taddons.context(addon) as tctx:
-            tctx.configure(addon, headroom_dir=str(tmp_path), headroom_store_mode="cache")
-            addon.running()
-            f = llm_flow(body=big.encode())
-            coro = addon.request(f)
-            assert coro is not None  # a big body: handled in a worker thread
-            run(tctx, coro)
-            assert addon.states[f.id].store_key is not None  # it did look the store up
-            addon.done()
-            assert open_files_under(tmp_path) == []
-    finally:
-        gc.enable()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, headroom_dir=str(tmp_path), headroom_store_mode="cache")
+        addon.running()
+        f = llm_flow(body=big.encode())
+        coro = addon.request(f)
+        assert coro is not None  # a big body: handled in a worker thread
+        run(tctx, coro)
+        assert addon.states[f.id].store_key is not None  # it did look the store up
+        addon.done()
+        assert open_files(tmp_path) == []
 
 
 def test_internal_failure_leaves_flow_as_sent(ctx, monkeypatch):

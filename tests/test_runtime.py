@@ -1,16 +1,13 @@
 """The runtime: parts built once, rebuilt only when an option that shapes them changes."""
 
 import concurrent.futures
-import gc
 import json
-import os
 
 import pytest
 
 from headroom_core import options
 from headroom_core.flow import RequestIn
 from headroom_runtime.runtime import Runtime, offload, parts_changed
-from tests.runtime_util import open_files_under
 
 BODY = json.dumps({"model": "claude-x", "messages": [{"role": "user", "content": "hi"}]}).encode()
 FIELDS = [(b"x-api-key", b"sk-ant-api03-k"), (b"content-type", b"application/json"),
@@ -196,8 +193,6 @@ def test_clear_resets_figures_and_stats_not_the_log(tmp_path):
 
 
 def test_prices_option_reloads_and_a_bad_file_changes_nothing(tmp_path):
-    import pytest
-
     rt = Runtime(options.make(dir=str(tmp_path)))
     f = tmp_path / "prices.json"
     f.write_text(json.dumps({"models": {"claude-x": {"input": 1, "output": 2}}}))
@@ -227,77 +222,58 @@ def _record_one(rt, fid):
     assert plan.state.store_key in set(rt.state.store.keys())  # written by the background thread
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
-def test_close_leaves_no_database_open_in_any_thread(tmp_path):
+def test_close_leaves_no_database_open_in_any_thread(tmp_path, open_files):
     # The background thread writes the store through its own SQLite connection; left open, it
     # is closed whenever the garbage collector runs, and writes the database then.
-    gc.disable()  # so that nothing closes a forgotten connection behind the test's back
-    try:
-        rt = Runtime(options.make(dir=str(tmp_path), store_mode="record"))
-        _record_one(rt, "f1")
-        rt.close()
-        assert open_files_under(tmp_path) == []
-    finally:
-        gc.enable()
+    rt = Runtime(options.make(dir=str(tmp_path), store_mode="record"))
+    _record_one(rt, "f1")
+    rt.close()
+    assert open_files(tmp_path) == []
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
-def test_moving_the_state_dir_lets_go_of_the_old_one_in_every_thread(tmp_path):
+def test_moving_the_state_dir_lets_go_of_the_old_one_in_every_thread(tmp_path, open_files):
     old, new = tmp_path / "old", tmp_path / "new"
-    gc.disable()
-    try:
-        rt = Runtime(options.make(dir=str(old), store_mode="record"))
-        _record_one(rt, "f1")
-        rt.reconfigure(rt.config.replace(dir=new))
-        assert open_files_under(old) == []
-        _record_one(rt, "f2")
-        rt.close()
-        assert open_files_under(tmp_path) == []
-    finally:
-        gc.enable()
+    rt = Runtime(options.make(dir=str(old), store_mode="record"))
+    _record_one(rt, "f1")
+    rt.reconfigure(rt.config.replace(dir=new))
+    assert open_files(old) == []
+    _record_one(rt, "f2")
+    rt.close()
+    assert open_files(tmp_path) == []
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
-def test_reopening_the_store_or_the_ledger_lets_go_of_them_in_the_background_thread(tmp_path):
-    gc.disable()
-    try:
-        rt = Runtime(options.make(dir=str(tmp_path), store_mode="record"))
-        ledger = tmp_path / "ledger"
-        opened = len(open_files_under(ledger))  # by this thread, when the runtime opened it
-        _record_one(rt, "f1")  # the background thread wrote the store
-        assert open_files_under(tmp_path / "store")
-        rt.reconfigure(rt.config.replace(store_mode="off"))
-        assert open_files_under(tmp_path / "store") == []
-        rt.background.submit(rt.state.ledger.lookup, "t", [("call", b"x")])  # reads the ledger
-        rt.flush()
-        assert len(open_files_under(ledger)) > opened
-        rt.reconfigure(rt.config.replace(ledger_size="2g"))
-        assert len(open_files_under(ledger)) == opened  # only the new ledger's own
-        rt.close()
-        assert open_files_under(tmp_path) == []
-    finally:
-        gc.enable()
+def test_reopening_the_store_or_the_ledger_lets_go_of_them_in_the_background_thread(
+        tmp_path, open_files):
+    rt = Runtime(options.make(dir=str(tmp_path), store_mode="record"))
+    ledger = tmp_path / "ledger"
+    opened = len(open_files(ledger))  # by this thread, when the runtime opened it
+    _record_one(rt, "f1")  # the background thread wrote the store
+    assert open_files(tmp_path / "store")
+    rt.reconfigure(rt.config.replace(store_mode="off"))
+    assert open_files(tmp_path / "store") == []
+    rt.background.submit(rt.state.ledger.lookup, "t", [("call", b"x")])  # reads the ledger
+    rt.flush()
+    assert len(open_files(ledger)) > opened
+    rt.reconfigure(rt.config.replace(ledger_size="2g"))
+    assert len(open_files(ledger)) == opened  # only the new ledger's own
+    rt.close()
+    assert open_files(tmp_path) == []
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
-def test_a_worker_job_leaves_no_database_open_in_its_thread(tmp_path):
+def test_a_worker_job_leaves_no_database_open_in_its_thread(tmp_path, open_files):
     rt = Runtime(options.make(dir=str(tmp_path), store_mode="cache"))
     _record_one(rt, "f1")
     opened: list[str] = []
 
     def job():  # what a big request does in a worker thread: store and ledger reads
         plan = rt.engine.handle_request(req("f2"))  # a store hit: read from the database
-        opened.extend(open_files_under(tmp_path))
+        opened.extend(open_files(tmp_path))
         return plan
 
-    gc.disable()
-    try:
-        before = open_files_under(tmp_path)
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a pooled thread lives on
-            plan = pool.submit(rt.in_worker, job).result()
-            assert plan.response is not None
-            assert len(opened) > len(before)  # the job did open its own connections
-            rt.close()  # while the worker thread lives on in its pool
-            assert open_files_under(tmp_path) == []
-    finally:
-        gc.enable()
+    before = open_files(tmp_path)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a pooled thread lives on
+        plan = pool.submit(rt.in_worker, job).result()
+        assert plan.response is not None
+        assert len(opened) > len(before)  # the job did open its own connections
+        rt.close()  # while the worker thread lives on in its pool
+        assert open_files(tmp_path) == []
