@@ -51,26 +51,83 @@ def _check_limit(size: int, limit: int | None) -> None:
         raise EncodingError(f"decoded body exceeds {limit} bytes")
 
 
-MAX_MEMBERS = 64  # gzip members decoded back to back (each costs a copy of the rest: quadratic)
 STREAM_LIMIT = 64 << 20  # decoded bytes of a streamed response Headroom reads
+# gzip members of one body (a server may flush each event of a stream as a member of its own);
+# each costs one decompressor.
+MAX_MEMBERS = 1 << 18
+_PIECE = 1024  # after a body's first member, input goes in pieces of this size (see _Inflater)
 
 
-def _zlib_decode(data: bytes, wbits: int, limit: int | None) -> bytes:
-    out = b""
-    for _ in range(MAX_MEMBERS):  # gzip allows several members back to back
-        d = zlib.decompressobj(wbits)
-        max_length = 0 if limit is None else limit + 1 - len(out)
-        out += d.decompress(data, max_length)
-        _check_limit(len(out), limit)
-        if d.unconsumed_tail:
-            raise EncodingError("decoded body exceeds limit")
-        out += d.flush()
-        if not d.eof:
-            raise EncodingError("truncated compressed body")
-        data = d.unused_data
-        if not data or wbits <= zlib.MAX_WBITS or not data.strip(b"\0"):
-            return out
-    raise EncodingError(f"more than {MAX_MEMBERS} gzip members")
+class _Inflater:
+    """gzip (any number of members back to back, zero padding after them) or deflate (zlib
+    wrapped or raw), fed in chunks; at most `limit` bytes out in all (None: no bound)."""
+
+    __slots__ = ("gz", "d", "left", "limit", "raw_fallback", "started", "members")
+
+    def __init__(self, coding: str, limit: int | None) -> None:
+        self.gz = coding != "deflate"
+        self.d = zlib.decompressobj(16 + zlib.MAX_WBITS if self.gz else zlib.MAX_WBITS)
+        self.limit, self.left = limit, limit
+        self.raw_fallback, self.started, self.members = not self.gz, False, 1
+
+    @property
+    def ended(self) -> bool:
+        """Whether the last member (or the deflate stream) is complete."""
+        return self.d.eof
+
+    def feed(self, chunk: bytes) -> bytes:
+        view, pos, outs = memoryview(chunk), 0, []
+        while pos < len(view):
+            d = self.d
+            if d.eof:  # a member ended: gzip allows another one right after it
+                if not self.gz:
+                    break  # (bytes after a deflate stream are ignored)
+                if view[pos] == 0:  # zero padding after the last member
+                    rest = bytes(view[pos:])
+                    pos += len(rest) - len(rest.lstrip(b"\0"))
+                    continue
+                self.members += 1
+                if self.members > MAX_MEMBERS:
+                    raise EncodingError(f"more than {MAX_MEMBERS} gzip members")
+                self.d = d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            # After the first member, small pieces: a member's end copies the rest of what it
+            # was given (`unused_data`); tiny members must not make that quadratic.
+            piece = view[pos:] if self.members == 1 else view[pos:pos + _PIECE]
+            bound = 0 if self.left is None else self.left + 1
+            try:
+                out = d.decompress(piece, bound)
+            except zlib.error:
+                if not (self.raw_fallback and not self.started):
+                    raise
+                # RFC 9110 says zlib-wrapped; some senders use raw deflate. Accept both.
+                self.d = d = zlib.decompressobj(-zlib.MAX_WBITS)
+                self.raw_fallback = False
+                out = d.decompress(piece, bound)
+            self.started = True
+            if d.unconsumed_tail:  # it stopped at the limit: more was there
+                raise EncodingError(f"decoded body exceeds {self.limit} bytes")
+            outs.append(self._spend(out))
+            pos += len(piece) - (len(d.unused_data) if d.eof else 0)
+        return outs[0] if len(outs) == 1 else b"".join(outs)
+
+    def flush(self) -> bytes:
+        return self._spend(self.d.flush())
+
+    def _spend(self, out: bytes) -> bytes:
+        if self.left is not None:
+            self.left -= len(out)
+            if self.left < 0:
+                raise EncodingError(f"decoded body exceeds {self.limit} bytes")
+        return out
+
+
+def _zlib_decode(data: bytes, coding: str, limit: int | None) -> bytes:
+    inflater = _Inflater(coding, limit)
+    out = inflater.feed(data)
+    out += inflater.flush()
+    if not inflater.ended:
+        raise EncodingError("truncated compressed body")
+    return out
 
 
 def _brotli_decode(data: bytes, limit: int | None) -> bytes:
@@ -94,14 +151,8 @@ def _brotli_decode(data: bytes, limit: int | None) -> bytes:
 
 def _decode_one(data: bytes, coding: str, limit: int | None) -> bytes:
     try:
-        if coding in ("gzip", "x-gzip"):
-            return _zlib_decode(data, 16 + zlib.MAX_WBITS, limit)
-        if coding == "deflate":
-            # RFC 9110 says zlib-wrapped; some clients send raw deflate. Accept both.
-            try:
-                return _zlib_decode(data, zlib.MAX_WBITS, limit)
-            except zlib.error:
-                return _zlib_decode(data, -zlib.MAX_WBITS, limit)
+        if coding in ("gzip", "x-gzip", "deflate"):
+            return _zlib_decode(data, coding, limit)
         if coding == "br":
             return _brotli_decode(data, limit)
         if coding == "zstd":
@@ -179,27 +230,9 @@ class IncrementalDecoder:
             return out
 
         if coding in ("gzip", "x-gzip", "deflate"):
-            state = {"d": zlib.decompressobj(16 + zlib.MAX_WBITS if coding != "deflate"
-                                             else zlib.MAX_WBITS),
-                     "raw_fallback": coding == "deflate", "started": False}
-
-            def feed(chunk: bytes, st=state, b=budget) -> bytes:
-                try:
-                    out = st["d"].decompress(chunk, b["left"] + 1)
-                except zlib.error:
-                    if st["raw_fallback"] and not st["started"]:
-                        st["d"] = zlib.decompressobj(-zlib.MAX_WBITS)
-                        st["raw_fallback"] = False
-                        out = st["d"].decompress(chunk, b["left"] + 1)
-                    else:
-                        raise
-                st["started"] = True
-                if st["d"].unconsumed_tail:  # it stopped at the limit: more was there
-                    raise EncodingError(f"decoded stream exceeds {self.limit} bytes")
-                return spend(out)
-
-            self._stages.append(feed)
-            self._flushers.append(lambda st=state: spend(st["d"].flush()))
+            inflater = _Inflater(coding, self.limit)  # (its own bound: the stage's budget)
+            self._stages.append(inflater.feed)
+            self._flushers.append(inflater.flush)
         elif coding == "br":
             d = brotli.Decompressor()
 

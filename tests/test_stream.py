@@ -1,3 +1,4 @@
+import gzip
 import logging
 import zlib
 from itertools import pairwise
@@ -130,6 +131,19 @@ def test_encoded_stream_is_read_incrementally():
     tee = StreamTee("anthropic", content_encoding="gzip")
     tee.feed(wire[: len(wire) * 3 // 4])
     assert tee.events >= 5  # events were parsed before the stream ended
+
+
+def test_a_stream_gzipped_event_by_event_is_read_whole():
+    # Each event its own gzip member (a server flushing per event): usage is in the last ones.
+    events = [e + b"\n\n" for e in TEXT.split(b"\n\n") if e.strip()]
+    wire = b"".join(gzip.compress(e) for e in events)
+    plain = StreamTee("anthropic")
+    plain.feed(TEXT)
+    tee = StreamTee("anthropic", content_encoding="gzip")
+    feed_all(tee, wire, list(range(13, len(wire), 13)))
+    r = tee.finish(True)
+    assert tee.decode_errors == 0 and r.state == "complete"
+    assert r == plain.finish(True)
 
 
 def test_stacked_codings():
