@@ -33,6 +33,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (test
 
 try:
     import headroom_error_hook
+    import headroom_ws_fragments
     from headroom_core import error_responses as herrors
     from headroom_core import options as hoptions
     from headroom_core import routing, storemode
@@ -90,6 +91,7 @@ class Headroom:
                               choices=list(o.choices) if o.choices else None)
         self._check_startup_values(loader.master.options)
         headroom_error_hook.install()  # upstream failures answered in the provider's shape
+        headroom_ws_fragments.install()  # a rewritten WebSocket text message stays valid text
 
     def _check_startup_values(self, options) -> None:
         """Validate `--set headroom_*=...` values before mitmproxy applies them: a value it cannot
@@ -368,7 +370,9 @@ class Headroom:
             return
         resp = flow.response
         if flow.websocket is not None:  # a 101: the conversation continues as messages
-            self.ws[flow.id] = (state, self.runtime.websocket_start(state))
+            conv = self.runtime.websocket_start(state)
+            conv.ascii_only = not headroom_ws_fragments.installed()
+            self.ws[flow.id] = (state, conv)
             return
         # The client gets the response as soon as this returns; the accounting (usage, store
         # write, event line) runs in Headroom's background thread.
@@ -420,10 +424,10 @@ class Headroom:
         call = functools.partial(self.runtime.engine.websocket_message, state, conv,
                                  from_client=msg.from_client, is_text=msg.is_text,
                                  content=msg.content)
-        # A big `response.create` may be compressed, and with Redis the ledger is read: not on
-        # the event loop. mitmproxy forwards the message once this hook returns, and a
-        # connection's messages stay in order.
-        if msg.from_client and self.runtime.offload_message(state, len(msg.content)):
+        # A big `response.create` may be compressed, and with Redis the ledger is read; a big
+        # server message is parsed: not on the event loop. mitmproxy forwards the message once
+        # this hook returns, and a connection's messages stay in order.
+        if self.runtime.offload_message(state, len(msg.content), msg.from_client):
             new = await asyncio.to_thread(self.runtime.in_worker, call)
         else:
             new = call()
@@ -436,7 +440,7 @@ class Headroom:
             return
         state, conv = entry
         err = flow.error.msg if flow.error else None
-        self.runtime.engine.websocket_end(state, conv, err)
+        self.runtime.websocket_end(state, conv, err)
 
     def error(self, flow: http.HTTPFlow) -> None:
         self.header_plans.pop(flow.id, None)
@@ -603,6 +607,13 @@ def _is_reverse(flow: http.HTTPFlow) -> bool:
     return isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode)
 
 
+def _asks_websocket(upgrade: list[bytes] | None) -> bool:
+    """Whether `Upgrade` (every line of it) offers WebSocket among its protocols: the upstream
+    may take any one it offers, and mitmproxy goes by the upstream's 101."""
+    return any(token.split(b"/")[0].strip().lower() == b"websocket"
+               for line in upgrade or () for token in line.split(b","))
+
+
 def _request_in(flow: http.HTTPFlow, hp: HeaderPlan) -> RequestIn:
     r = flow.request
     peer = flow.client_conn.peername
@@ -618,7 +629,7 @@ def _request_in(flow: http.HTTPFlow, hp: HeaderPlan) -> RequestIn:
         fields=hp.kept,
         body=None if r.stream else r.raw_content,
         reverse=reverse,
-        websocket_upgrade=bool(upgrade) and upgrade[0].strip().lower() == b"websocket",
+        websocket_upgrade=_asks_websocket(upgrade),
         client=peer[0] if peer else None,
         to_self=not reverse and _addressed_to_self(r.host, r.port, flow.client_conn.sockname),
     )

@@ -534,7 +534,8 @@ class Engine:
     # -- WebSocket (Codex's Responses transport) ------------------------------------------------
 
     def websocket_start(self, state: FlowState) -> WebSocketConversation:
-        return WebSocketConversation(clock=self.clock, rewrite=self._ws_rewriter(state))
+        return WebSocketConversation(clock=self.clock, rewrite=self._ws_rewriter(state),
+                                     max_message=self.config.sse_max_event)
 
     def _ws_rewriter(self, state: FlowState):
         """Codex sends only the new items after a tool call: every tool output in a

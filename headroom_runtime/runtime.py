@@ -333,8 +333,15 @@ class Runtime:
             pending = self._ws_unlabelled
             pending[state.flow_id] = (state, given[0], conv)
             while len(pending) > 1000:  # connections that never answered anything
-                pending.pop(next(iter(pending)))
+                pending.pop(next(iter(pending)), None)
         return conv
+
+    def websocket_end(self, state: FlowState, conv: WebSocketConversation,
+                      error: str | None) -> None:
+        """The connection closed: its response in flight is recorded, and the connection is no
+        longer waited on for a name."""
+        self.engine.websocket_end(state, conv, error)
+        self._ws_unlabelled.pop(state.flow_id, None)
 
     def _label_websocket(self, record: dict[str, Any]) -> None:
         """When the connection's responses finish (on the event loop, until the name is
@@ -394,10 +401,10 @@ class Runtime:
         finally:  # (a part replaced meanwhile was open when the job started: that one too)
             state.release_thread(held + state.parts)
 
-    def offload_message(self, state: FlowState, size: int) -> bool:
-        """Whether a client's WebSocket message is handled in a worker thread: a big one, or
-        (with Redis) one the rewriter may look up in the ledger."""
-        return offload(size) or (self.state.redis is not None and state.compress)
+    def offload_message(self, state: FlowState, size: int, from_client: bool = True) -> bool:
+        """Whether a WebSocket message is handled in a worker thread: a big one, or (with
+        Redis) a client's one the rewriter may look up in the ledger."""
+        return offload(size) or (from_client and self.state.redis is not None and state.compress)
 
     def finish_later(self, state: FlowState, **kwargs: Any) -> None:
         """The flow's accounting (usage, store write, event line) in the background thread; the

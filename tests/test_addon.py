@@ -436,3 +436,33 @@ def test_a_client_sharing_a_local_port_with_an_upstream_connection_is_served(ctx
     assert f.response is None
     run(tctx, addon.request(f))
     assert f.response is None and f.request.host == "api.anthropic.com"  # forwarded
+
+
+def _codex_ws_flow():
+    from mitmproxy import websocket
+    f = tflow.twebsocketflow()
+    f.request.host, f.request.path = "api.openai.com", "/v1/responses"
+    f.request.headers["authorization"] = "Bearer sk-proj-ws"
+    f.websocket.messages = []
+    answer, f.response = f.response, None  # (the upstream's 101 comes after the request)
+    return f, answer, websocket
+
+
+def test_a_closed_websocket_is_let_go_with_its_opening_message(ctx):
+    # A connection whose session was not named yet was kept (with its opening message, which
+    # can be megabytes) after it closed, up to 1,000 of them.
+    tctx, addon = ctx
+    for _ in range(3):
+        f, answer, websocket = _codex_ws_flow()
+        addon.requestheaders(f)
+        run(tctx, addon.request(f))
+        f.response = answer
+        addon.responseheaders(f)
+        addon.response(f)
+        assert f.id in addon.ws and f.id in addon.runtime._ws_unlabelled
+        f.websocket.messages.append(websocket.WebSocketMessage(
+            websocket.Opcode.TEXT, True,
+            json.dumps({"type": "response.create", "model": "m", "input": "x" * 5000}).encode()))
+        run(tctx, addon.websocket_message(f))
+        addon.websocket_end(f)
+        assert f.id not in addon.ws and f.id not in addon.runtime._ws_unlabelled

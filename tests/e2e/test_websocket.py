@@ -145,6 +145,15 @@ def test_refuse_option(ws_upstream, tmp_path):
             connect(p.url.replace("http", "ws") + "/v1/responses",
                     additional_headers=codex_headers())
         assert e.value.response.status_code == 426
+        # however the client spells its offer (the upstream may take any protocol offered; the
+        # fake upstream answers these 426 too: the handshake count below tells who did)
+        for upgrade in ([("Upgrade", "websocket, foo/1")], [("Upgrade", "WebSocket/13")],
+                        [("Upgrade", "h2c"), ("Upgrade", "websocket")]):
+            r = httpx.get(p.url + "/v1/responses", headers=[
+                ("Connection", "Upgrade"), *upgrade, ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("Authorization", "Bearer sk-proj-ws")])
+            assert r.status_code == 426, upgrade
         # other WebSocket endpoints are not ours to refuse
         with connect(p.url.replace("http", "ws") + "/elsewhere") as ws:
             ws.send(b"ping")
@@ -171,3 +180,32 @@ def test_codex_websocket_sessions_are_named_from_the_opening_message(ws_proxy, w
     assert [e["session_label"] for e in evs] == ["codex", "codex · ~/work/api"]
     rows = httpx.get(ws_proxy.url + "/headroom/api/sessions").json()["sessions"]
     assert any(r["label"] == "codex · ~/work/api" and r["turns"] == 2 for r in rows)
+
+
+def test_a_rewritten_message_keeps_non_ascii_text_whole(ws_proxy, ws_upstream):
+    # A changed message goes upstream in ~4000-byte frames; a frame cut inside a character
+    # used to reach the upstream as U+FFFD (mitmproxy decodes each frame on its own).
+    log = "\n".join([f"tests/test_mod_{i}.py::test_case_{i} PASSED ✓ ünïcödé" for i in range(3000)]
+                    + ["FAILED tests/test_x.py::test_bad - AssertionError: ✗ mismatch",
+                       "===== 1 failed, 3000 passed in 12.3s ====="])
+    prompt = "日本語テキスト✓" * 3000
+    with connect(ws_proxy.url.replace("http", "ws") + "/v1/responses",
+                 additional_headers=codex_headers(session="codex-ws-utf8"), max_size=None) as ws:
+        ws.send(create(input=[]))  # the upstream answers with a shell call, call_1...
+        first = recv_until_completed(ws)
+        call = first[-1]["response"]["output"][0]["call_id"]
+        sent = json.dumps({
+            "type": "response.create", "model": "gpt-5-codex",
+            "input": [{"type": "function_call_output", "call_id": call, "output": log},
+                      {"type": "message", "role": "user",
+                       "content": [{"type": "input_text", "text": prompt}]}]},
+            ensure_ascii=False)
+        ws.send(sent)
+        recv_until_completed(ws)
+    got = ws_upstream.messages[-1]
+    assert len(got) < len(sent) // 2  # it was rewritten...
+    assert "\ufffd" not in got  # ...and no character was cut
+    doc = json.loads(got)
+    assert doc["input"][1]["content"][0]["text"] == prompt
+    failure = "FAILED tests/test_x.py::test_bad - AssertionError: ✗ mismatch"
+    assert failure in doc["input"][0]["output"]
