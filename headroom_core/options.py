@@ -351,8 +351,9 @@ OPTIONS: tuple[Option, ...] = (
            "Beta tokens (fnmatch patterns) never made sticky, e.g. entitlement-gated ones.",
            _patterns, (BETAS,)),
     Option("headroom_sse_max_event", str, "1m",
-           "Largest SSE event Headroom parses on the side; past it the stream still passes "
-           "through, unparsed.", parse_size),
+           "Largest SSE event (or Codex WebSocket server message) Headroom parses on the side; "
+           "past it the stream still passes through, unparsed (its response counts as "
+           "truncated).", parse_size),
     Option("headroom_store_mode", str, "off",
            "Response store: off; cache (serve hits locally, store misses); record (always "
            "forward, store); replay (serve recordings, never contact the upstream: a miss gets "
