@@ -69,7 +69,9 @@ def redact(url: str) -> str:
     """`url` with any password replaced by `***` (userinfo and a `password=` query alike).
 
     Works on malformed URLs too (it never parses the rest): everything between the scheme and the
-    last "@" is userinfo, and its part after the first ":" is the password.
+    last "@" is userinfo, and its part after the first ":" is the password; userinfo without a
+    ":" is hidden whole (it is often a password written without its ":", which `parse_url`
+    refuses, quoting the URL).
     """
     if not isinstance(url, str):
         return "<not a string>"
@@ -79,8 +81,7 @@ def redact(url: str) -> str:
     at = rest.rfind("@")
     if at >= 0:
         user, colon, _ = rest[:at].partition(":")
-        if colon:
-            rest = f"{user}:***{rest[at:]}"
+        rest = f"{user}:***{rest[at:]}" if colon else f"***{rest[at:]}"
     rest = re.sub(r"(?i)([?&](?:password|pass|pwd)=)[^&#]*", r"\1***", rest)
     return f"{scheme}{sep}{rest}"
 

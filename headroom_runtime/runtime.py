@@ -276,12 +276,14 @@ class Runtime:
 
     def holds(self) -> dict[str, float]:
         """What Headroom keeps in memory, all bounded: conversations' previous turns, sticky
-        beta sessions, responses waiting for their store write, sessions in the stats."""
+        beta sessions (with Redis they are there, and not counted: that would scan the whole
+        keyspace, on the event loop when health is asked), responses waiting for their store
+        write, sessions in the stats."""
         memo = self.rewriter.memo if self.rewriter is not None else None
         return {
             "turn_memo_sessions": len(memo) if memo is not None else 0,
             "turn_memo_mb": round(memo.bytes / 1e6, 1) if memo is not None else 0.0,
-            "sticky_beta_sessions": len(self.betas),
+            "sticky_beta_sessions": "in redis" if self.betas.memory.shared else len(self.betas),
             "pending_store_entries": self.recorder.pending_count() if self.recorder else 0,
             "stats_sessions": len(self.stats.sessions),
         }

@@ -43,6 +43,9 @@ log = logging.getLogger("headroom.state")
 
 STATE_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
 PASSWORD_ENV = "HEADROOM_REDIS_PASSWORD"
+# Seconds between checks that Redis still holds the shared salt (one GET): instances that
+# disagree on it derive different tenant ids, and so miss each other's ledger and recordings.
+SALT_CHECK = 5.0
 REDIS_SALT_COPY = "redis-salt"  # the shared salt's local copy, under headroom_dir
 
 _SALT_WAIT = ("response store, ledger and kept originals off until the shared tenant salt loads "
@@ -99,7 +102,8 @@ class State:
 
     def watch_salt(self, cache_path: Path, on_salt: Callable[[State, bytes], None]) -> None:
         """Redis only: a daemon thread that loads the shared salt while it is pending, and checks
-        it again whenever Redis comes back (a Redis restarted without its data gets ours back;
+        it again whenever Redis comes back and every `SALT_CHECK` seconds (a Redis flushed or
+        restarted without its data, which a pooled connection may not notice, gets ours back;
         one holding another salt wins, and `on_salt` adopts it). Never on a request's path."""
         from . import redissalt
 
@@ -111,7 +115,7 @@ class State:
 
         def watch() -> None:
             while not self._stop.is_set():
-                self._due.wait(0.5 if self.salt_pending else None)
+                self._due.wait(0.5 if self.salt_pending else SALT_CHECK)
                 if self._stop.is_set():
                     return
                 if conn.breaker.open:

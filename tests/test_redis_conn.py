@@ -103,7 +103,7 @@ def test_errors_never_echo_the_password(url):
 @pytest.mark.parametrize("url, want", [
     ("redis://bob:pw@host:1/0", "redis://bob:***@host:1/0"),
     ("redis://:pw@host", "redis://:***@host"),
-    ("rediss://bob@host", "rediss://bob@host"),  # no password to hide
+    ("rediss://hunter2secret@host", "rediss://***@host"),  # (refused: likely a password)
     ("redis://host:6379/0", "redis://host:6379/0"),
     (f"redis://u:{SECRET}@h/0", "redis://u:***@h/0"),
     ("unix://u:pw@/tmp/r.sock?db=1", "unix://u:***@/tmp/r.sock?db=1"),

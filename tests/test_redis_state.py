@@ -240,6 +240,49 @@ def test_a_copy_of_the_salt_covers_a_restart_while_redis_is_down(tmp_path, redis
     again.close()
 
 
+@pytest.mark.parametrize("loss", ["flushall", "restart"])
+def test_a_salt_lost_under_running_instances_goes_back_and_a_new_one_agrees(
+        tmp_path, redis_proc, monkeypatch, loss):
+    # Neither is an outage the connection notices (a pooled socket reconnects quietly): an
+    # instance started afterwards created a salt of its own, and the two derived different
+    # tenant ids for the same key from then on (each missing the other's ledger and store).
+    monkeypatch.setattr(hstate, "SALT_CHECK", 0.2)
+    a = runtime(tmp_path, "a", redis_proc.url)
+    try:
+        salt = a.state.salt
+        if loss == "flushall":
+            redis.Redis.from_url(redis_proc.url).flushall()
+        else:
+            redis_proc.stop()
+            redis_proc.start()  # empty, and `a` never saw it go
+        eventually(lambda: redis.Redis.from_url(redis_proc.url).get(SALT_KEY) == salt,
+                   timeout=10)
+        c = runtime(tmp_path, "c", redis_proc.url)
+        try:
+            assert c.state.salt == salt
+            tid = a.engine.handle_request(req()).state.tenant
+            assert c.engine.handle_request(req("c")).state.tenant == tid
+        finally:
+            c.close()
+    finally:
+        a.close()
+
+
+def test_health_sends_redis_no_scan(tmp_path, redis_proc):
+    # It is answered on the event loop (a load balancer polls it): counting the sticky-beta
+    # sessions there scanned the whole keyspace (0.5 s with a million keys of another app).
+    rt = runtime(tmp_path, "a", redis_proc.url, store_mode="cache")
+    try:
+        answer(rt, rt.engine.handle_request(req()))
+        r = redis.Redis.from_url(redis_proc.url)
+        before = r.info("commandstats").get("cmdstat_scan", {}).get("calls", 0)
+        health = rt.health()
+        assert health["memory"]["sticky_beta_sessions"] == "in redis"
+        assert r.info("commandstats").get("cmdstat_scan", {}).get("calls", 0) == before
+    finally:
+        rt.close()
+
+
 # -- the password in no output ------------------------------------------------------------------
 
 
