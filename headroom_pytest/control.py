@@ -3,7 +3,8 @@
 Answers `POST /__headroom_pytest__/use` (JSON `{"cassette": DIR, "mode": MODE}`: sets
 `headroom_cassette` and `headroom_store_mode`, which reopens the cassette), `POST .../flush`
 (waits until recordings are written) and `GET .../misses` (the replay misses and refusals
-answered since the last call, with their explanations and whether each was a model call), from loopback clients only. Nothing
+answered since the last call, with their explanations and whether each was a model call, and
+how many requests Headroom saw meanwhile), from loopback clients only. Nothing
 else is touched: every other request goes on to Headroom.
 """
 
@@ -26,10 +27,12 @@ def _answer(status: int, doc: dict) -> http.Response:
 class Control:
     def __init__(self) -> None:
         self.misses: list[dict] = []
+        self.requests = 0  # other requests since the last `misses`
 
     def request(self, flow: http.HTTPFlow) -> None:
         path = flow.request.path
         if not path.startswith(PREFIX):
+            self.requests += 1
             return
         peer = flow.client_conn.peername
         if not peer or not ipaddress.ip_address(peer[0]).is_loopback:
@@ -62,7 +65,8 @@ class Control:
             return _answer(200, {})
         if name == "misses":
             out, self.misses = self.misses, []
-            return _answer(200, {"misses": out})
+            seen, self.requests = self.requests, 0
+            return _answer(200, {"misses": out, "requests": seen})
         return _answer(404, {"error": f"unknown command {name!r}"})
 
     def response(self, flow: http.HTTPFlow) -> None:

@@ -33,6 +33,10 @@ UPSTREAMS = {"anthropic": "https://api.anthropic.com", "openai": "https://api.op
 PLACEHOLDER_KEY = "headroom-replay-no-key"
 
 
+class HeadroomWarning(pytest.PytestWarning):
+    """A test took the `headroom` fixture but sent Headroom nothing."""
+
+
 def default_mode() -> str:
     ci = os.environ.get("CI", "").strip().lower()
     return "replay" if ci and ci not in ("0", "false", "no", "off") else "once"
@@ -149,9 +153,14 @@ def explain(cassette: Cassette, misses: list[dict]) -> str:
     lines += [f"  {m['method']} {m['path']}: {m['message']}" for m in misses]
     if cassette.problems:
         lines.append("cassette files skipped: " + "; ".join(cassette.problems))
-    lines.append("To record: run without CI set (mode once records into an empty cassette), or "
-                 "with --headroom-record-mode=record (re-records) or cache (adds what is "
-                 "missing).")
+    if cassette.mode == "once":
+        lines.append("To record: delete the cassette folder (mode once records only into an "
+                     "empty one), or run with --headroom-record-mode=cache (adds what is "
+                     "missing) or record (re-records).")
+    else:
+        lines.append("To record: run without CI set (mode once records into an empty "
+                     "cassette), or with --headroom-record-mode=record (re-records) or cache "
+                     "(adds what is missing).")
     return "\n".join(lines)
 
 
@@ -171,6 +180,14 @@ def pytest_runtest_call(item: pytest.Item):
             item.add_report_section("call", "headroom", explain(cassette, misses))
         raise
     misses = cassette.misses()
+    if cassette._proxy is not None and cassette._proxy.requests_seen == 0:
+        # Most often a client made before the test (at import time): it read the base URL
+        # before the fixture set it, so its requests went around Headroom (in CI: to the API).
+        item.warn(HeadroomWarning(
+            "headroom: this test sent Headroom no request. A client created before the test "
+            "started (at import time, or in a wider-scoped fixture) does not see the "
+            "ANTHROPIC_BASE_URL / OPENAI_BASE_URL the `headroom` fixture sets: create it in "
+            "the test, or pass base_url=headroom.anthropic_url / headroom.openai_url."))
     failing = [m for m in misses if m.get("model_call", True)]
     if failing:
         pytest.fail(explain(cassette, failing), pytrace=False)

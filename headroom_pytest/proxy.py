@@ -58,6 +58,8 @@ class HeadroomProxy:
         self.log_path = self.workdir / "mitmdump.log"
         self.proc: subprocess.Popen | None = None
         self.current: tuple[str, str] | None = None  # (cassette, mode) in use
+        self.decided: dict[str, str] = {}  # what `once` became for each cassette opened
+        self.requests_seen = 0
 
     @property
     def anthropic_url(self) -> str:
@@ -130,13 +132,23 @@ class HeadroomProxy:
 
     def use(self, cassette: Path, mode: str) -> dict:
         """Point the proxy at `cassette` in `mode` (the cassette is read when it opens, so a
-        test sees the files as they are when it starts). Using the cassette already in use
-        keeps it open: `once` decides once per cassette, not once per test."""
+        test sees the files as they are when it starts). `once` decides once per cassette for
+        the whole session: a cassette it began recording into goes on recording what it lacks
+        (`cache`) when a later test opens it again, instead of replaying its first half."""
+        asked = mode
+        if mode == "once" and self.decided.get(str(cassette)) == "record":
+            mode = "cache"
         want = (str(cassette), mode)
         if self.current == want and self._last is not None:
             return self._last
         self._last = None
-        self._last = self.call("use", {"cassette": str(cassette), "mode": mode})
+        info = self.call("use", {"cassette": str(cassette), "mode": mode})
+        if asked == "once":
+            self.decided.setdefault(str(cassette), "record" if mode == "cache"
+                                    else info.get("mode", "replay"))
+            if mode == "cache":
+                info = {**info, "mode": "record"}  # (what `once` is doing for this cassette)
+        self._last = info
         self.current = want
         return self._last
 
@@ -146,7 +158,11 @@ class HeadroomProxy:
         self.call("flush", {})
 
     def misses(self) -> list[dict]:
-        return self.call("misses").get("misses", [])
+        """The misses since the last call (and, in `requests_seen`, how many requests reached
+        Headroom meanwhile)."""
+        got = self.call("misses")
+        self.requests_seen = got.get("requests", 0)
+        return got.get("misses", [])
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -286,16 +286,18 @@ class CassetteStore:
 
     def prune(self, older_than: float | None = None, provider: str | None = None, **_: object
               ) -> int:
-        """Delete recordings older than `older_than` seconds (file time) and/or of `provider`;
-        with neither given, nothing."""
-        if older_than is None and provider is None:
+        """Delete the recordings of `provider`; with none given, nothing. `older_than` is
+        refused (ValueError): a file's time is neither when it was recorded nor when it was last
+        replayed (a checkout resets it, an identical re-recording leaves it), so pruning by it
+        would delete recordings in use."""
+        if older_than is not None:
+            raise ValueError("a cassette's files carry no recording time (a checkout resets "
+                             "it): prune a cassette by provider, or remove files with git")
+        if provider is None:
             return 0
-        now = time.time()
         removed = 0
         for key, meta in list(self.entries()):
-            if older_than is not None and now - float(meta.get("created") or 0) <= older_than:
-                continue
-            if provider is not None and meta.get("provider") != provider:
+            if meta.get("provider") != provider:
                 continue
             removed += self.delete(key)
         return removed

@@ -163,7 +163,11 @@ def cmd_prune(store: ResponseStore, args: argparse.Namespace) -> int:
     if args.all:
         n = store.clear()
     else:
-        n = store.prune(older_than=args.older_than, provider=args.provider)
+        try:
+            n = store.prune(older_than=args.older_than, provider=args.provider)
+        except ValueError as e:
+            print(f"store.py prune: {e}", file=sys.stderr)
+            return 2
     print(f"removed {n} entries")
     return 0
 

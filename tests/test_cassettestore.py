@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -169,7 +170,14 @@ def test_prune_and_clear(tmp_path):
     record(store, "a")
     record(store, "b")
     assert store.prune() == 0 and store.prune(provider="openai") == 0
-    assert store.prune(older_than=3600) == 0
+    # A file's time says nothing of when it was recorded or last used: re-recording the same
+    # answer leaves an old file as it is, and a fresh checkout makes every file new.
+    old = time.time() - 30 * 86400
+    for f in d.iterdir():
+        os.utime(f, (old, old))
+    with pytest.raises(ValueError, match="no recording time"):
+        store.prune(older_than=7 * 86400)
+    assert len(list(d.iterdir())) == 2
     assert store.clear() == 2 and list(d.iterdir()) == []
 
 

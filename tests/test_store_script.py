@@ -392,3 +392,16 @@ def test_import_keeps_a_stream_whose_client_hung_up_after_its_end(tmp_path, caps
     assert out.strip() == "imported 1 entries; skipped 1 no complete response, 2 truncated stream"
     with ResponseStore(d) as s:
         assert set(s.keys()) == {expected_key(flows["hung-up"], "ns:ci")}
+
+
+def test_prune_by_age_is_refused_on_a_cassette(imported, tmp_path, capsys):
+    flows, _, _ = imported
+    c = tmp_path / "cassette"
+    with open(tmp_path / "flows.mitm", "wb") as f:
+        io.FlowWriter(f).add(flows["stream"])
+    assert run(capsys, "--cassette", c, "import", tmp_path / "flows.mitm")[0] == 0
+    before = sorted(p.name for p in c.iterdir())
+    assert before
+    code, _, err = run(capsys, "--cassette", c, "prune", "--older-than", "0s")
+    assert code == 2 and "no recording time" in err
+    assert sorted(p.name for p in c.iterdir()) == before

@@ -159,3 +159,64 @@ def test_misses_fail_their_tests_with_the_difference(upstream, tmp_path):
     assert f"cassette files skipped: {broken.name}: line " in out and "invalid JSON" in out
     assert "To record: run without CI set" in out
     assert not (root / "cassettes" / "test_agent" / "test_new").exists()
+
+
+INTERLEAVED = '''
+import anthropic, pytest
+
+pytestmark = pytest.mark.headroom_cassette(scope="module")
+
+def ask(text):
+    anthropic.Anthropic(max_retries=0).messages.create(
+        model="claude-x", max_tokens=16, messages=[{"role": "user", "content": text}])
+
+def test_a(headroom):
+    ask("a")
+
+@pytest.mark.headroom_cassette("cassettes/elsewhere")
+def test_b(headroom):
+    ask("b")
+
+def test_c(headroom):  # the module's cassette again, now holding test_a's recording
+    ask("c")
+'''
+
+
+def test_once_decides_once_per_cassette_for_the_whole_session(upstream, tmp_path):
+    # test_c reopened the module's cassette after test_b used another one: it held test_a's
+    # recording by then, so `once` replayed it and test_c failed on every recording run.
+    root = tmp_path / "suite"
+    root.mkdir()
+    (root / "test_interleaved.py").write_text(INTERLEAVED)
+    code, out = run(root, upstream.url)
+    assert code == 0, out
+    assert len(upstream.received) == 3
+    upstream.clear()
+    code, out = run(root, dead(), ci=True)  # and it all replays
+    assert code == 0, out
+    assert upstream.received == []
+
+
+AT_IMPORT = '''
+import anthropic
+
+# made before the fixture sets the base URL (here: one where nothing listens, for offline runs)
+CLIENT = anthropic.Anthropic(max_retries=0, base_url="http://127.0.0.1:9", timeout=5)
+
+def test_module_client(headroom):
+    try:
+        CLIENT.messages.create(model="claude-x", max_tokens=16,
+                               messages=[{"role": "user", "content": "hi"}])
+    except anthropic.APIConnectionError:
+        pass
+'''
+
+
+def test_a_test_that_sends_headroom_nothing_is_warned_about(upstream, tmp_path):
+    root = tmp_path / "suite"
+    root.mkdir()
+    (root / "test_at_import.py").write_text(AT_IMPORT)
+    code, out = run(root, upstream.url, ci=True)
+    assert code == 0, out
+    assert "HeadroomWarning: headroom: this test sent Headroom no request" in out
+    assert "base_url=headroom.anthropic_url" in out
