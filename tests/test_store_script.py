@@ -426,3 +426,19 @@ def test_export_reports_a_hand_edited_request_it_cannot_rebuild(imported, tmp_pa
     code, out, err = run(capsys, "--cassette", c, "export", tmp_path / "out.mitm")
     assert code == 0 and "Traceback" not in err
     assert "exported 1 flows; skipped 1" in out and "cannot be rebuilt" in err
+
+
+def test_a_cassette_with_skipped_files_fails_the_command_naming_each_once(imported, tmp_path):
+    flows, _, _ = imported
+    c = tmp_path / "cassette"
+    with open(tmp_path / "flows.mitm", "wb") as f:
+        io.FlowWriter(f).add(flows["stream"])
+    script = [sys.executable, str(Path(__file__).resolve().parent.parent / "scripts" / "store.py")]
+    assert subprocess.run([*script, "--cassette", c, "import", tmp_path / "flows.mitm"]
+                          ).returncode == 0
+    ok = subprocess.run([*script, "--cassette", c, "list"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    (c / "broken.json").write_text('{\n<<<<<<< HEAD\n')  # a merge-conflict marker left behind
+    bad = subprocess.run([*script, "--cassette", c, "list"], capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert bad.stderr.count("broken.json") == 1 and "1 cassette file(s) skipped" in bad.stderr
