@@ -78,11 +78,26 @@ def _child(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+def _length(v: JSON) -> int | None:
+    """A string's length in characters (a summarised one's included)."""
+    if not isinstance(v, str):
+        return None
+    m = _MARKER.fullmatch(v)
+    return int(v.split()[1]) if m else len(v)
+
+
 def _changed(path: str, a: JSON, b: JSON) -> str:
     sa, sb = _scalar(a), _scalar(b)
     path = path or "body"
-    return f"{path} changed: {sa} -> {sb}" if sa is not None and sb is not None else \
-        f"{path} changed"
+    if sa is not None and sb is not None:
+        return f"{path} changed: {sa} -> {sb}"
+    la, lb = _length(a), _length(b)
+    if la is not None and lb is not None and not path.endswith("sha256"):
+        # Too long to quote: how long each is (the same length hints at a date or a number
+        # in the text, such as a timestamp in a system prompt).
+        return f"{path} changed ({la} -> {lb} chars)" if la != lb else \
+            f"{path} changed (same length, {la} chars)"
+    return f"{path} changed"
 
 
 def _is_number(v: JSON) -> bool:

@@ -36,7 +36,8 @@ def test_diff_messages():
     lines = diff(a, b, limit=50)
     assert "model changed: claude-sonnet-4-5 -> claude-opus-4-1" in lines
     assert "max_tokens changed: 32000 -> 100" in lines
-    assert "system[1].text changed" in lines  # index after the billing block was removed
+    # index after the billing block was removed; too long to quote, so the lengths
+    assert "system[1].text changed (640 -> 641 chars)" in lines
     assert "tools[2] added" in lines
     assert "messages[1] removed" in lines and "messages[2] removed" in lines
     assert "top_k added: 3" in lines
@@ -82,3 +83,9 @@ def test_diff_is_empty_exactly_when_keys_match(x, y):
     a = canon(raw=json.dumps({"model": "m", "x": x}).encode())
     b = canon(raw=json.dumps({"model": "m", "x": y}).encode())
     assert (diff(a, b) == []) == (request_key(a) == request_key(b))
+
+
+def test_a_long_string_changed_in_place_says_so():
+    recorded = summarize({"body": {"system": "Today is 2026-12-05. " + "x" * 500}})
+    new = {"body": {"system": "Today is 2026-12-06. " + "x" * 500}}
+    assert diff(recorded, new) == ["system changed (same length, 521 chars)"]
