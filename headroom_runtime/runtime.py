@@ -274,7 +274,7 @@ class Runtime:
                 "backend": self.state.backend, "uptime_s": round(time.time() - self.started, 1),
                 "state": dict(self.degrade.status), "memory": self.holds()}
 
-    def holds(self) -> dict[str, float]:
+    def holds(self) -> dict[str, float | str]:
         """What Headroom keeps in memory, all bounded: conversations' previous turns, sticky
         beta sessions (with Redis they are there, and not counted: that would scan the whole
         keyspace, on the event loop when health is asked), responses waiting for their store
