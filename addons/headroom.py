@@ -245,7 +245,7 @@ class Headroom:
                                              flow.client_conn.sockname) in self.own_outbound:
             flow.response = _loop_refusal()
             return
-        hp = engine.strip_headers(list(flow.request.headers.fields))
+        hp = engine.strip_headers(flow.request.headers.fields, flow.client_conn.id)
         if hp.stripped:
             flow.request.headers = http.Headers(hp.kept)
         self.header_plans[flow.id] = hp
@@ -410,6 +410,8 @@ class Headroom:
         self.own_outbound.discard(_connection(data.server.sockname, data.server.peername))
 
     def client_disconnected(self, client) -> None:
+        if self.engine is not None:
+            self.engine.forget_connection(client.id)
         if self.permitted:
             self.permitted = {k for k in self.permitted if k[0] != client.id}
 

@@ -50,13 +50,23 @@ def is_event_stream(fields: Fields) -> bool:
 
 class HeaderPlan:
     """The request's header fields without internal ones, their names, the controls they
-    carried, and the kept fields by lower-case name (every later step looks headers up here)."""
+    carried, and the kept fields by lower-case name (every later step looks headers up here).
+    `derived` holds what the engine that made the plan worked out from these headers alone
+    (tenant, session from headers): shared by the plans of a connection's repeated header
+    block (`headers.Repeats`), read only by that engine."""
 
-    __slots__ = ("kept", "stripped", "controls", "index")
+    __slots__ = ("kept", "stripped", "controls", "index", "derived", "owner")
 
     def __init__(self, kept: Fields, stripped: list[bytes], controls: Controls,
-                 index: headers.Index) -> None:
+                 index: headers.Index, derived: dict | None = None, owner: Any = None) -> None:
         self.kept, self.stripped, self.controls, self.index = kept, stripped, controls, index
+        self.derived = {} if derived is None else derived
+        self.owner = owner
+
+    def again(self, fields: Fields, length: bytes | None) -> HeaderPlan:
+        """This plan for a repeat of its header block whose `content-length` is `length`."""
+        index = self.index if length is None else {**self.index, b"content-length": [length]}
+        return HeaderPlan(list(fields), [], self.controls, index, self.derived, self.owner)
 
 
 class _Draft:
@@ -108,12 +118,49 @@ class Engine:
         self.sink = sink or (lambda record: None)
         self.clock = clock
         self.tenants = tenant.Tenants(salt, config.namespace)
+        self._repeats = headers.Repeats()
 
     # -- request -----------------------------------------------------------------------------
 
-    def strip_headers(self, fields: Fields) -> HeaderPlan:
-        """Internal headers off, controls read: the one place this happens, for every flow."""
-        return HeaderPlan(*headers.strip_and_read(fields, self.config.strip))
+    def strip_headers(self, fields: Fields, conn: Any = None) -> HeaderPlan:
+        """Internal headers off, controls read: the one place this happens, for every flow.
+        With `conn` (the client connection's id), a request repeating the previous header block
+        of its connection (but for `content-length`) reuses what was read from it."""
+        if conn is None:
+            return HeaderPlan(*headers.strip_and_read(fields, self.config.strip))
+        hit = self._repeats.find(conn, fields)
+        if hit is not None:
+            return hit[0].again(fields, hit[1])
+        hp = HeaderPlan(*headers.strip_and_read(fields, self.config.strip), owner=self)
+        if hp.stripped:  # (rare) worked out again each time
+            self._repeats.forget(conn)
+        else:
+            self._repeats.keep(conn, fields, hp)
+        return hp
+
+    def forget_connection(self, conn: Any) -> None:
+        self._repeats.forget(conn)
+
+    def _derived(self, hp: HeaderPlan) -> dict:
+        """What this engine worked out from `hp`'s headers before (a plan another engine made,
+        before an option change, shares nothing)."""
+        return hp.derived if hp.owner is self else {}
+
+    def _tenant(self, hp: HeaderPlan) -> tuple[str, str]:
+        d = self._derived(hp)
+        t = d.get("tenant")
+        if t is None:
+            t = d["tenant"] = self.tenants.identify(hp.index)
+        return t
+
+    def _header_session(self, hp: HeaderPlan, provider: str, tenant_id: str) -> session.SessionId:
+        """The session the headers name (`identify_index` without a body)."""
+        d = self._derived(hp)
+        key = ("session", provider, tenant_id)
+        sid = d.get(key)
+        if sid is None:
+            sid = d[key] = session.identify_index(provider, hp.index, None, tenant_id)
+        return sid
 
     def route_of(self, method: str, host: str, path: str, *, reverse: bool,
                  websocket_upgrade: bool = False) -> routing.Route | None:
@@ -248,7 +295,7 @@ class Engine:
 
     def _process(self, req: RequestIn, hp: HeaderPlan, draft: _Draft, state: FlowState) -> None:
         fields, index = hp.kept, hp.index
-        state.tenant, kind = self.tenants.identify(index)
+        state.tenant, kind = self._tenant(hp)
         if state.route.websocket:
             return self._handshake(hp, draft, state, kind)
         coding = (headers.first(index, b"content-encoding") or b"").decode("latin-1")
@@ -262,13 +309,13 @@ class Engine:
         state.compress = (self._compress_applies(kind)
                           and state.route.endpoint != "count_tokens")
         state.label_input = (fields, decoded)  # the session's name, worked out in the background
-        turn = self._turn(index, decoded, state) if self._turn_applies(state) else None
+        turn = self._turn(hp, decoded, state) if self._turn_applies(state) else None
         doc = None
         if turn is None:
-            doc = self._read_body(req, index, decoded, state)
+            doc = self._read_body(req, hp, decoded, state)
             if doc is _INVALID:
                 return
-        merged = self._merge_betas(draft, state, fields, index)
+        merged = self._merge_betas(draft, state, hp)
         if self.recorder is not None and self._lookup(req, fields, decoded, draft, state):
             return
         if state.compress:
@@ -283,14 +330,14 @@ class Engine:
         the client names in a header."""
         return state.compress and self.recorder is None and state.route.shape == "anthropic"
 
-    def _turn(self, index: headers.Index, decoded: bytes, state: FlowState):
+    def _turn(self, hp: HeaderPlan, decoded: bytes, state: FlowState):
         """The rewrite from the conversation's previous turn (no parse of the whole body), or
         None. Model, stream flag and session come from cheap reads that give what the parsed
         body would."""
         model, stream = jsonspan.peek_model(decoded), jsonspan.peek_stream(decoded)
         if model is None or stream is None:
             return None
-        sid = session.identify_index(state.route.provider, index, None, state.tenant)
+        sid = self._header_session(hp, state.route.provider, state.tenant)
         if not sid.source.startswith("header:"):
             return None
         state.model, state.stream, state.session = model, stream, sid
@@ -310,7 +357,7 @@ class Engine:
 
     def _handshake(self, hp: HeaderPlan, draft: _Draft, state: FlowState, kind: str) -> None:
         """A WebSocket upgrade (Codex's Responses transport): headers only."""
-        state.session = session.identify_index(state.route.provider, hp.index, None, state.tenant)
+        state.session = self._header_session(hp, state.route.provider, state.tenant)
         state.label_input = (hp.kept, None)
         refuse = self.config.websocket == "refuse" or (
             self.config.store_mode == "replay" and storemode.access("replay", state.controls).read)
@@ -320,7 +367,7 @@ class Engine:
             state.decisions["websocket"] = "refused"
             return
         state.compress = self._compress_applies(kind)
-        self._merge_betas(draft, state, hp.kept, hp.index)
+        self._merge_betas(draft, state, hp)
 
     def _decoded(self, req: RequestIn, coding: str, state: FlowState) -> bytes | None:
         """The request body without its content coding, or None (passthrough, said why)."""
@@ -348,7 +395,7 @@ class Engine:
               detail=f"decoded body exceeds {self.config.max_body} bytes")
         return None
 
-    def _read_body(self, req: RequestIn, index: headers.Index, decoded: bytes,
+    def _read_body(self, req: RequestIn, hp: HeaderPlan, decoded: bytes,
                    state: FlowState) -> Any:
         """Model, stream flag and session; the parsed document when something needs it (None:
         not parsed; _INVALID: not a JSON object, passthrough)."""
@@ -358,7 +405,7 @@ class Engine:
             # client names its session in a header, skip parsing the whole document.
             state.model = jsonspan.peek_model(decoded)
             if state.model is not None:
-                state.session = session.identify_index(provider, index, None, state.tenant)
+                state.session = self._header_session(hp, provider, state.tenant)
                 if state.session.id is not None:
                     return None
         doc = _parse_json(decoded)
@@ -373,7 +420,7 @@ class Engine:
         state.model = model if isinstance(model, str) else None
         stream = doc.get("stream")
         state.stream = stream if isinstance(stream, bool) else False
-        state.session = session.identify_index(provider, index, doc, state.tenant)
+        state.session = session.identify_index(provider, hp.index, doc, state.tenant)
         return doc
 
     def _compress_applies(self, credential_kind: str) -> bool:
@@ -406,9 +453,9 @@ class Engine:
         draft.body, draft.fields = raw, fields
         state.req_bytes_upstream = len(raw)
 
-    def _merge_betas(self, draft: _Draft, state: FlowState, fields: Fields,
-                     index: headers.Index) -> Fields:
+    def _merge_betas(self, draft: _Draft, state: FlowState, hp: HeaderPlan) -> Fields:
         """Session-sticky beta header: re-send tokens this conversation already sent upstream."""
+        fields = hp.kept
         if not self.config.beta_sticky:
             return fields
         name = beta.header_name(state.route.provider)
@@ -416,7 +463,10 @@ class Engine:
             return fields
         sid = state.session
         key = beta.sticky_key(sid.id, state.route.endpoint, state.model)
-        values = [v.decode("latin-1") for v in index.get(name.lower(), ())]
+        derived = self._derived(hp)
+        values = derived.get(name)
+        if values is None:
+            values = derived[name] = [v.decode("latin-1") for v in hp.index.get(name.lower(), ())]
         d = self.betas.apply(key, sid.high_confidence, values)
         folded = len(values) > 1  # several lines (case variants) become one
         state.decisions["beta"] = {"changed": d.changed or folded, "added": d.added,
@@ -440,17 +490,18 @@ class Engine:
         """Called when response headers arrive: whether to stream (and the tee that reads the
         stream on the side), and header fields to add for the client."""
         add: Fields = []
+        sse = is_event_stream(fields)
         if state is not None and state.stream is None:
-            state.stream = is_event_stream(fields)
+            state.stream = sse
         if state is not None and state.local and not state.paced:
             # mitmproxy sends an addon-made response whole; nothing will stream through a tee
-            return ResponsePlan()
+            return _AS_IS
         if (state is not None and state.store_key and not state.bypass
                 and state.store_decision in ("miss", "record")):
             add = [(b"x-headroom-cache", state.store_decision.encode()),
                    (b"x-headroom-cache-key", state.store_key.encode())]
-        if not (self.config.stream_sse and is_event_stream(fields)):
-            return ResponsePlan(add_fields=add)
+        if not (self.config.stream_sse and sse):
+            return ResponsePlan(add_fields=add) if add else _AS_IS
         if state is None or state.bypass or state.route.endpoint == "other":
             return ResponsePlan(_passthrough_chunks, add)
         keep = self.config.store_stream_limit if state.store_write and 200 <= status < 300 else 0
@@ -574,6 +625,9 @@ class Engine:
         except Exception as e:
             _warn("internal_error", flow=state.flow_id, phase="websocket_end",
                   error=type(e).__name__)
+
+
+_AS_IS = ResponsePlan()  # (never changed by its users: one for every such response)
 
 
 def _passthrough_chunks(chunk: bytes) -> bytes:

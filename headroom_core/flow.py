@@ -1,8 +1,10 @@
 """What passes between the adapter, the runtime and the engine for one flow.
 
 Inputs (`RequestIn`), the engine's answers (`RequestPlan`, `ResponsePlan`, `LocalResponse`) and
-what it remembers between request and response (`FlowState`). Plans are immutable: resolving a
-deferred local answer makes a new plan. `FlowState.decisions` is written for the event log only;
+what it remembers between request and response (`FlowState`). Plans are not changed once made:
+resolving a deferred local answer makes a new plan. (The per-request ones are plain slotted
+classes, not frozen dataclasses: a frozen dataclass's `__init__` sets each field through
+`object.__setattr__`, three times the cost, on every request.) `FlowState.decisions` is written for the event log only;
 what steers the flow has fields of its own.
 """
 
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 Chunks = list[tuple[float, bytes]]  # (seconds from the first byte, bytes) of a stream
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestIn:
     flow_id: str
     method: str
@@ -103,7 +105,7 @@ class FlowState:
     label_input: tuple[Fields, bytes | None] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestPlan:
     """What to do with a request: header fields and raw body for upstream, or a local answer."""
 
@@ -119,7 +121,7 @@ class RequestPlan:
         return dataclasses.replace(self, response=response, deferred=None)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResponsePlan:
     """What to do when response headers arrive."""
 

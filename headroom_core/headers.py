@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 Fields = list[tuple[bytes, bytes]]
 
@@ -149,6 +150,64 @@ def remove(fields: Sequence[tuple[bytes, bytes]], name: bytes) -> Fields:
     """Every field but those named `name` (any case)."""
     lname = name.lower()
     return [(n, v) for n, v in fields if n.lower() != lname]
+
+
+class Repeats:
+    """The header block each connection sent last, to tell whether the next request repeats it.
+
+    A client sends the same header fields with every request on a connection but for the value
+    of `content-length`, so what was worked out from the previous block (its index, controls,
+    tenant, session) holds for the next: comparing the blocks is a few C-level tuple
+    comparisons, working it out again is a Python loop over every field. Names and values are
+    compared byte for byte (case included); only the value of a single `content-length`, at the
+    same place under the same spelling, may differ. Bounded: the oldest connection goes first
+    (the adapter also forgets a connection when it closes)."""
+
+    __slots__ = ("_last", "size")
+
+    def __init__(self, size: int = 1024) -> None:
+        self._last: dict[Any, tuple[tuple, int, Any]] = {}
+        self.size = size
+
+    def find(self, conn: Any, fields: Sequence[tuple[bytes, bytes]]
+             ) -> tuple[Any, bytes | None] | None:
+        """What `keep` stored for `conn` if `fields` repeat that block, with this block's
+        `content-length` value (None when the block has none); else None."""
+        last = self._last.get(conn)
+        if last is None:
+            return None
+        prev, at, value = last
+        if len(fields) != len(prev):
+            return None
+        if not isinstance(fields, tuple):
+            fields = tuple(fields)
+        if at < 0:
+            return (value, None) if fields == prev else None
+        field = fields[at]
+        if field[0] != prev[at][0] or fields[:at] != prev[:at] or fields[at + 1:] != prev[at + 1:]:
+            return None
+        return value, field[1]
+
+    def keep(self, conn: Any, fields: Sequence[tuple[bytes, bytes]], value: Any) -> None:
+        """Remember `value` for `conn`'s block `fields` (not kept when `content-length` appears
+        more than once: which value counts would be ambiguous)."""
+        at = -1
+        for i, (name, _) in enumerate(fields):
+            if len(name) == 14 and name.lower() == b"content-length":
+                if at >= 0:
+                    self._last.pop(conn, None)
+                    return
+                at = i
+        last = self._last
+        if conn not in last and len(last) >= self.size:
+            del last[next(iter(last))]
+        last[conn] = (tuple(fields), at, value)
+
+    def forget(self, conn: Any) -> None:
+        self._last.pop(conn, None)
+
+    def __len__(self) -> int:
+        return len(self._last)
 
 
 def strip(fields: Sequence[tuple[bytes, bytes]], rules: StripRules) -> tuple[Fields, list[bytes]]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made for every response, and a frozen __init__ costs 3x
 class Usage:
     """Tokens of one model call, split so the four input/output figures never overlap.
 
@@ -71,11 +71,12 @@ _KNOWN = {
 def from_usage(shape: str, usage: Any) -> Usage | None:
     """Normalise a provider `usage` object of the given shape; None when it carries no figures."""
     known = _KNOWN.get(shape)
-    if (
-        known is None
-        or not isinstance(usage, dict)
-        or not any(usage.get(k) is not None for k in known)
-    ):
+    if known is None or not isinstance(usage, dict):
+        return None
+    for k in known:
+        if usage.get(k) is not None:
+            break
+    else:  # none of the figures
         return None
     if shape == "anthropic":
         creation = usage.get("cache_creation_input_tokens")

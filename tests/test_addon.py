@@ -466,3 +466,39 @@ def test_a_closed_websocket_is_let_go_with_its_opening_message(ctx):
         run(tctx, addon.websocket_message(f))
         addon.websocket_end(f)
         assert f.id not in addon.ws and f.id not in addon.runtime._ws_unlabelled
+
+
+def test_a_connection_repeating_its_headers_reuses_them_and_a_change_is_read_afresh(
+        ctx, tmp_path):
+    """Requests on one client connection, as Claude Code sends them: the same header block but
+    for content-length reuses what was read; another key or session on that connection is
+    another tenant and session; a closed connection is forgotten."""
+    tctx, addon = ctx
+    conn = tflow.tclient_conn()
+
+    def one(key=b"sk-ant-api-1", session=b"s-1", body=b'{"model":"claude-x","messages":[]}'):
+        f = llm_flow(body=body, headers=[
+            (b"Content-Type", b"application/json"), (b"X-Api-Key", key),
+            (b"X-Claude-Code-Session-Id", session), (b"Content-Length", str(len(body)).encode())])
+        f.client_conn = conn
+        addon.requestheaders(f)
+        run(tctx, addon.request(f))
+        f.response = tutils.tresp(content=b'{"type":"message"}')
+        addon.responseheaders(f)
+        addon.response(f)
+        return f
+
+    one()
+    one(body=b'{"model":"claude-x","messages":[{"role":"user","content":"longer"}]}')
+    one(key=b"sk-ant-api-2")
+    one(session=b"s-2")
+    recs = events(tmp_path, addon)
+    assert [r["model"] for r in recs] == ["claude-x"] * 4
+    a, b, c, d = (r["session_id"] for r in recs)
+    assert a == b  # a repeat
+    # another credential, same session header: another tenant, so another session id (ids are
+    # namespaced by tenant); another session header: another id
+    assert c != a and d not in (a, c)
+    assert len(addon.engine._repeats) == 1
+    addon.client_disconnected(conn)
+    assert len(addon.engine._repeats) == 0

@@ -30,11 +30,12 @@ def test_steps_are_all_timed_and_nest():
     assert set(tables) == {"off", "auto"}
     for mode, rows in tables.items():
         names = [r[1] for r in rows]
-        for top in ("request (event loop): all of it", "forwarded (event loop)",
+        for top in ("headers (event loop): index, internal off",
+                    "request (event loop): all of it", "forwarded (event loop)",
                     "response handed over (event loop)", "accounting (background): all of it"):
             assert top in names
         for depth, name, us, calls in rows:
-            if depth == 0 or name.startswith(("header", "tenant", "sticky", "response usage",
+            if depth == 0 or name.startswith(("sticky", "response usage",
                                               "event record", "dashboard", "stats",
                                               "event-log", "session name", "flow state")):
                 assert calls == 1.0, (mode, name, calls)  # once per request, every request
@@ -47,5 +48,8 @@ def test_steps_are_all_timed_and_nest():
                 parent, parts = us, 0.0
             elif not name.startswith("session id"):  # (inside its siblings)
                 parts += us
+        # a connection's repeated header block: the tenant is worked out once per block
+        tenant = [r for r in rows if r[1].startswith("tenant")]
+        assert tenant and 0 < tenant[0][3] < 0.2, (mode, tenant)
     assert "turn memo: this turn from the last" in [r[1] for r in tables["auto"]]
     assert "turn memo: this turn from the last" not in [r[1] for r in tables["off"]]
