@@ -39,6 +39,7 @@ from tests.e2e.proxy import Mitmdump  # noqa: E402
 _LINE = re.compile(r":\d+\)$")
 # Headroom's own frames (py-spy names a frame "function (file:line)"; file is shortened)
 _OURS = re.compile(r"\((?:addons/)?(?:headroom[^/]*\.py|headroom_core/|headroom_runtime/)")
+_WAITS = ("wait (threading", "Condition.wait", "Event.wait")
 HOOKS = ("requestheaders", "request", "responseheaders", "response")
 
 
@@ -66,8 +67,7 @@ def read_raw(text: str) -> list[tuple[str, list[str], int]]:
 
 def _idle(frames: list[str]) -> bool:
     """A thread asleep in a wait (py-spy sometimes reports one): not work."""
-    return bool(frames) and frames[-1].startswith(("wait (threading", "Condition.wait",
-                                                    "Event.wait"))
+    return bool(frames) and frames[-1].startswith(_WAITS)
 
 
 def analyse(stacks: list[tuple[str, list[str], int]], requests: int, rate: float,

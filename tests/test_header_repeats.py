@@ -180,9 +180,9 @@ _values = st.sampled_from([b"", b"1", b"true", b"sk-ant-api-1", b"sk-ant-api-2",
 _blocks = st.lists(st.tuples(_names, _values), max_size=8).map(tuple)
 
 
-_steps = st.lists(st.one_of(_blocks, st.tuples(st.just("repeat"), _values),
-                           st.tuples(st.just("edit"), st.integers(0, 7), _values)),
-                 min_size=1, max_size=6)
+_repeat = st.tuples(st.just("repeat"), _values)
+_edit = st.tuples(st.just("edit"), st.integers(0, 7), _values)
+_steps = st.lists(st.one_of(_blocks, _repeat, _edit), min_size=1, max_size=6)
 
 
 def _played(steps):
