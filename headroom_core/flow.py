@@ -4,8 +4,8 @@ Inputs (`RequestIn`), the engine's answers (`RequestPlan`, `ResponsePlan`, `Loca
 what it remembers between request and response (`FlowState`). Plans are not changed once made:
 resolving a deferred local answer makes a new plan. (The per-request ones are plain slotted
 classes, not frozen dataclasses: a frozen dataclass's `__init__` sets each field through
-`object.__setattr__`, three times the cost, on every request.) `FlowState.decisions` is written for the event log only;
-what steers the flow has fields of its own.
+`object.__setattr__`, three times the cost, on every request.) `FlowState.decisions` is
+written for the event log only; what steers the flow has fields of its own.
 """
 
 from __future__ import annotations
