@@ -162,6 +162,9 @@ class _Pass:
                              len(self.body) - len(new_body))
 
 
+MAX_TOOL_NAMES = 4096  # tool names whose policy answer a Rewriter remembers
+
+
 class Rewriter:
     """Rewrites request bodies for one proxy; shares its ledger and originals across threads."""
 
@@ -179,6 +182,18 @@ class Rewriter:
         self.salt = salt
         self._compressor = compressor
         self.memo = TurnMemo()
+        self._allowed: dict[str | None, bool] = {}  # tool name -> `tool_allowed` (the policy's)
+
+    def _tool_allowed(self, tool: str | None) -> bool:
+        """`livezone.tool_allowed` under this policy, remembered per tool name (every turn
+        asks again about the same few tools; each answer is several fnmatch calls)."""
+        allowed = self._allowed.get(tool)
+        if allowed is None:
+            policy = self.policy
+            allowed = livezone.tool_allowed(tool, policy.include, policy.exclude)
+            if len(self._allowed) < MAX_TOOL_NAMES:
+                self._allowed[tool] = allowed
+        return allowed
 
     def rewrite(
         self,
@@ -468,7 +483,7 @@ class Rewriter:
     def _precheck(self, c: Candidate) -> _Decision | None:
         """Decisions that need neither the body's bytes nor the compressor."""
         policy = self.policy
-        if not livezone.tool_allowed(c.tool, policy.include, policy.exclude):
+        if not self._tool_allowed(c.tool):
             return _Decision("excluded")
         # A compressor measures the UTF-8 length of the output (or of the smaller text inside
         # its wrapper): below the lowest threshold, no compressor applies, and none is asked.

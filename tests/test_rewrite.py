@@ -692,3 +692,24 @@ def test_real_compressor_on_a_codex_responses_request(tmp_path):
     new = orjson.loads(res.body)["input"][5]["output"]
     assert new.startswith("Exit code: 1\nWall time: 2.5 seconds\nOutput:\n")
     assert rw.originals.get(handle_of(new)) == output
+
+
+def test_the_tool_policy_is_asked_once_per_tool_name(monkeypatch):
+    """Every turn asks about the same few tools: the policy's answer is remembered per name,
+    and it is the answer `tool_allowed` gives (excluded tools stay excluded)."""
+    from headroom_core import livezone
+
+    calls = []
+    real = livezone.tool_allowed
+
+    def counting(tool, include=None, exclude=livezone.DEFAULT_EXCLUDE):
+        calls.append(tool)
+        return real(tool, include, exclude)
+
+    monkeypatch.setattr(livezone, "tool_allowed", counting)
+    rw = Rewriter(RewritePolicy(exclude=("Read", "mcp__*")), ledger=None, originals=None,
+                  salt=b"s")
+    answers = [rw._tool_allowed(t) for t in ("Bash", "Read", "mcp__x", "Bash", None, "Read",
+                                             None, "mcp__x")]
+    assert answers == [True, False, False, True, True, False, True, False]
+    assert calls == ["Bash", "Read", "mcp__x", None]
