@@ -39,3 +39,31 @@ def test_openai_sdk_codex_style_session_header(regular_proxy, upstream):
     assert second.headers_named("openai-beta") == ["q,p"]
     ev = regular_proxy.events(wait_for=2, settle=0.1)[-1]
     assert ev["session_source"] == "header:session-id" and ev["session_confidence"] == "high"
+
+
+def test_one_connection_switching_keys_and_sessions_never_shares_their_betas(
+        reverse_proxy, upstream):
+    """One keep-alive connection (the header block of each request compared with the one
+    before on that connection): a request with another API key, or another session, is its own
+    tenant or session, however much else of the block repeats."""
+    http = httpx2.Client()
+    sess = {"X-Claude-Code-Session-Id": "0f4c2a1e-e2e-one-conn"}
+
+    def send(key, betas, headers=sess, text="hi"):
+        client = anthropic.Anthropic(api_key=key, base_url=reverse_proxy.url, max_retries=0,
+                                     http_client=http)
+        client.messages.create(model="claude-x", max_tokens=8,
+                               messages=[{"role": "user", "content": text}],
+                               extra_headers={**headers, "anthropic-beta": betas})
+
+    send("sk-ant-api03-one", "a,b")
+    send("sk-ant-api03-one", "a", text="a longer prompt")  # a repeat but for content-length
+    send("sk-ant-api03-two", "a")  # another tenant, same session header
+    send("sk-ant-api03-one", "a", headers={"X-Claude-Code-Session-Id": "another"})
+    send("sk-ant-api03-one", "a")
+    got = [r.headers_named("anthropic-beta") for r in upstream.requests_to("/v1/messages")]
+    assert got == [["a,b"], ["a,b"], ["a"], ["a"], ["a,b"]]
+    evs = reverse_proxy.events(wait_for=5, settle=0.1)[-5:]
+    ids = [e["session_id"] for e in evs]
+    assert ids[0] == ids[1] == ids[4] and len({ids[0], ids[2], ids[3]}) == 3
+    http.close()
