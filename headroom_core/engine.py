@@ -466,7 +466,10 @@ class Engine:
         derived = self._derived(hp)
         values = derived.get(name)
         if values is None:
-            values = derived[name] = [v.decode("latin-1") for v in hp.index.get(name.lower(), ())]
+            # a tuple: shared by every repeat of the block, and the sticky-beta memo compares
+            # it with the one it kept by identity first
+            values = derived[name] = tuple(v.decode("latin-1")
+                                           for v in hp.index.get(name.lower(), ()))
         d = self.betas.apply(key, sid.high_confidence, values)
         folded = len(values) > 1  # several lines (case variants) become one
         state.decisions["beta"] = {"changed": d.changed or folded, "added": d.added,

@@ -6,6 +6,7 @@ order are the event log's schema (docs/architecture.md).
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -13,9 +14,19 @@ from .flow import FlowState
 from .usage import Usage
 
 
+_SECOND: tuple[int, str] = (-1 << 62, "")  # the last second formatted, and its text
+
+
 def iso(ts: float) -> str:
-    """UTC ISO 8601 with milliseconds, e.g. 2026-11-22T01:43:23.132Z."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + ".%03dZ" % (ts % 1 * 1000)
+    """UTC ISO 8601 with milliseconds, e.g. 2026-11-22T01:43:23.132Z. (Records come many a
+    second: the second's text is formatted once; the tuple is swapped whole, so threads that
+    share it see a matching pair.)"""
+    global _SECOND
+    second = math.floor(ts)  # (what time.gmtime takes of it)
+    last = _SECOND
+    if last[0] != second:
+        last = _SECOND = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)))
+    return last[1] + ".%03dZ" % (ts % 1 * 1000)
 
 
 MODEL_MAX = 128  # characters of a model name kept: it comes from the client's body
