@@ -145,9 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in bp.machine_info():
         print(line)
     work = bp.Workload.build(50, 8, 16)
-    bench = bp.Bench(bp.parse_args(["--quick"]), work, None)
     with bp.Upstream() as up, tempfile.TemporaryDirectory() as d:
-        bench.up = up
+        bench = bp.Bench(bp.parse_args(["--quick"]), work, up)
         proxy = proxy_for(args.target, f"reverse:http://127.0.0.1:{up.port}")
         proxy.start()
         try:
