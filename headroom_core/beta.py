@@ -135,6 +135,8 @@ def sticky_key(session_id: str | None, *scope: str | None) -> str | None:
     """
     if session_id is None:
         return None
+    if len(scope) == 2:  # (endpoint, model): every request asks this
+        return f"{session_id}\x1f{scope[0] or ''}\x1f{scope[1] or ''}"
     return "\x1f".join((session_id, *(s or "" for s in scope)))
 
 
@@ -153,6 +155,9 @@ class BetaMemory(Protocol):
 
     def get(self, key: str) -> list[str]:
         """The session's sticky tokens, first-seen order (empty when unknown); marks it used."""
+
+    def touch(self, key: str) -> None:
+        """Mark a session used, as `get` does (memories that are not `shared` only)."""
 
     def extend(self, key: str, tokens: Sequence[str], limit: int) -> list[str]:
         """Remember `tokens` not yet remembered (case-insensitively), keeping at most `limit`;
@@ -184,6 +189,11 @@ class LocalBetaMemory:
             return []
         self._sessions.move_to_end(key)
         return list(memory)
+
+    def touch(self, key: str) -> None:
+        """Mark a session used (as `get` does), without copying its tokens."""
+        if key in self._sessions:
+            self._sessions.move_to_end(key)
 
     def extend(self, key: str, tokens: Sequence[str], limit: int) -> list[str]:
         memory = self._sessions.get(key, [])
@@ -269,14 +279,19 @@ class StickyBetas:
             return self._decision(client_tokens, merge_tokens(client_tokens, required))
         if self.memory.shared:
             return self._apply_shared(session_key, client_tokens, required)
-        sig = (tuple(client_tokens), tuple(required))
-        memo_ok = sum(map(len, client_tokens)) <= MEMO_CHARS
+        client_tokens, required = tuple(client_tokens), tuple(required)
         with self._lock:
-            # Most turns repeat the previous turn's header: answer those from the memo.
-            memo = self._memo.get(session_key) if memo_ok else None
-            if memo is not None and memo[0] == sig:
-                self.memory.get(session_key)  # keeps the session young in the LRU
-                return memo[1]
+            # Most turns repeat the previous turn's header: answer those from the memo (only
+            # headers of at most MEMO_CHARS are kept there; the adapter hands the same tuple
+            # for a repeated header block, so the comparison is mostly by identity).
+            memo = self._memo.get(session_key)
+            if memo is not None:
+                sig = memo[0]
+                if (sig[0] is client_tokens or sig[0] == client_tokens) and sig[1] == required:
+                    self.memory.touch(session_key)  # keeps the session young in the LRU
+                    return memo[1]
+            memo_ok = sum(map(len, client_tokens)) <= MEMO_CHARS
+            sig = (client_tokens, required)
             merged = merge_tokens(client_tokens, required)
             memory = self.memory.get(session_key)
             sent = {t.lower() for t in merged}

@@ -255,6 +255,17 @@ def test_lru_eviction_at_cap():
     assert sb.remembered("s4") == ["s4"]
 
 
+def test_a_turn_answered_from_the_memo_keeps_its_session_young():
+    sb = StickyBetas(max_sessions=3)
+    for key in ("s1", "s2", "s3"):
+        sb.apply(key, True, (key,))
+    first = sb.apply("s1", True, ("s1",))  # the previous turn's header again: the memo answers
+    assert sb.apply("s1", True, ["s1"]) is first  # (an equal list is the same header)
+    sb.apply("s4", True, ["s4"])
+    assert sb.remembered("s2") == [] and sb.remembered("s1") == ["s1"]
+    assert sb.apply("s1", True, ("s1",), ("r",)).tokens == ["s1", "r"]  # other required: asked
+
+
 def test_sessions_without_tokens_take_no_room():
     sb = StickyBetas(max_sessions=1)
     sb.apply("s1", True, ["a"])
@@ -346,6 +357,8 @@ def test_sticky_key():
     assert len({a, b, c}) == 3
     assert sticky_key("sid", None) == sticky_key("sid", "")
     assert sticky_key("sid") == "sid"
+    assert sticky_key("sid", "messages", None) == "\x1f".join(("sid", "messages", ""))
+    assert sticky_key("sid", "a", "b", "c") == "sid\x1fa\x1fb\x1fc"
 
 
 # --- tokens_named_in_error --------------------------------------------------------------------
