@@ -34,6 +34,7 @@ from .websocket import WebSocketConversation
 
 log = logging.getLogger("headroom.engine")
 
+MAX_TARGETS = 1024  # distinct request targets remembered (`Engine._target`); then started over
 TEE_BATCH = 32 << 10  # streamed bytes read on the side per batch (see StreamTee.batch_bytes)
 _INVALID = object()
 _BILLING_CCH = re.compile(rb"x-anthropic-billing-header:[^\"]*cch=")
@@ -119,6 +120,8 @@ class Engine:
         self.clock = clock
         self.tenants = tenant.Tenants(salt, config.namespace)
         self._repeats = headers.Repeats()
+        # request target -> what `_target` worked out from it (bounded by MAX_TARGETS)
+        self._targets: dict[tuple, tuple] = {}
 
     # -- request -----------------------------------------------------------------------------
 
@@ -179,9 +182,7 @@ class Engine:
         if hp.stripped:
             log.info("stripped_headers %s",
                      orjson.dumps({"flow": req.flow_id, "count": len(hp.stripped)}).decode())
-        path, query = routing.normalize_path(req.path), routing.split_path(req.path)[1]
-        kind = self.local.kind(req.method, req.host, req.port, path,
-                               to_listener=req.reverse or req.to_self)
+        path, query, kind, route, path_only = self._target(req)
         if kind is not None:  # Headroom's own endpoint: answered here, whatever happens
             # (in reverse mode mitmproxy has replaced the Host header: the name the client
             # used is unknown)
@@ -191,21 +192,41 @@ class Engine:
             else:
                 draft.response = self._local_answer(req.flow_id, args)
             return draft.plan(None)
-        route = self.route_of(req.method, req.host, req.path, reverse=req.reverse,
-                              websocket_upgrade=req.websocket_upgrade)
         if route is None or not route.inspect:
             return self._unrouted(req, hp, draft, route)
-        state = self._new_state(req, route, hp)
+        state = self._new_state(req, route, hp, path_only)
         if hp.controls.bypass:
             state.bypass = state.decisions["bypass"] = True
         else:
             self._guarded(req, hp, draft, state)
         return self._replay_guard(draft, state)
 
-    def _new_state(self, req: RequestIn, route: routing.Route, hp: HeaderPlan) -> FlowState:
+    def _target(self, req: RequestIn) -> tuple[str, str, str | None, routing.Route | None, str]:
+        """What the request line says, worked out once per distinct target (a client asks for
+        the same few all day): the normalised path, the query, Headroom's own endpoint kind
+        (or None), the model route (or None), and the path without its query."""
+        key = (req.method, req.host, req.port, req.path, req.reverse, req.to_self,
+               req.websocket_upgrade)
+        hit = self._targets.get(key)
+        if hit is None:
+            path = routing.normalize_path(req.path)
+            plain, query = routing.split_path(req.path)
+            kind = self.local.kind(req.method, req.host, req.port, path,
+                                   to_listener=req.reverse or req.to_self)
+            route = None if kind is not None else self.route_of(
+                req.method, req.host, req.path, reverse=req.reverse,
+                websocket_upgrade=req.websocket_upgrade)
+            if len(self._targets) >= MAX_TARGETS:
+                self._targets.clear()
+            hit = self._targets[key] = (path, query, kind, route, plain)
+        return hit
+
+    def _new_state(self, req: RequestIn, route: routing.Route, hp: HeaderPlan,
+                   path: str | None = None) -> FlowState:
         size = len(req.body or b"")
         return FlowState(
-            flow_id=req.flow_id, route=route, host=req.host, path=routing.split_path(req.path)[0],
+            flow_id=req.flow_id, route=route, host=req.host,
+            path=routing.split_path(req.path)[0] if path is None else path,
             controls=hp.controls, started=self.clock(), stripped=len(hp.stripped),
             req_bytes=size, req_bytes_upstream=size)
 

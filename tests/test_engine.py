@@ -141,3 +141,34 @@ def test_a_huge_model_name_is_cut_in_the_event_line_and_forwarded_untouched(engi
     (ev,) = events(tmp_path, engine)
     assert len(ev["model"]) == 128 and ev["model"].startswith("claude-xxx")
     assert len((tmp_path / "events.jsonl").read_bytes()) < 5000
+
+
+def _fresh_target(e, r):
+    """What `Engine._target` works out, from scratch."""
+    from headroom_core import routing
+    path = routing.normalize_path(r.path)
+    kind = e.local.kind(r.method, r.host, r.port, path, to_listener=r.reverse or r.to_self)
+    route = None if kind is not None else e.route_of(
+        r.method, r.host, r.path, reverse=r.reverse, websocket_upgrade=r.websocket_upgrade)
+    return (path, routing.split_path(r.path)[1], kind, route, routing.split_path(r.path)[0])
+
+
+@pytest.mark.parametrize("bound", [7, 1024])
+def test_request_targets_are_remembered_exactly_and_within_bounds(engine, monkeypatch, bound):
+    import itertools
+    import random
+
+    from headroom_core import engine as hengine
+    monkeypatch.setattr(hengine, "MAX_TARGETS", bound)
+    e = engine.engine
+    combos = list(itertools.product(
+        ("POST", "GET", "post"), ("api.anthropic.com", "example.com", "API.OPENAI.COM", "127.0.0.1"),
+        ("/v1/messages", "/v1/messages?beta=true", "/v1/chat/completions", "/V1//messages/",
+         "/headroom/health", "/ccr/h1", "/v1/responses"), (False, True), (False, True),
+        (False, True), (443, 8080)))
+    random.Random(7).shuffle(combos)
+    for method, host, path, reverse, upgrade, to_self, port in combos * 2:
+        r = RequestIn("f", method, "https", host, port, path, [], b"{}", reverse,
+                      websocket_upgrade=upgrade, to_self=to_self)
+        assert e._target(r) == _fresh_target(e, r)
+        assert len(e._targets) <= bound
