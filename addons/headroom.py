@@ -65,6 +65,8 @@ class Headroom:
         # loop). Both ends count: the kernel may give one local port to connections to
         # different places at once, and a client on that port is no loop.
         self.own_outbound: set[tuple] = set()
+        # Client connections found not to be such a loop (until they close).
+        self.not_loops: set[str] = set()
         # Replay mode: upstream connections a flow was deliberately let through for
         # (x-headroom-cache: bypass, headroom_replay_allow), by client connection and address.
         self.permitted: set[tuple] = set()
@@ -241,11 +243,15 @@ class Headroom:
         if self.failed or engine is None:
             flow.response = _refusal(self.failed or "not configured", flow)
             return
-        if self.own_outbound and _connection(flow.client_conn.peername,
-                                             flow.client_conn.sockname) in self.own_outbound:
-            flow.response = _loop_refusal()
-            return
-        hp = engine.strip_headers(flow.request.headers.fields, flow.client_conn.id)
+        conn = flow.client_conn
+        if self.own_outbound and conn.id not in self.not_loops:
+            if _connection(conn.peername, conn.sockname) in self.own_outbound:
+                flow.response = _loop_refusal()
+                return
+            # (asked once per connection: a connection that is no loop at its first request
+            # never becomes one, as no other connection can have its two ends while it is open)
+            self.not_loops.add(conn.id)
+        hp = engine.strip_headers(flow.request.headers.fields, conn.id)
         if hp.stripped:
             flow.request.headers = http.Headers(hp.kept)
         self.header_plans[flow.id] = hp
@@ -410,6 +416,7 @@ class Headroom:
         self.own_outbound.discard(_connection(data.server.sockname, data.server.peername))
 
     def client_disconnected(self, client) -> None:
+        self.not_loops.discard(client.id)
         if self.engine is not None:
             self.engine.forget_connection(client.id)
         if self.permitted:

@@ -502,3 +502,24 @@ def test_a_connection_repeating_its_headers_reuses_them_and_a_change_is_read_afr
     assert len(addon.engine._repeats) == 1
     addon.client_disconnected(conn)
     assert len(addon.engine._repeats) == 0
+
+
+def test_a_connection_is_checked_for_a_loop_once_and_a_loop_is_refused_every_time(ctx):
+    tctx, addon = ctx
+    listen = ("127.0.0.1", 8080)
+    _connected(addon, ("127.0.0.1", 50200), listen)  # the proxy dials its own listener
+    loop = _arrives_from(addon, ("127.0.0.1", 50200), listen)
+    assert loop.response.status_code == 508
+    again = llm_flow()
+    again.client_conn = loop.client_conn  # a second request on that connection
+    addon.requestheaders(again)
+    assert again.response is not None and again.response.status_code == 508
+    assert loop.client_conn.id not in addon.not_loops
+    client = _arrives_from(addon, ("127.0.0.1", 50300), listen)
+    assert client.response is None and client.client_conn.id in addon.not_loops
+    nxt = llm_flow()
+    nxt.client_conn = client.client_conn
+    addon.requestheaders(nxt)
+    assert nxt.response is None
+    addon.client_disconnected(client.client_conn)
+    assert client.client_conn.id not in addon.not_loops
