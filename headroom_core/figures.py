@@ -47,12 +47,26 @@ def _num(v: Any) -> float | None:
     return float(v) if type(v) in (int, float) and v >= 0 else None
 
 
+# The second of the last record's time as `records.iso` writes it ("2026-11-22T01:43:23"), and
+# that second since the epoch: records come many a second, each parsed once.
+_SECOND: tuple[str, int] = ("", 0)
+
+
 def _epoch(ts: Any, default: float) -> float:
     if isinstance(ts, str):
+        global _SECOND
+        last = _SECOND
+        if (len(ts) == 24 and ts[19] == "." and ts[23] == "Z" and ts.startswith(last[0])
+                and last[0] and ts[20:23].isascii() and ts[20:23].isdigit()):
+            # what datetime.timestamp() computes: whole microseconds since the epoch / 10**6
+            return (last[1] * 10**6 + int(ts[20:23]) * 1000) / 10**6
         try:
-            return datetime.datetime.fromisoformat(ts).timestamp()
+            when = datetime.datetime.fromisoformat(ts)
         except ValueError:
-            pass
+            return default
+        if len(ts) == 24 and ts[19] == "." and ts[23] == "Z":
+            _SECOND = (ts[:19], int(when.replace(microsecond=0).timestamp()))
+        return when.timestamp()
     return default
 
 

@@ -96,3 +96,22 @@ def test_no_rotation_by_default(tmp_path):
     assert ev.flush()
     ev.close()
     assert ev.rotations == 0 and not (tmp_path / "events.jsonl.1").exists()
+
+
+def test_a_record_with_keys_that_are_not_strings_or_values_json_lacks_is_kept(tmp_path):
+    import datetime
+    import orjson
+    log = EventLog(tmp_path / "e.jsonl")
+    when = datetime.date(2026, 12, 6)
+    records = [{"flow_id": "a", "decisions": {1: "one", "x": {2.5: True}}},
+               {"flow_id": "b", "at": when, "n": 3},
+               {"flow_id": "c", "decisions": {"rewrite": {"actions": {"compressed": 1}}}}]
+    for r in records:
+        log.record(r)
+    log.close()
+    lines = (tmp_path / "e.jsonl").read_bytes().splitlines()
+    assert [orjson.loads(x) for x in lines] == [
+        {"flow_id": "a", "decisions": {"1": "one", "x": {"2.5": True}}},
+        {"flow_id": "b", "at": str(when), "n": 3},
+        {"flow_id": "c", "decisions": {"rewrite": {"actions": {"compressed": 1}}}}]
+    assert log.dropped == 0

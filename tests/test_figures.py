@@ -1,9 +1,14 @@
 """Live figures: totals, today, sessions with their turns, dollars, series, metric counters."""
 
+import datetime
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from headroom_core import figures as hfigures
+from headroom_core import records
 from headroom_core.figures import NO_SESSION, Figures, turn_of
 from headroom_core.prices import Prices
 from headroom_runtime import pricefile
@@ -222,3 +227,23 @@ def test_series_merged_into_at_most_n_points():
     pts = f.series_points(max_points=30)
     assert len(pts) <= 30 and sum(p["requests"] for p in pts) == 100
     assert len(f.overview(points=10)["series"]) <= 10
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(
+    st.floats(min_value=-2e9, max_value=4e9, allow_nan=False).map(records.iso),
+    st.floats(min_value=0, max_value=3, allow_nan=False).map(  # many in one second
+        lambda d: records.iso(1764000000.25 + d)),
+    st.text(alphabet="0123456789-:.TZ+٣", min_size=19, max_size=26),
+    st.sampled_from(["2026-12-06T20:27:39.281+01:00", "2026-12-06T20:27:39Z",
+                     "2026-12-06T20:27:39.2815Z", "2026-12-06T20:27:39.28xZ",
+                     "2026-12-06T20:27:39.281Z", "2026-12-06T20:27:39.٢٨١Z",
+                     "2026-12-06T20:27:39.+12Z", "2026-12-06T20:27:39. 12Z"])), max_size=30))
+def test_record_times_read_as_a_full_parse_reads_them_in_any_order(times):
+    # (the second of the last time is remembered: any order of times must read the same)
+    for ts in times:
+        try:
+            want = datetime.datetime.fromisoformat(ts).timestamp()
+        except ValueError:
+            want = -1.0
+        assert hfigures._epoch(ts, -1.0) == want
