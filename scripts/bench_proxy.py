@@ -25,6 +25,11 @@ output is a large test log that Headroom compresses (`--rewrite-requests`, each 
 rewrite's own cost. Direct-to-upstream is measured the same way, so the "+ms" columns are what
 each proxy adds on top of the fake upstream.
 
+Reference addons in part 1: `scripts/null_addon.py` (Headroom's four per-request hooks, empty),
+`scripts/freeze_addon.py` (the startup heap frozen, as Headroom does) and, with `--budget-us N`,
+`scripts/budget_addon.py` (the four hooks, one spending N µs of CPU per request): the N whose
+ratio matches a target is the time an addon may spend per request to meet it.
+
 Part 2, streaming: the fake upstream's `events:N` SSE scenario (`--stream-events`), one stream at a
 time on a primed keep-alive connection, once per `--stream-batch` (events per upstream write:
 1 = a small chunk per event, 110 = ~16 KiB chunks): first-event latency (request start -> first
@@ -1048,6 +1053,9 @@ def parse_args(argv: list[str] | None = None):
                     help="skip the `mitmdump --set stream_large_bodies=1` streaming reference")
     ap.add_argument("--skip-passthrough", action="store_true", help="only run the streaming part")
     ap.add_argument("--quick", action="store_true", help="fast smoke run (small counts)")
+    ap.add_argument("--budget-us", type=int, default=0, metavar="N",
+                    help="also measure mitmdump with an addon spending N µs of CPU per request "
+                         "(scripts/budget_addon.py): a ratio target as a time budget")
     ap.add_argument("--markdown", action="store_true", help="also print Markdown tables")
     ap.add_argument("--stream-batch", default="1,110",
                     help="SSE events per upstream write, comma-separated runs (default 1,110: one "
@@ -1119,6 +1127,11 @@ def main(argv: list[str] | None = None) -> int:
                 "-s", str(Path(__file__).resolve().parent / "freeze_addon.py")])
             specs = [("plain", "mitmdump", plain_p),
                      ("null", "mitmdump + 4 empty hooks", null_p),
+                     *([("budget", f"mitmdump + 4 hooks, {args.budget_us} µs CPU",
+                         Mitmdump(mode=mode, headroom=False, extra_args=[
+                             "-s", str(Path(__file__).resolve().parent / "budget_addon.py"),
+                             "--set", f"budget_us={args.budget_us}"]))]
+                       if args.budget_us else []),
                      ("frozen", "mitmdump, startup heap frozen", frozen_p),
                      ("headroom_pt", "headroom, compress=off", pt_p),
                      ("headroom", "mitmdump -s headroom.py", head_p)]
@@ -1141,6 +1154,8 @@ def main(argv: list[str] | None = None) -> int:
             plain_stream = targets.get("plainstream")
             read_stream = targets.get("readstream")
             load_targets = [direct, plain, targets["null"], targets["frozen"], head_pt, head]
+            if "budget" in targets:
+                load_targets.insert(3, targets["budget"])
             stream_targets = [t for t in (direct, plain, plain_stream, read_stream, head)
                               if t is not None]
             # one set of result holders per chunking of the stream
@@ -1272,6 +1287,11 @@ def main(argv: list[str] | None = None) -> int:
             for line in ratio_lines(null, head_pt, None, True, False, None,
                                     name="Headroom compress=off", base="empty hooks"):
                 print(f"- {line}" if md else line)
+            budget = next((t for t in load_targets if t.key == "budget"), None)
+            if budget is not None:  # a ratio target as a time budget (scripts/budget_addon.py)
+                for line in ratio_lines(plain, budget, None, True, False, None,
+                                        name=f"Hooks spending {args.budget_us} µs CPU"):
+                    print(f"- {line}" if md else line)
             # Headroom freezes the startup heap (headroom_runtime.heap), which speeds up
             # mitmproxy's own work too: against mitmdump with the same freeze, what Headroom
             # itself costs.

@@ -38,3 +38,14 @@ def test_options_given_to_the_benchmark_still_win(tmp_path):
     args = bp.headroom_proxy("reverse:http://127.0.0.1:1", {"headroom_flush_interval": "1"},
                              workdir=tmp_path).args()
     assert _effective(args, "headroom_flush_interval") == "1"
+
+
+def test_the_budget_addon_spends_what_it_is_told_in_cpu_time():
+    import time
+
+    import budget_addon
+    for us in (0, 300, 2000):
+        t = time.thread_time_ns()
+        budget_addon.spend(us)
+        used = (time.thread_time_ns() - t) / 1000
+        assert us <= used < us + 1000
