@@ -3,8 +3,9 @@
 `scripts/bench_proxy.py --budget-us N` runs it as a reference: what an addon that does N µs of
 work per request (on mitmproxy's event loop, in Python) costs against plain mitmdump. It turns a
 ratio target into a time budget: the N whose ratio matches the target is what an addon may spend
-per request. The work is a tight loop until this thread's CPU clock has advanced N µs, so it
-touches almost no memory: real work of the same duration, which does, costs more.
+per request. The work is a tight loop until this thread's CPU clock has advanced N µs; it
+touches almost no memory, so real work of the same duration may cost a little more (measured:
+about the same per µs, docs/decisions.md).
 
     mitmdump -s scripts/budget_addon.py --set budget_us=40
 """
