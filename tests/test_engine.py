@@ -162,7 +162,8 @@ def test_request_targets_are_remembered_exactly_and_within_bounds(engine, monkey
     monkeypatch.setattr(hengine, "MAX_TARGETS", bound)
     e = engine.engine
     combos = list(itertools.product(
-        ("POST", "GET", "post"), ("api.anthropic.com", "example.com", "API.OPENAI.COM", "127.0.0.1"),
+        ("POST", "GET", "post"),
+        ("api.anthropic.com", "example.com", "API.OPENAI.COM", "127.0.0.1"),
         ("/v1/messages", "/v1/messages?beta=true", "/v1/chat/completions", "/V1//messages/",
          "/headroom/health", "/ccr/h1", "/v1/responses"), (False, True), (False, True),
         (False, True), (443, 8080)))
