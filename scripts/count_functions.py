@@ -1,6 +1,6 @@
 """Distinct Python functions Headroom's hooks run per request on mitmproxy's event loop.
 
-    .venv/bin/python scripts/count_functions.py [--requests 200] [--targets off,defaults] [--list 40]
+    .venv/bin/python scripts/count_functions.py [--requests 200] [--targets off] [--list 40]
 
 Inside mitmdump each distinct function a hook touches costs about a microsecond more than its own
 work: mitmproxy's Python between two of Headroom's hooks evicts Headroom's code and data from the
