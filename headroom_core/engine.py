@@ -34,7 +34,7 @@ from .websocket import WebSocketConversation
 
 log = logging.getLogger("headroom.engine")
 
-MAX_TARGETS = 1024  # distinct request targets remembered (`Engine._target`); then started over
+MAX_TARGETS = 1024  # distinct request targets remembered (`Engine.target`); then started over
 TEE_BATCH = 32 << 10  # streamed bytes read on the side per batch (see StreamTee.batch_bytes)
 _INVALID = object()
 _BILLING_CCH = re.compile(rb"x-anthropic-billing-header:[^\"]*cch=")
@@ -120,7 +120,7 @@ class Engine:
         self.clock = clock
         self.tenants = tenant.Tenants(salt, config.namespace)
         self._repeats = headers.Repeats()
-        # request target -> what `_target` worked out from it (bounded by MAX_TARGETS)
+        # request target -> what `target` worked out from it (bounded by MAX_TARGETS)
         self._targets: dict[tuple, tuple] = {}
 
     # -- request -----------------------------------------------------------------------------
@@ -182,7 +182,7 @@ class Engine:
         if hp.stripped:
             log.info("stripped_headers %s",
                      orjson.dumps({"flow": req.flow_id, "count": len(hp.stripped)}).decode())
-        path, query, kind, route, path_only = self._target(req)
+        path, query, kind, route, path_only = self.target(req)
         if kind is not None:  # Headroom's own endpoint: answered here, whatever happens
             # (in reverse mode mitmproxy has replaced the Host header: the name the client
             # used is unknown)
@@ -201,7 +201,7 @@ class Engine:
             self._guarded(req, hp, draft, state)
         return self._replay_guard(draft, state)
 
-    def _target(self, req: RequestIn) -> tuple[str, str, str | None, routing.Route | None, str]:
+    def target(self, req: RequestIn) -> tuple[str, str, str | None, routing.Route | None, str]:
         """What the request line says, worked out once per distinct target (a client asks for
         the same few all day): the normalised path, the query, Headroom's own endpoint kind
         (or None), the model route (or None), and the path without its query."""

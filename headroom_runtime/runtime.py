@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from headroom_core import beta, labels, routing
+from headroom_core import beta, labels
 from headroom_core.dashboard import Dashboard
 from headroom_core.engine import Engine
 from headroom_core.figures import Figures
@@ -378,12 +378,9 @@ class Runtime:
         engine = self.engine
         if req.body is None and not req.websocket_upgrade:
             return False  # a streamed body passes through uninspected
-        kind = engine.local.kind(req.method, req.host, req.port, routing.normalize_path(req.path),
-                                 to_listener=req.reverse or req.to_self)
+        _, _, kind, route, _ = engine.target(req)  # (remembered: handle_request asks again)
         if kind is not None:
             return kind == "ccr" and engine.local.originals is not None
-        route = engine.route_of(req.method, req.host, req.path, reverse=req.reverse,
-                                websocket_upgrade=req.websocket_upgrade)
         if route is None or not route.inspect:
             # only record and replay look such requests up (on API hosts)
             return engine.recorder is not None and self.config.store_mode in ("record", "replay")

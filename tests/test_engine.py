@@ -144,7 +144,7 @@ def test_a_huge_model_name_is_cut_in_the_event_line_and_forwarded_untouched(engi
 
 
 def _fresh_target(e, r):
-    """What `Engine._target` works out, from scratch."""
+    """What `Engine.target` works out, from scratch."""
     from headroom_core import routing
     path = routing.normalize_path(r.path)
     kind = e.local.kind(r.method, r.host, r.port, path, to_listener=r.reverse or r.to_self)
@@ -171,5 +171,5 @@ def test_request_targets_are_remembered_exactly_and_within_bounds(engine, monkey
     for method, host, path, reverse, upgrade, to_self, port in combos * 2:
         r = RequestIn("f", method, "https", host, port, path, [], b"{}", reverse,
                       websocket_upgrade=upgrade, to_self=to_self)
-        assert e._target(r) == _fresh_target(e, r)
+        assert e.target(r) == _fresh_target(e, r)
         assert len(e._targets) <= bound
