@@ -877,7 +877,7 @@ def table(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
                "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
         out += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(out)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
@@ -1335,6 +1335,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- WARNING: the Headroom mitmdump log has {tracebacks} tracebacks.")
     errors = {t.label: t.errors for t in [direct, plain, head_pt, head, plain_stream, read_stream]
               if t is not None and t.errors}
+    for b, ts in stream_sets.items() if do_stream else ():  # (the long streams' own holders)
+        errors.update({f"{t.label}, {b} event(s) per chunk": t.errors for t in ts if t.errors})
     for label, errs in errors.items():
         status = 1
         print(f"- ERRORS for {label}: {len(errs)}, e.g. {errs[0]}")

@@ -49,3 +49,8 @@ def test_the_budget_addon_spends_what_it_is_told_in_cpu_time():
         budget_addon.spend(us)
         used = (time.thread_time_ns() - t) / 1000
         assert us <= used < us + 1000
+
+
+def test_a_table_without_rows_still_prints():
+    # (every stream of a target failed: the report must still get to the list of errors)
+    assert bp.table(["target", "p50"], [], False).splitlines() == ["target  p50", "------  ---"]
