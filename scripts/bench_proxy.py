@@ -34,7 +34,10 @@ Part 2, streaming: the fake upstream's `events:N` SSE scenario (`--stream-events
 time on a primed keep-alive connection, once per `--stream-batch` (events per upstream write:
 1 = a small chunk per event, 110 = ~16 KiB chunks): first-event latency (request start -> first
 SSE event's bytes at the client), end-to-end throughput (decoded body bytes / total time) and
-proxy CPU per chunk.
+proxy CPU per chunk. Behind a long stream's first event the upstream floods the machine's two
+cores, which stalls the first chunk by 0-3.5 ms at random (docs/decisions.md); so the first event
+is also timed on `--short-streams` short streams (SHORT_EVENTS events) per target per run, the
+targets taking turns stream by stream, which gives medians that hold from run to run.
 
 Part 3, memory (`--memory-requests` across `--memory-sessions` conversations): the resident size
 of each proxy before and after, and what Headroom holds (from /headroom/health).
@@ -95,9 +98,10 @@ RECV = 1 << 18
 TIMEOUT = 120.0
 
 QUICK = dict(requests=300, serial_requests=40, runs=2, stream_events=5000, stream_reps=1,
-             warmup=40, rewrite_requests=10, memory_requests=0)
+             warmup=40, rewrite_requests=10, memory_requests=0, short_streams=10)
 FULL = dict(requests=2000, serial_requests=200, runs=5, stream_events=60000, stream_reps=2,
-            warmup=200, rewrite_requests=40, memory_requests=10000)
+            warmup=200, rewrite_requests=40, memory_requests=10000, short_streams=40)
+SHORT_EVENTS = 100  # text deltas of a short stream (~15 KB): the first event without a flood
 
 
 # -- a Claude-Code-shaped request ---------------------------------------------------------------
@@ -593,6 +597,7 @@ class Target:
     cpu_load: Cpu = field(default_factory=Cpu)
     cpu_serial: Cpu = field(default_factory=Cpu)
     first_event: list[float] = field(default_factory=list)
+    first_short: list[float] = field(default_factory=list)  # first event of short streams
     stream_mbps: list[float] = field(default_factory=list)
     stream_bytes: int = 0
     stream_chunks: int = 0  # upstream writes measured (events / batch per stream)
@@ -800,9 +805,9 @@ class Bench:
                          f(rss_mb(t.pid) - before, 1, sign=True), holds])
         return rows
 
-    def stream(self, target: Target, i: int, *, record: bool, batch: int = 1) -> None:
-        """One long SSE stream on a primed keep-alive connection."""
-        n = self.args.stream_events
+    def _stream(self, target: Target, i: int, n: int, batch: int):
+        """One SSE stream of `n` text deltas on a primed keep-alive connection: (request start,
+        response, CPU meter), or None after noting what was wrong with it."""
         s = connect(target.port)
         try:
             err = check_json(exchange(s, self.small_request(target))[1])
@@ -817,7 +822,22 @@ class Bench:
         err = check_stream(resp, n)
         if err:
             target.errors.append(f"stream: {err}")
+            return None
+        return t0, resp, m
+
+    def short_stream(self, target: Target, i: int, *, record: bool) -> None:
+        """A short stream, for its first event only."""
+        got = self._stream(target, i, SHORT_EVENTS, 1)
+        if got is not None and record:
+            target.first_short.append(got[1].t_first - got[0])
+
+    def stream(self, target: Target, i: int, *, record: bool, batch: int = 1) -> None:
+        """One long SSE stream on a primed keep-alive connection."""
+        n = self.args.stream_events
+        got = self._stream(target, i, n, batch)
+        if got is None:
             return
+        t0, resp, m = got
         if record:
             target.first_event.append(resp.t_first - t0)
             target.stream_mbps.append(len(resp.body) / (resp.t_end - t0) / 1e6)
@@ -942,6 +962,28 @@ def stream_table(targets: list[Target], direct: Target, md: bool) -> str:
                   "MB/s median", "MB/s min", "proxy CPU ms/MB", "proxy CPU us/chunk"], rows, md)
 
 
+def short_table(targets: list[Target], direct: Target, md: bool) -> str:
+    d50 = pct(direct.first_short, 50)
+    rows = [[t.label, *(f(ms(pct(t.first_short, q)), 2) for q in (25, 50, 75, 95)),
+             f(ms(pct(t.first_short, 50) - d50), 2, sign=True) if t is not direct else "-",
+             str(len(t.first_short))] for t in targets]
+    return table(["target", "p25", "p50", "p75", "p95", "+p50 vs direct", "streams"], rows, md)
+
+
+def short_lines(head_pt: Target, head: Target, plain_stream: Target | None,
+                read_stream: Target | None) -> list[str]:
+    """Headroom's first event on short streams against the streaming references, p50 apart."""
+    out = []
+    for h, name in ((head_pt, "Headroom compress=off"), (head, "Headroom defaults")):
+        parts = [f"{f(ms(pct(h.first_short, 50) - pct(ref.first_short, 50)), 2, sign=True)} ms "
+                 f"over {label}" for ref, label in
+                 ((plain_stream, "stream_large_bodies=1"), (read_stream, "the reading addon"))
+                 if ref is not None and ref.first_short]
+        if h.first_short and parts:
+            out.append(f"{name}, short streams: first event p50 " + ", ".join(parts))
+    return out
+
+
 def rewrite_table(targets: list[Target], md: bool) -> str:
     base = targets[0]
     rows = []
@@ -1043,6 +1085,9 @@ def parse_args(argv: list[str] | None = None):
                     "0 skips streaming)")
     ap.add_argument("--stream-reps", type=int, help="streams per target per run (default "
                     f"{FULL['stream_reps']})")
+    ap.add_argument("--short-streams", type=int, help=f"short streams ({SHORT_EVENTS} events) per "
+                    "target per run, for the first event without a flood behind it (default "
+                    f"{FULL['short_streams']}; --quick {QUICK['short_streams']}; 0 skips)")
     ap.add_argument("--runs", type=int, help=f"rounds, target order alternating each round "
                     f"(default {FULL['runs']})")
     ap.add_argument("--warmup", type=int, help="passthrough requests per target before measuring "
@@ -1102,6 +1147,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Workload.build(args.body_kb, args.concurrency, args.stages, args.rewrite_requests)
     do_load = not args.skip_passthrough
     do_stream = args.stream_events > 0 and args.stream_reps > 0
+    do_short = do_stream and args.short_streams > 0
 
     print("Headroom proxy benchmark:", datetime.datetime.now().isoformat(timespec="seconds"))
     print(f"Command:   {command}")
@@ -1158,6 +1204,9 @@ def main(argv: list[str] | None = None) -> int:
                 load_targets.insert(3, targets["budget"])
             stream_targets = [t for t in (direct, plain, plain_stream, read_stream, head)
                               if t is not None]
+            # (plain mitmdump buffers: its first event is its last)
+            short_targets = [t for t in (direct, plain_stream, read_stream, head_pt, head)
+                             if t is not None]
             # one set of result holders per chunking of the stream
             stream_sets = {b: [Target(t.key, t.label, t.port, t.pid, t.proxy)
                                for t in stream_targets] for b in args.stream_batches}
@@ -1187,6 +1236,9 @@ def main(argv: list[str] | None = None) -> int:
                     for b in args.stream_batches:
                         bench.stream(t, 0, record=False, batch=b)
                     args.stream_events = old
+            for t in short_targets if do_short else ():
+                for k in range(3):
+                    bench.short_stream(t, k, record=False)
 
             for r in range(args.runs):
                 t_round = time.perf_counter()
@@ -1205,6 +1257,10 @@ def main(argv: list[str] | None = None) -> int:
                         for rep in range(args.stream_reps):
                             for t in alternate(ts, r + rep):
                                 bench.stream(t, r * args.stream_reps + rep, record=True, batch=b)
+                if do_short:  # the targets take turns stream by stream
+                    for k in range(args.short_streams):
+                        for t in alternate(short_targets, r + k):
+                            bench.short_stream(t, k, record=True)
                 print(f"  run {r + 1}/{args.runs} done in {time.perf_counter() - t_round:.1f} s",
                       file=sys.stderr, flush=True)
 
@@ -1269,6 +1325,12 @@ def main(argv: list[str] | None = None) -> int:
                             "event: request start to first SSE event's bytes at the client; "
                             "MB/s: body bytes / total time"))
                 print(stream_table(ts, ts[0], md))
+        if do_short:
+            print(title(f"2. First event of short streams ({SHORT_EVENTS} events), one at a "
+                        f"time, {args.short_streams} per target per run x {args.runs} runs, the "
+                        "targets taking turns stream by stream: request start to first SSE "
+                        "event's bytes at the client, ms"))
+            print(short_table(short_targets, direct, md))
         if memory:
             print(title(f"3. Memory after {args.memory_requests} requests across "
                         f"{args.memory_sessions} conversations (resident set size)"))
@@ -1305,6 +1367,9 @@ def main(argv: list[str] | None = None) -> int:
                                     True, read_stream=by.get("readstream")):
                 print(f"- {line} ({bsize} event(s) per chunk)" if md
                       else f"{line} ({bsize} event(s) per chunk)")
+        if do_short:
+            for line in short_lines(head_pt, head, plain_stream, read_stream):
+                print(f"- {line}" if md else line)
 
     print("\nNotes:")
     print(f"- Other processes on the machine used {background:.2f} of its {os.cpu_count()} "
