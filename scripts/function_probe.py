@@ -3,12 +3,11 @@
 `scripts/count_functions.py` loads it before Headroom (`-s scripts/function_probe.py -s
 addons/headroom.py`). Inside mitmdump each distinct function a hook touches is cold again
 (mitmproxy's own work between two hooks evicts it from the CPU caches; docs/decisions.md says
-how much a call turned out to be worth). In each of the
-four per-request hooks the probe, which runs first, installs a profile function that records the
-code of every Python function called while the watched addon's hook of that name is running
-(mitmproxy's dispatch around it is not counted); the watched addon's own hook counts too. Flows
-`probe_skip` to `probe_skip + probe_flows` are counted; `done` writes a JSON summary to
-`probe_out`.
+how much a call turned out to be worth). In each of the four per-request hooks the probe,
+which runs first, installs a profile function that records the code of every Python function
+called while the watched addon's hook of that name is running (mitmproxy's dispatch around it is
+not counted); the watched addon's own hook counts too. Flows `probe_skip` to
+`probe_skip + probe_flows` are counted; `done` writes a JSON summary to `probe_out`.
 """
 
 from __future__ import annotations
