@@ -37,7 +37,7 @@ SSE event's bytes at the client), end-to-end throughput (decoded body bytes / to
 proxy CPU per chunk. Behind a long stream's first event the upstream floods the machine's two
 cores, which stalls the first chunk by 0-3.5 ms at random (docs/decisions.md); so the first event
 is also timed on `--short-streams` short streams (SHORT_EVENTS events) per target per run, the
-targets taking turns stream by stream, which gives medians that hold from run to run.
+targets taking turns stream by stream: their medians stay within ~0.4 ms between runs.
 
 Part 3, memory (`--memory-requests` across `--memory-sessions` conversations): the resident size
 of each proxy before and after, and what Headroom holds (from /headroom/health).
